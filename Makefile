@@ -1,0 +1,39 @@
+# vlmshield: `make install` sets up .venv on a fresh clone; `make test` runs the offline suite;
+# `make demo` runs the main job on the embedded default; `make bench` prints performance numbers.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.installed
+PLUGINS := $(wildcard plugins/*/pyproject.toml)
+# torch and torchvision install from this machine's disk; pin them so nothing pulls a larger build.
+TORCH  := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: install test demo bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml $(PLUGINS) Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet $(TORCH)
+	$(PIP) install --quiet -e '.[test]' $(foreach p,$(dir $(PLUGINS)),-e '$(p)[test]')
+	touch $(STAMP)
+
+test: install
+	$(PY) -m pytest -q
+
+demo: install
+	$(VENV)/bin/vlmshield eval --model clip-vitb32 --no-weights --dataset fakedata \
+		--attack pgd --eps 1/255 --n 16 --batch-size 8
+
+# torchattacks is the comparison point of the attack benchmark. Its release pins requests~=2.25.1,
+# which would downgrade what huggingface_hub needs, so it is installed without its pins.
+bench: install
+	$(PIP) install --quiet --no-deps torchattacks==3.5.1
+	$(PIP) install --quiet scipy
+	$(PY) bench/attack_overhead.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

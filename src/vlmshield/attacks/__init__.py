@@ -1,0 +1,22 @@
+"""The standard attacks, a built-in plugin: registered through the same hook as any third-party attack."""
+
+from vlmshield.core import hookimpl
+
+from .aa_lite import AALite
+from .apgd import APGD
+from .apgd_t import APGDT
+from .cw import CW
+from .fgsm import FGSM
+from .pgd import PGD
+
+__all__ = ["AALite", "APGD", "APGDT", "CW", "FGSM", "PGD"]
+
+
+@hookimpl
+def register_attacks(register):
+    register(FGSM)
+    register(PGD)
+    register(CW)
+    register(APGD, aliases=("apgd",))
+    register(APGDT)
+    register(AALite)

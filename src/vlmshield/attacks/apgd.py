@@ -1,0 +1,109 @@
+"""APGD: Auto-PGD (Croce & Hein, ICML 2020), the first attack of AutoAttack.
+
+A budget of ``steps`` iterations is split at checkpoints w_0 = 0, w_1 = 0.22 N, ... with intervals that
+shrink by 0.03 N down to 0.06 N. The step size starts at 2 eps; at each checkpoint it is halved, and
+the iterate restarted from the best point so far, for every sample whose loss increased in at most
+``rho`` of the steps since the last checkpoint, or whose step size was not halved last time although
+its best loss did not improve since. Each step moves with momentum 0.75 (none on the first step).
+For labels, a point counts as fooled as soon as any iterate is misclassified, and that iterate is
+kept; for other targets (embedding losses) the highest-loss iterate is returned.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from vlmshield.core import (
+    Attack,
+    ascent_direction,
+    is_labels,
+    loss_and_grad,
+    per_sample_norm,
+    project,
+    resolve_loss,
+)
+
+
+class APGD(Attack):
+    name = "apgd-ce"
+    description = ("Auto-PGD (Croce & Hein 2020) on cross-entropy (or any loss): step size halved at "
+                   "checkpoints when progress stalls, momentum 0.75, best iterate kept.")
+
+    def __init__(self, eps: float = 4 / 255, steps: int = 100, norm: str = "Linf", n_restarts: int = 1,
+                 loss="ce", rho: float = 0.75, seed: int = 0):
+        super().__init__(eps=eps, steps=steps, norm=norm, n_restarts=n_restarts, loss=loss, rho=rho, seed=seed)
+
+    def perturb(self, classifier, x, y, generator: torch.Generator) -> torch.Tensor:
+        loss_fn = resolve_loss(self.loss)
+        labels = is_labels(y)
+        x_adv = x.clone()
+        best_loss = torch.full((x.shape[0],), float("-inf"), device=x.device)
+        robust = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+        for _ in range(self.n_restarts):
+            idx = robust.nonzero().squeeze(1)
+            if idx.numel() == 0:
+                break
+            adv, fooled, loss = self.run(classifier, x[idx], y[idx], loss_fn, generator, labels)
+            better = fooled | (loss > best_loss[idx])
+            x_adv[idx[better]] = adv[better]
+            best_loss[idx] = torch.maximum(best_loss[idx], loss)
+            robust[idx[fooled]] = False
+        return x_adv
+
+    def start(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """AutoAttack's start: a random point on the boundary of the ball (Linf: max |delta| = eps)."""
+        if self.norm == "Linf":
+            t = torch.rand(x.shape, generator=generator) * 2 - 1
+            delta = self.eps * t / t.flatten(1).abs().amax(dim=1).view(-1, 1, 1, 1)
+        else:
+            t = torch.randn(x.shape, generator=generator)
+            delta = self.eps * t / per_sample_norm(t)
+        return (x + delta.to(x.device, x.dtype)).clamp(0, 1)
+
+    def run(self, classifier, x, y, loss_fn, generator, labels: bool):
+        """One restart. Returns (adversarial images, fooled mask, best loss)."""
+        n_iter, eps, norm = self.steps, self.eps, self.norm
+        interval = max(int(0.22 * n_iter), 1)
+        interval_min, interval_decrease = max(int(0.06 * n_iter), 1), max(int(0.03 * n_iter), 1)
+
+        x_adv = self.start(x, generator)
+        loss, grad, output = loss_and_grad(classifier, x_adv, y, loss_fn, check=True)
+        fooled = output.argmax(1) != y if labels else torch.zeros_like(loss, dtype=torch.bool)
+        x_fooled = x_adv.clone()
+        x_best, loss_best, grad_best = x_adv.clone(), loss.clone(), grad.clone()
+        step = torch.full((x.shape[0], 1, 1, 1), 2.0 * eps, device=x.device, dtype=x.dtype)
+        history = [loss]
+        x_prev = x_adv
+        loss_best_at_check = loss_best.clone()
+        reduced_at_check = torch.zeros_like(fooled)
+        since_check = 0
+        for i in range(n_iter):
+            with torch.no_grad():
+                momentum = 0.75 if i > 0 else 1.0
+                z = project(x_adv + step * ascent_direction(grad, norm), x, eps, norm)
+                x_new = project(x_adv + momentum * (z - x_adv) + (1 - momentum) * (x_adv - x_prev), x, eps, norm)
+                x_prev, x_adv = x_adv, x_new
+            loss, grad, output = loss_and_grad(classifier, x_adv, y, loss_fn)
+            with torch.no_grad():
+                if labels:
+                    wrong = output.argmax(1) != y
+                    x_fooled[wrong] = x_adv[wrong]
+                    fooled |= wrong
+                improved = loss > loss_best
+                x_best[improved], grad_best[improved] = x_adv[improved], grad[improved]
+                loss_best[improved] = loss[improved]
+                history.append(loss)
+                since_check += 1
+                if since_check == interval:
+                    recent = torch.stack(history[-(interval + 1):])
+                    increases = (recent[1:] > recent[:-1]).sum(dim=0)
+                    oscillating = increases <= interval * self.rho
+                    stalled = ~reduced_at_check & (loss_best_at_check >= loss_best)
+                    reduce = oscillating | stalled
+                    reduced_at_check, loss_best_at_check = reduce, loss_best.clone()
+                    step[reduce] /= 2
+                    x_adv[reduce], grad[reduce] = x_best[reduce], grad_best[reduce]
+                    since_check, interval = 0, max(interval - interval_decrease, interval_min)
+        if labels:
+            return torch.where(fooled.view(-1, 1, 1, 1), x_fooled, x_best), fooled, loss_best
+        return x_best, fooled, loss_best

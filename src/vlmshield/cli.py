@@ -1,0 +1,276 @@
+"""The ``vlmshield`` command line.
+
+Every subcommand is a ``Command`` registered through the ``register_commands`` hook; the ones below
+are vlmshield's own, registered by this module as a built-in plugin, and plugins add theirs the same
+way. A mistake in what the user typed is one line on stderr and exit status 2 (``--debug`` shows the
+traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import sys
+import traceback
+import warnings
+
+from ._version import __version__
+from .core import (
+    Command,
+    UnknownNameError,
+    VlmshieldError,
+    did_you_mean,
+    eps_note,
+    evaluate,
+    format_eps,
+    format_table,
+    get_host,
+    hookimpl,
+    parse_eps,
+    parse_params,
+)
+from .core.params import signature_defaults
+from .core.registry import KINDS, Registration, canonical_name
+
+
+class UsageError(VlmshieldError):
+    """The command line itself is malformed."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line instead of usage + message
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+# ------------------------------------------------------------------- describing
+def _params(cls) -> dict:
+    return {k: (format_eps(v) if k in getattr(cls, "pixel_params", ()) and isinstance(v, float) else v)
+            for k, v in signature_defaults(cls).items() if not callable(v)}
+
+
+def describe(registration: Registration) -> dict:
+    """A JSON-able description of anything registered."""
+    obj = registration.obj
+    info = {"kind": registration.kind, "name": registration.name, "aliases": list(registration.aliases),
+            "plugin": registration.plugin, "distribution": registration.distribution,
+            "version": registration.version}
+    if inspect.isclass(obj):
+        info["description"] = obj.description
+        info["class"] = f"{obj.__module__}.{obj.__qualname__}"
+        info["params"] = _params(obj)
+        for attribute in ("defense_kind", "paper", "adaptive", "randomized", "metrics"):
+            if hasattr(obj, attribute):
+                value = getattr(obj, attribute)
+                info[attribute] = list(value) if isinstance(value, tuple) else value
+        if registration.kind == "attack":
+            info["attack_kind"] = "evasion" if hasattr(obj, "perturb") else "backdoor"
+    elif registration.kind == "model":
+        info.update({k: v for k, v in obj.to_dict().items() if k != "name"})
+    elif registration.kind == "dataset":
+        info.update(description=obj.description, needs_root=obj.needs_root, splits=list(obj.splits),
+                    homepage=obj.homepage)
+    elif registration.kind == "command":
+        info["description"] = obj.help
+    return info
+
+
+def _print_json(data) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+# --------------------------------------------------------------------- commands
+def _plugins(args) -> int:
+    infos = get_host().plugins()
+    if args.json:
+        _print_json([info.to_dict() for info in infos])
+        return 0
+    for info in infos:
+        origin = f"{info.distribution} {info.version}" if info.distribution else "registered in-process"
+        print(f"{info.name}  ({origin}{', built-in' if info.builtin else ''})")
+        print(f"  hooks: {', '.join(info.hooks) or 'none'}")
+        for kind, names in info.registered.items():
+            print(f"  {kind}s: {', '.join(names)}")
+        for error in info.errors:
+            print(f"  error: {error}")
+    return 0
+
+
+def _kind(text: str) -> str:
+    kind = canonical_name(text).removesuffix("s")
+    if kind not in KINDS:
+        raise UsageError(f"cannot list {text!r}; choose one of {', '.join(k + 's' for k in KINDS)}.")
+    return kind
+
+
+def _list(args) -> int:
+    kind = _kind(args.kind)
+    rows = [describe(r) for r in get_host().registries[kind]]
+    if args.json:
+        _print_json(rows)
+        return 0
+    width = max((len(r["name"]) for r in rows), default=0)
+    for row in rows:
+        print(f"{row['name']:<{width}}  {row.get('description', '')}  [{row['plugin']}]")
+    return 0
+
+
+def _info(args) -> int:
+    host = get_host()
+    kinds = KINDS if args.kind is None else (_kind(args.kind),)
+    found = [describe(host.get(kind, args.name)) for kind in kinds if args.name in host.registries[kind]]
+    if not found:
+        known = [name for kind in kinds for name in host.registries[kind].names()]
+        suggestion = did_you_mean(canonical_name(args.name), known)
+        raise UnknownNameError(f"nothing is registered as {args.name!r}.{suggestion}")
+    if args.json:
+        _print_json(found[0] if len(found) == 1 else found)
+        return 0
+    for info in found:
+        print(f"{info['kind']} {info['name']}")
+        for key, value in info.items():
+            if key not in ("kind", "name") and value not in (None, "", [], {}):
+                print(f"  {key}: {value}")
+    return 0
+
+
+def _eval(args) -> int:
+    host = get_host()
+    eps = None
+    if args.eps is not None:
+        eps = parse_eps(args.eps)
+        note = eps_note(args.eps)
+        if note:
+            print(f"vlmshield: {note}", file=sys.stderr)
+    attack_params = defense_params = None
+    if args.attack_params:
+        if args.attack is None:
+            raise UsageError("--attack-params needs --attack.")
+        cls = host.get("attack", args.attack).obj
+        attack_params = parse_params(cls, args.attack_params, f"attack {cls.name!r}", cls.pixel_params)
+    if args.defense_params:
+        if args.defense is None:
+            raise UsageError("--defense-params needs --defense.")
+        cls = host.get("defense", args.defense).obj
+        defense_params = parse_params(cls, args.defense_params, f"defense {cls.name!r}")
+    try:
+        record = evaluate(
+            args.model, args.dataset, evaluator=args.evaluator, attack=args.attack, eps=eps,
+            steps=args.steps, attack_params=attack_params, defense=args.defense,
+            defense_params=defense_params, n=args.n, batch_size=args.batch_size, seed=args.seed,
+            device=args.device, weights=not args.no_weights, out=args.out,
+            progress=False if args.no_progress else None, num_workers=args.workers,
+        )
+    except KeyboardInterrupt:
+        if args.out:
+            print(f"vlmshield: interrupted; finished batches are kept in {args.out}.partial; "
+                  f"run the same command again to resume.", file=sys.stderr)
+        raise
+    if args.json:
+        _print_json(record)
+    else:
+        print(format_table(record))
+        if args.out:
+            print(f"record: {args.out}")
+    return 0
+
+
+def _eval_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="zoo name (see `vlmshield list models`)")
+    parser.add_argument("--dataset", required=True, help="NAME or NAME:/root; several separated by commas")
+    parser.add_argument("--evaluator", default="zero-shot", help="zero-shot (default), accuracy, asr, ...")
+    parser.add_argument("--attack", help="attack name (see `vlmshield list attacks`); none: clean only")
+    parser.add_argument("--eps", help="budget: 4/255, 0.0157, or 4 (a bare number above 1 is 255ths)")
+    parser.add_argument("--steps", type=int, help="attack iterations (the attack's default otherwise)")
+    parser.add_argument("--attack-params", help="more attack parameters: key=value,key=value")
+    parser.add_argument("--defense", help="a test-time defense to wrap the classifier in")
+    parser.add_argument("--defense-params", help="defense parameters: key=value,key=value")
+    parser.add_argument("--n", type=int, help="samples per dataset (a seeded subset; all by default)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
+    parser.add_argument("--workers", type=int, default=0, help="data loading processes")
+    parser.add_argument("--no-weights", action="store_true",
+                        help="build the architecture with random weights (no download): a smoke run")
+    parser.add_argument("--out", help="write the JSON record here; an interrupted run resumes from it")
+    parser.add_argument("--json", action="store_true", help="print the record as JSON")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def _json_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _list_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("kind", help=", ".join(k + "s" for k in KINDS))
+    _json_flag(parser)
+
+
+def _info_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name")
+    parser.add_argument("--kind", help="only this kind (model, attack, ...) when a name is used by several")
+    _json_flag(parser)
+
+
+COMMANDS = (
+    Command("plugins", "list loaded plugins, what they registered, and load errors", _plugins, _json_flag),
+    Command("list", "list registered models, attacks, defenses, datasets, evaluators or commands", _list,
+            _list_arguments),
+    Command("info", "show everything about one registered name", _info, _info_arguments),
+    Command("eval", "clean and robust accuracy of a model on datasets", _eval, _eval_arguments),
+)
+
+
+@hookimpl
+def register_commands(register):
+    for command in COMMANDS:
+        register(command)
+
+
+# ------------------------------------------------------------------------- main
+def build_parser() -> Parser:
+    parser = Parser(prog="vlmshield", description="A plugin-based zoo of defenses for vision-language models.")
+    parser.add_argument("--version", action="version", version=f"vlmshield {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    for registration in get_host().registries["command"]:
+        command: Command = registration.obj
+        sub = subparsers.add_parser(command.name, help=command.help, description=command.help)
+        if command.add_arguments is not None:
+            command.add_arguments(sub)
+        sub.set_defaults(run=command.run)
+    return parser
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"vlmshield: warning: {message}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv
+    warnings.showwarning = _show_warning
+    try:
+        args = build_parser().parse_args(argv)
+        if getattr(args, "run", None) is None:
+            raise UsageError("no command given (see `vlmshield --help`)")
+        return args.run(args) or 0
+    except VlmshieldError as error:
+        if debug:
+            traceback.print_exc()
+        print(f"vlmshield: error: {error}", file=sys.stderr)
+        return 2
+    except SystemExit as done:  # --help and --version
+        return done.code if isinstance(done.code, int) else 0
+    except KeyboardInterrupt:
+        return 130
+    except Exception as error:  # a bug: say so in one line unless asked for the traceback
+        if debug:
+            raise
+        print(f"vlmshield: internal error: {type(error).__name__}: {error} (--debug shows the traceback)",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

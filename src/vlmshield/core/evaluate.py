@@ -1,0 +1,236 @@
+"""The evaluation engine: clean and robust numbers of a model on one or more datasets.
+
+``evaluate(model, dataset, attack=..., eps=..., n=...)`` draws a seeded subset of ``n`` samples of
+each dataset, builds the evaluator's classifier (a zero-shot head for a VLM), optionally wraps it in a
+test-time defense, and scores it batch by batch. Each batch has its own seed derived from the run's
+seed, so its numbers do not depend on which batches ran before it; with ``out=...`` every finished
+batch is logged, an interrupted run resumes where it stopped, and the record (the full configuration,
+the numbers per dataset and their average, versions) is written atomically at the end.
+
+Against a test-time defense, a non-adaptive attack is crafted on the undefended classifier and the
+defended one classifies the result (the protocol of the TTC paper); attacks marked ``adaptive`` see
+the defended classifier.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+import math
+import time
+from datetime import datetime, timezone
+from typing import ClassVar
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from .attack import Attack
+from .data import LabelledImages
+from .data import dataset as build_dataset
+from .defense import TestTimeDefense
+from .errors import ParameterError
+from .model import VLM
+from .params import Configurable, format_eps
+from .plugins import get_host
+from .record import RunLog, atomic_write_json, derive_seed, environment, fingerprint
+
+
+class Evaluator(Configurable, abc.ABC):
+    """Turns a model and a dataset into per-sample metric values."""
+
+    kind: ClassVar[str] = "evaluator"
+    #: Names of the metrics ``score`` returns, as they appear in records.
+    metrics: ClassVar[tuple[str, ...]] = ()
+    #: The attack class this evaluator uses (Attack, BackdoorAttack), or None if it takes none.
+    attack_type: ClassVar[type | None] = Attack
+    #: Whether an attack is required (an attack success rate without a backdoor means nothing).
+    needs_attack: ClassVar[bool] = False
+
+    @abc.abstractmethod
+    def classifier(self, model: nn.Module, data: LabelledImages) -> nn.Module:
+        """The module to evaluate on ``data``: [0, 1] images -> logits over ``data.classnames``."""
+
+    @abc.abstractmethod
+    def score(self, classifier: nn.Module, x: torch.Tensor, y: torch.Tensor, *, data: LabelledImages,
+              attack=None, attack_model: nn.Module | None = None, seed: int = 0) -> dict[str, torch.Tensor]:
+        """Per-sample values (1.0/0.0, or NaN where a sample does not count) for each metric."""
+
+
+def _model(model, device, weights: bool) -> tuple[nn.Module, dict]:
+    if isinstance(model, str):
+        from .. import zoo  # the zoo builds on the core; imported here, where a name must be resolved
+
+        loaded = zoo.load(model, device=device, weights=weights)
+        return loaded, {"name": loaded.name, "weights": weights}
+    if not isinstance(model, nn.Module):
+        raise ParameterError(f"model must be a zoo name or a torch module; got {type(model).__name__}.")
+    return model.to(device), {"name": getattr(model, "name", None) or type(model).__name__, "weights": "in-memory"}
+
+
+def _attack(attack, evaluator: Evaluator, eps, steps, params: dict | None):
+    overrides = {k: v for k, v in (("eps", eps), ("steps", steps)) if v is not None}
+    if attack is None or (isinstance(attack, str) and attack.lower() == "none"):
+        if overrides or params:
+            raise ParameterError("eps, steps and attack parameters need an attack (--attack NAME).")
+        if evaluator.needs_attack:
+            raise ParameterError(f"the {evaluator.name} evaluator needs an attack.")
+        return None
+    if isinstance(attack, str):
+        attack = get_host().create("attack", attack, **{**(params or {}), **overrides})
+    elif overrides or params:
+        raise ParameterError("give eps, steps and parameters when naming the attack, or set them on the attack object.")
+    if evaluator.attack_type is None or not isinstance(attack, evaluator.attack_type):
+        wanted = f"a {evaluator.attack_type.__name__}" if evaluator.attack_type else "no attack"
+        raise ParameterError(f"the {evaluator.name} evaluator takes {wanted}; {attack.name!r} is not one.")
+    return attack
+
+
+def _defense(defense, params: dict | None):
+    if defense is None or (isinstance(defense, str) and defense.lower() == "none"):
+        if params:
+            raise ParameterError("defense parameters need a defense (--defense NAME).")
+        return None
+    if isinstance(defense, str):
+        defense = get_host().create("defense", defense, **(params or {}))
+    if not isinstance(defense, TestTimeDefense):
+        raise ParameterError(
+            f"defense {defense.name!r} is a {defense.defense_kind} defense: train with it "
+            f"(`vlmshield train {defense.name}`) and evaluate the model it produces."
+        )
+    return defense
+
+
+def _datasets(dataset, image_size: int) -> list[LabelledImages]:
+    if isinstance(dataset, LabelledImages):
+        dataset = [dataset]
+    specs = dataset.split(",") if isinstance(dataset, str) else list(dataset)
+    built = [build_dataset(s.strip(), image_size=image_size) if isinstance(s, str) else s for s in specs if s]
+    if not built:
+        raise ParameterError("no dataset given.")
+    names = [d.name for d in built]
+    if len(set(names)) != len(names):
+        raise ParameterError(f"a dataset is listed twice: {', '.join(names)}.")
+    return built
+
+
+def subset_indices(size: int, n: int | None, seed: int) -> list[int]:
+    """The sorted indices of a seeded random subset of ``n`` of ``size`` samples (all when n is None)."""
+    if n is None or n >= size:
+        return list(range(size))
+    order = torch.randperm(size, generator=torch.Generator().manual_seed(seed))
+    return sorted(order[:n].tolist())
+
+
+def _mean(values: list) -> float | None:
+    counted = [v for v in values if v is not None and not math.isnan(v)]
+    return sum(counted) / len(counted) if counted else None
+
+
+def evaluate(model, dataset, *, evaluator: str | Evaluator = "zero-shot", attack=None, eps=None,
+             steps: int | None = None, attack_params: dict | None = None, defense=None,
+             defense_params: dict | None = None, n: int | None = None, batch_size: int = 64, seed: int = 0,
+             device=None, weights: bool = True, out=None, progress: bool | None = None,
+             num_workers: int = 0) -> dict:
+    """Evaluate ``model`` (a zoo name or a module) on ``dataset`` (a name, 'a,b,c', or LabelledImages).
+
+    Returns the record: configuration, per-dataset numbers (fractions in [0, 1]) and their average.
+    """
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise ParameterError(f"n must be a whole number of samples, 1 or more; got {n!r}.")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ParameterError(f"batch size must be 1 or more; got {batch_size!r}.")
+    if isinstance(evaluator, str):
+        evaluator = get_host().create("evaluator", evaluator)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    attack = _attack(attack, evaluator, eps, steps, attack_params)
+    defense = _defense(defense, defense_params)
+    model, model_info = _model(model, device, weights)
+    model.eval()
+    image_size = model.image_size[0] if isinstance(model, VLM) else 224
+    datasets = _datasets(dataset, image_size)
+
+    config = {
+        "model": model_info, "evaluator": evaluator.config(),
+        "attack": attack.config() if attack else None, "defense": defense.config() if defense else None,
+        "datasets": [d.name for d in datasets], "n": n, "seed": seed, "batch_size": batch_size,
+        "device": device.type,
+    }
+    log = RunLog(out, fingerprint(config)) if out is not None else None
+    started, clock = datetime.now(timezone.utc), time.perf_counter()
+    results = {}
+    try:
+        for data in datasets:
+            results[data.name] = _evaluate_one(model, data, evaluator, attack, defense, n, batch_size,
+                                               seed, device, log, progress, num_workers)
+    finally:
+        if log is not None:
+            log.close()
+    average = {m: _mean([r[m] for r in results.values()]) for m in evaluator.metrics
+               if any(m in r for r in results.values())}
+    record = {
+        "record": "evaluation", **config, "results": results, "average": average,
+        "environment": environment(), "started_at": started.isoformat(timespec="seconds"),
+        "wall_time_s": round(time.perf_counter() - clock, 3),
+    }
+    if out is not None:
+        atomic_write_json(out, record)
+        log.finish()
+    return record
+
+
+def _evaluate_one(model, data, evaluator, attack, defense, n, batch_size, seed, device, log,
+                  progress, num_workers) -> dict:
+    indices = subset_indices(len(data), n, seed)
+    classifier = evaluator.classifier(model, data)
+    defended = defense.wrap(classifier) if defense is not None else classifier
+    attack_model = defended if attack is None or defense is None or getattr(attack, "adaptive", False) else classifier
+    batches = [indices[i:i + batch_size] for i in range(0, len(indices), batch_size)]
+    values = {b: log.get(data.name, b) for b in range(len(batches))} if log else {}
+    todo = [b for b in range(len(batches)) if values.get(b) is None]
+    loader = DataLoader(data, batch_sampler=[batches[b] for b in todo], num_workers=num_workers)
+    bar = tqdm(total=len(batches), initial=len(batches) - len(todo), desc=data.name, unit="batch",
+               disable=None if progress is None else not progress, leave=False)
+    devices = [device.index or 0] if device.type == "cuda" else []
+    for b, (x, y) in zip(todo, loader, strict=True):
+        batch_seed = derive_seed(seed, data.name, b)
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(batch_seed)
+            scores = evaluator.score(defended, x.to(device), y.to(device), data=data, attack=attack,
+                                     attack_model=attack_model, seed=batch_seed)
+        values[b] = {m: [None if math.isnan(v) else v for v in t.tolist()] for m, t in scores.items()}
+        if log is not None:
+            log.put(data.name, b, values[b])
+        bar.update()
+    bar.close()
+    result: dict = {"n": len(indices), "num_classes": len(data.classnames), "templates": len(data.templates)}
+    for metric in evaluator.metrics:
+        if all(metric in values[b] for b in values):
+            result[metric] = _mean([v for b in sorted(values) for v in values[b][metric]])
+    result["subset_sha256"] = hashlib.sha256(",".join(map(str, indices)).encode()).hexdigest()[:16]
+    return result
+
+
+def format_table(record: dict) -> str:
+    """The record's numbers as a Markdown table (percentages), one row per dataset and the average."""
+    metrics = [m for m in ("clean_acc", "robust_acc", "asr") if m in record["average"]]
+    metrics += [m for m in record["average"] if m not in metrics]
+    header = "| dataset | n | " + " | ".join(metrics) + " |"
+    lines = [header, "|" + "---|" * (len(metrics) + 2)]
+
+    def cell(value):
+        return "-" if value is None else f"{100 * value:.2f}"
+
+    for name, result in record["results"].items():
+        lines.append(f"| {name} | {result['n']} | " + " | ".join(cell(result.get(m)) for m in metrics) + " |")
+    if len(record["results"]) > 1:
+        lines.append("| **average** | | " + " | ".join(cell(record["average"].get(m)) for m in metrics) + " |")
+    attack = record.get("attack")
+    if attack:
+        params = attack["params"]
+        shown = ", ".join(f"{k}={format_eps(v) if k in ('eps', 'alpha') else v}" for k, v in params.items())
+        lines.append(f"\nattack: {attack['name']} ({shown})")
+    if record.get("defense"):
+        lines.append(f"defense: {record['defense']['name']}")
+    return "\n".join(lines)

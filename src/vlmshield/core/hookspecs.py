@@ -1,0 +1,68 @@
+"""The whole plugin API on one page.
+
+A plugin is a module (or object) with functions named like the hooks below, decorated with
+``vlmshield.core.hookimpl``, and made visible to vlmshield by an entry point in the group
+``vlmshield``::
+
+    [project.entry-points.vlmshield]
+    mymethod = "vlmshield_mymethod.plugin"
+
+Every hook receives a ``register`` callback and calls it once per thing it contributes:
+``register(obj, aliases=("other-name",))``. Plugins never return values. vlmshield validates each
+registration (name syntax, duplicates, type) and remembers the plugin and version that made it.
+The built-in attacks, datasets, evaluators and base models register through these same hooks.
+
+What each hook registers:
+
+- attacks: a subclass of ``Attack`` (evasion: ``attack(classifier, x, y) -> x_adv``) or of
+  ``BackdoorAttack`` (plants a trigger: ``apply_trigger(x)``, a target class, ``poison(...)``).
+- defenses: a subclass of ``Defense`` whose ``kind`` says what it consumes and produces:
+  ``finetune`` (a VLM in, a more robust VLM out: TeCoA, FARE, HPT-GPD), ``test-time`` (wraps a
+  classifier at inference: TTC), ``backdoor-removal`` (a poisoned VLM and image-text pairs in, a
+  cleaned VLM out: PAR), ``domain-adaptation`` (a labelled source and an unlabelled target in, a
+  classifier out: DART).
+- evaluators: a subclass of ``Evaluator`` (zero-shot accuracy, attack success rate, accuracy of a
+  domain-adapted classifier, ...).
+- datasets: a ``DatasetEntry`` (a name, a builder, class names and prompt templates).
+- models: a ``ModelCard`` (a zoo entry: architecture, weights source, threat model, numbers).
+- commands: a ``Command`` (a ``vlmshield`` subcommand: name, help, arguments, run function).
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+PROJECT = "vlmshield"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def register_attacks(register):
+    """Register attack classes: ``register(AttackSubclass, aliases=())``."""
+
+
+@hookspec
+def register_defenses(register):
+    """Register defense classes: ``register(DefenseSubclass, aliases=())``."""
+
+
+@hookspec
+def register_evaluators(register):
+    """Register evaluator classes: ``register(EvaluatorSubclass, aliases=())``."""
+
+
+@hookspec
+def register_datasets(register):
+    """Register datasets: ``register(DatasetEntry(...), aliases=())``."""
+
+
+@hookspec
+def register_models(register):
+    """Register zoo entries: ``register(ModelCard(...), aliases=())``."""
+
+
+@hookspec
+def register_commands(register):
+    """Register CLI subcommands: ``register(Command(...))``."""

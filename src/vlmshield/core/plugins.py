@@ -1,0 +1,237 @@
+"""The plugin manager: built-in plugins, entry points, one registry per kind, and isolation.
+
+vlmshield loads its built-in plugins (the standard attacks, datasets, evaluators and base models) and
+then every entry point in the group ``vlmshield``, each in its own try/except: a plugin that fails to
+import, raises in a hook, or registers something invalid is recorded with its error (``vlmshield
+plugins`` shows it) and everything else keeps working.
+
+Environment:
+
+- ``VLMSHIELD_LOAD_PLUGINS``: comma list of distribution names to load; empty loads none. Unset loads all.
+- ``VLMSHIELD_DISABLE_PLUGINS``: comma list of distribution or entry-point names never to load.
+- ``VLMSHIELD_STRICT_PLUGINS=1``: any plugin error is fatal (for plugin development and CI).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.metadata
+import os
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+
+import pluggy
+
+from .._version import __version__
+from . import hookspecs
+from .errors import PluginError
+from .registry import KINDS, Registration, Registry, canonical_name
+
+ENTRY_POINT_GROUP = "vlmshield"
+BUILTIN_PLUGINS = (
+    "vlmshield.attacks", "vlmshield.datasets", "vlmshield.evaluators", "vlmshield.zoo.catalog", "vlmshield.cli",
+)
+HOOKS = {kind: f"register_{kind}s" for kind in KINDS}
+
+
+class PluginWarning(UserWarning):
+    """A plugin failed to load; the rest of vlmshield works."""
+
+
+@dataclass(frozen=True)
+class Command:
+    """A ``vlmshield`` subcommand contributed by a plugin."""
+
+    name: str
+    help: str
+    #: ``run(args) -> exit status`` (None means 0).
+    run: Callable[[argparse.Namespace], int | None]
+    #: ``add_arguments(parser)`` declares the command's arguments.
+    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
+
+
+@dataclass
+class PluginInfo:
+    """What ``vlmshield plugins`` shows about one plugin."""
+
+    name: str
+    distribution: str | None = None
+    version: str | None = None
+    builtin: bool = False
+    hooks: list[str] = field(default_factory=list)
+    registered: dict[str, list[str]] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _validate(kind: str, obj: object) -> str:
+    """The name ``obj`` registers under, or PluginError saying why it cannot be a ``kind``."""
+    from .attack import Attack, BackdoorAttack
+    from .card import ModelCard
+    from .data import DatasetEntry
+    from .defense import Defense
+    from .evaluate import Evaluator
+
+    expected = {"attack": (Attack, BackdoorAttack), "defense": (Defense,), "evaluator": (Evaluator,)}
+    instances = {"dataset": DatasetEntry, "model": ModelCard, "command": Command}
+    if kind in expected:
+        if not (isinstance(obj, type) and issubclass(obj, expected[kind])):
+            names = " or ".join(t.__name__ for t in expected[kind])
+            raise PluginError(f"registered {obj!r} as {kind}; expected a subclass of {names}")
+        obj.check_class()
+    elif not isinstance(obj, instances[kind]):
+        raise PluginError(f"registered {obj!r} as {kind}; expected a {instances[kind].__name__}")
+    return obj.name
+
+
+def _env_names(variable: str) -> set[str] | None:
+    value = os.environ.get(variable)
+    if value is None:
+        return None
+    return {canonical_name(n) for n in value.split(",") if n.strip()}
+
+
+class PluginHost:
+    """A plugin manager with its plugins loaded and its registries filled."""
+
+    def __init__(self, plugins=(), *, builtins: bool = True, entry_points: bool = True,
+                 strict: bool = False, allow: set[str] | None = None, block: set[str] = frozenset()):
+        self.strict = strict
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+        self.infos: dict[str, PluginInfo] = {}
+        self.registries = {kind: Registry(kind) for kind in KINDS}
+        if builtins:
+            for module in BUILTIN_PLUGINS:
+                self._add(lambda m=module: importlib.import_module(m),
+                          PluginInfo(module, "vlmshield", __version__, builtin=True))
+        for plugin in plugins:
+            name = getattr(plugin, "__name__", None) or type(plugin).__name__
+            self._add(lambda p=plugin: p, PluginInfo(name))
+        if entry_points:
+            self._load_entry_points(allow, block)
+        self._collect()
+
+    @classmethod
+    def from_environment(cls) -> PluginHost:
+        strict = os.environ.get("VLMSHIELD_STRICT_PLUGINS", "").lower() in ("1", "true", "yes")
+        return cls(strict=strict, allow=_env_names("VLMSHIELD_LOAD_PLUGINS"),
+                   block=_env_names("VLMSHIELD_DISABLE_PLUGINS") or set())
+
+    # ------------------------------------------------------------------ loading
+    def _fail(self, info: PluginInfo, message: str, error: BaseException | None = None) -> None:
+        info.errors.append(message)
+        if self.strict:
+            raise PluginError(f"plugin {info.name}: {message} (VLMSHIELD_STRICT_PLUGINS is set)") from error
+
+    def _add(self, load: Callable[[], object], info: PluginInfo) -> None:
+        if info.name in self.infos:
+            info.name = f"{info.name}#{len(self.infos)}"
+        self.infos[info.name] = info
+        try:
+            plugin = load()
+            self.pm.register(plugin, name=info.name)
+        except Exception as error:
+            self._fail(info, f"failed to load: {type(error).__name__}: {error}", error)
+            return
+        callers = self.pm.get_hookcallers(plugin) or []
+        info.hooks = sorted(caller.name for caller in callers)
+        for caller in callers:
+            if caller.spec is None:
+                self._fail(info, f"implements {caller.name}, which is not a vlmshield hook")
+
+    def _load_entry_points(self, allow: set[str] | None, block: set[str]) -> None:
+        seen = set()
+        for dist in importlib.metadata.distributions():
+            dist_name = dist.metadata["Name"] or "?"
+            canonical = canonical_name(dist_name)
+            for ep in dist.entry_points:
+                if ep.group != ENTRY_POINT_GROUP or (canonical, ep.name) in seen:
+                    continue
+                seen.add((canonical, ep.name))
+                if allow is not None and canonical not in allow:
+                    continue
+                if canonical in block or canonical_name(ep.name) in block:
+                    continue
+                self._add(ep.load, PluginInfo(ep.name, dist_name, dist.version))
+
+    def _collect(self) -> None:
+        """Call every plugin's hooks one at a time; keep what validates, report the rest."""
+        for kind, hook_name in HOOKS.items():
+            for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
+                info = self.infos[impl.plugin_name]
+                pending: list[tuple[object, tuple[str, ...]]] = []
+
+                def register(obj, aliases=(), _pending=pending):
+                    _pending.append((obj, (aliases,) if isinstance(aliases, str) else tuple(aliases)))
+
+                try:
+                    impl.function(**{arg: register for arg in impl.argnames})
+                except Exception as error:  # the whole hook is dropped, not half of it
+                    self._fail(info, f"{hook_name} raised {type(error).__name__}: {error}", error)
+                    continue
+                for obj, aliases in pending:
+                    try:
+                        name = _validate(kind, obj)
+                        self.registries[kind].add(Registration(
+                            kind, name, obj, info.name, info.distribution, info.version, aliases))
+                    except PluginError as error:
+                        self._fail(info, str(error), error)
+                        continue
+                    info.registered.setdefault(kind, []).append(name)
+
+    # ------------------------------------------------------------------ queries
+    def get(self, kind: str, name: str) -> Registration:
+        """The registration of ``name`` among ``kind``s; UnknownNameError with suggestions if none."""
+        return self.registries[kind].get(name)
+
+    def create(self, kind: str, name: str, **params):
+        """An instance of the registered ``kind`` class ``name`` (an attack, defense or evaluator)."""
+        return self.get(kind, name).obj.create(**params)
+
+    def plugins(self) -> list[PluginInfo]:
+        return list(self.infos.values())
+
+
+_host: PluginHost | None = None
+
+
+def get_host() -> PluginHost:
+    """The process-wide plugin host, created on first use from the environment."""
+    global _host
+    if _host is None:
+        _host = PluginHost.from_environment()
+        failed = [info.name for info in _host.infos.values() if info.errors]
+        if failed:
+            warnings.warn(f"plugin(s) {', '.join(failed)} failed to load; see `vlmshield plugins`",
+                          PluginWarning, stacklevel=2)
+    return _host
+
+
+def reset_host() -> None:
+    """Forget the process-wide host; the next use reloads plugins from the environment."""
+    global _host
+    _host = None
+
+
+@contextmanager
+def temporary_host(*plugins, builtins: bool = True, entry_points: bool = False,
+                   strict: bool = False) -> Iterator[PluginHost]:
+    """Use a host with exactly these extra plugins for the duration (tests, notebooks)."""
+    global _host
+    saved = _host
+    _host = PluginHost(plugins, builtins=builtins, entry_points=entry_points, strict=strict)
+    try:
+        yield _host
+    finally:
+        _host = saved
+
+
+def plugins() -> list[dict]:
+    """What is loaded: one dict per plugin (name, distribution, version, hooks, registered, errors)."""
+    return [info.to_dict() for info in get_host().plugins()]

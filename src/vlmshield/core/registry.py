@@ -1,0 +1,105 @@
+"""Typed registries, filled through the plugin hooks.
+
+A name is lowercase letters and digits in groups joined by ``-`` or ``.`` (``apgd-ce``,
+``hpt-gpd-vitb16``). Look-ups are case-insensitive and treat ``_`` as ``-``; aliases resolve to the
+name they stand for. Every registration remembers the plugin, distribution and version that made it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from .errors import PluginError, UnknownNameError, did_you_mean
+
+NAME_PATTERN = re.compile(r"[a-z0-9]+(?:[.-][a-z0-9]+)*")
+
+#: Registry kinds, in the order they are listed, with the plural used in messages and the CLI.
+KINDS = ("model", "attack", "defense", "dataset", "evaluator", "command")
+
+
+def canonical_name(name: str) -> str:
+    """The form a name is looked up under: stripped, lowercase, ``_`` read as ``-``."""
+    return name.strip().lower().replace("_", "-")
+
+
+def check_name(kind: str, name: object) -> str:
+    """Return ``name`` if it is a valid registry name, else raise a PluginError saying why."""
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        raise PluginError(
+            f"invalid {kind} name {name!r}: use lowercase letters and digits joined by '-' or '.'"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class Registration:
+    """One registered object and where it came from."""
+
+    kind: str
+    name: str
+    obj: object
+    plugin: str
+    distribution: str | None = None
+    version: str | None = None
+    aliases: tuple[str, ...] = field(default=())
+
+    @property
+    def provider(self) -> str:
+        """'plugin (distribution version)' for messages and listings."""
+        if self.distribution is None:
+            return self.plugin
+        return f"{self.plugin} ({self.distribution} {self.version or '?'})"
+
+
+class Registry:
+    """Name -> Registration for one kind of object."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: dict[str, Registration] = {}
+        self._aliases: dict[str, str] = {}
+
+    def add(self, registration: Registration) -> None:
+        names = (registration.name, *registration.aliases)
+        for name in names:
+            check_name(self.kind, name)
+        if len(set(names)) != len(names):
+            raise PluginError(f"{self.kind} {registration.name!r} lists a name twice among its aliases")
+        for name in names:
+            owner = self._owner(name)
+            if owner is not None:
+                raise PluginError(
+                    f"{self.kind} name {name!r} from plugin {registration.plugin} is already "
+                    f"registered by plugin {owner.plugin}"
+                )
+        self._entries[registration.name] = registration
+        for alias in registration.aliases:
+            self._aliases[alias] = registration.name
+
+    def _owner(self, name: str) -> Registration | None:
+        return self._entries.get(self._aliases.get(name, name))
+
+    def get(self, name: str) -> Registration:
+        """The registration for ``name`` (or an alias); UnknownNameError with suggestions if none."""
+        found = self._owner(canonical_name(name))
+        if found is None:
+            known = [*self._entries, *self._aliases]
+            raise UnknownNameError(
+                f"unknown {self.kind} {name!r}.{did_you_mean(canonical_name(name), known)}"
+                f" See `vlmshield list {self.kind}s`."
+            )
+        return found
+
+    def __contains__(self, name: str) -> bool:
+        return self._owner(canonical_name(name)) is not None
+
+    def __iter__(self) -> Iterator[Registration]:
+        return iter(sorted(self._entries.values(), key=lambda r: r.name))
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)

@@ -1,0 +1,33 @@
+"""imagefolder: any folder of class sub-folders (ROOT/<class name>/<image>), as torchvision's ImageFolder.
+
+Class names are the sub-folder names with '_' read as a space; the prompt is CLIP's single template.
+Images are resized (bicubic, shortest side) and centre-cropped to the model's input size, as CLIP's
+preprocessing does, so the threat model is on those pixels.
+"""
+
+from __future__ import annotations
+
+from torchvision import datasets, transforms
+
+from vlmshield.core import DEFAULT_TEMPLATES, DataError, DatasetEntry, LabelledImages
+
+
+def build(root, split: str = "test", image_size: int = 224) -> LabelledImages:
+    transform = transforms.Compose([
+        transforms.Resize(image_size, interpolation=transforms.InterpolationMode.BICUBIC),
+        transforms.CenterCrop(image_size),
+        transforms.ToTensor(),
+    ])
+    try:
+        data = datasets.ImageFolder(str(root), transform=transform)
+    except (FileNotFoundError, OSError) as error:
+        raise DataError(f"imagefolder {root}: {error}") from None
+    classnames = [c.replace("_", " ") for c in data.classes]
+    return LabelledImages(data, classnames, DEFAULT_TEMPLATES, name=f"imagefolder-{root.name}".lower())
+
+
+ENTRY = DatasetEntry(
+    name="imagefolder", build=build, needs_root=True,
+    description=("A folder of class sub-folders (ROOT/<class>/<image>), as torchvision's ImageFolder; "
+                 "give it as imagefolder:/path."),
+)

@@ -1,0 +1,80 @@
+"""The built-in evaluators, a plugin like any other.
+
+- ``zero-shot``: clean and robust zero-shot accuracy of a VLM (its classifier is built from the
+  dataset's class names and prompt templates);
+- ``accuracy``: clean and robust accuracy of a plain classifier, e.g. a domain-adapted one (DART's metric);
+- ``asr``: clean zero-shot accuracy and the attack success rate of a backdoor trigger.
+
+Robust accuracy attacks only the clean-correct points (a wrong clean prediction is not robust), as
+AutoAttack and RobustBench count it.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from vlmshield.core import VLM, BackdoorAttack, Evaluator, ParameterError, hookimpl
+
+
+class Accuracy(Evaluator):
+    name = "accuracy"
+    description = "Clean and robust accuracy of a classifier that is not a VLM (a domain-adapted model, say)."
+    metrics = ("clean_acc", "robust_acc")
+
+    def classifier(self, model, data):
+        if isinstance(model, VLM):
+            raise ParameterError("the accuracy evaluator takes a classifier; evaluate a VLM with zero-shot.")
+        return model
+
+    def score(self, classifier, x, y, *, data, attack=None, attack_model=None, seed=0):
+        with torch.no_grad():
+            clean = classifier(x).argmax(dim=1) == y
+        values = {"clean_acc": clean.float()}
+        if attack is not None:
+            robust = torch.zeros_like(clean)
+            idx = clean.nonzero().squeeze(1)
+            if idx.numel():
+                x_adv = attack(attack_model, x[idx], y[idx], seed=seed)
+                with torch.no_grad():
+                    robust[idx] = classifier(x_adv).argmax(dim=1) == y[idx]
+            values["robust_acc"] = robust.float()
+        return values
+
+
+class ZeroShot(Accuracy):
+    name = "zero-shot"
+    description = "Clean and robust zero-shot accuracy of a VLM over the dataset's class names and templates."
+
+    def classifier(self, model, data):
+        if not isinstance(model, VLM):
+            raise ParameterError(f"the zero-shot evaluator takes a VLM; got {type(model).__name__}.")
+        return model.zero_shot(data.classnames, data.templates)
+
+
+class AttackSuccessRate(Evaluator):
+    name = "asr"
+    description = ("Clean zero-shot accuracy and the backdoor's attack success rate: the share of triggered "
+                   "images, outside the target class, classified as the target.")
+    metrics = ("clean_acc", "asr")
+    attack_type = BackdoorAttack
+    needs_attack = True
+
+    def classifier(self, model, data):
+        return ZeroShot().classifier(model, data)
+
+    def score(self, classifier, x, y, *, data, attack=None, attack_model=None, seed=0):
+        if attack.target not in data.classnames:
+            raise ParameterError(f"the backdoor target {attack.target!r} is not a class of {data.name}.")
+        target = data.classnames.index(attack.target)
+        triggered = attack.apply_trigger(x, torch.Generator().manual_seed(seed))
+        with torch.no_grad():
+            clean = (classifier(x).argmax(dim=1) == y).float()
+            hit = (classifier(triggered).argmax(dim=1) == target).float()
+        return {"clean_acc": clean, "asr": torch.where(y == target, torch.full_like(hit, float("nan")), hit)}
+
+
+@hookimpl
+def register_evaluators(register):
+    register(ZeroShot)
+    register(Accuracy)
+    register(AttackSuccessRate)

@@ -1,0 +1,99 @@
+"""Helpers for offline tests, of vlmshield and of plugins: small real models, made in seconds on a CPU.
+
+- ``tiny_vlm()``: a randomly initialised open_clip CLIP (ViT image tower, text transformer), 32 px.
+- ``toy_task()`` and ``toy_classifier()``: a 4-class image task and a small CNN trained on it to 100%
+  clean accuracy, for checking that attacks really lower accuracy.
+- ``tensor_dataset()``: LabelledImages from tensors.
+- ``make_plugin()``: a plugin object from hook functions, to register with ``temporary_host``.
+
+Nothing here downloads anything.
+"""
+
+from __future__ import annotations
+
+import types
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from .core import VLM, LabelledImages, hookimpl
+
+TINY_CLIP = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "head_width": 32, "patch_size": 8},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
+}
+
+
+def tiny_vlm(seed: int = 0, name: str = "tiny-clip") -> VLM:
+    """A random-initialised tiny CLIP (32 px ViT, patch 8), the same for the same seed."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        vlm = VLM.from_config(TINY_CLIP, preprocess_cfg={"mean": (0.48, 0.46, 0.41), "std": (0.27, 0.26, 0.28)},
+                              name=name)
+    return vlm.eval()
+
+
+def toy_task(n: int = 256, num_classes: int = 4, size: int = 16, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images in [0, 1]: a class-specific smooth pattern of amplitude 0.2 on grey, plus noise.
+
+    The class patterns are the same for every call; ``seed`` draws the noise.
+    """
+    patterns = F.interpolate(torch.rand(num_classes, 3, 4, 4, generator=torch.Generator().manual_seed(1234)) * 2 - 1,
+                             size=size, mode="bilinear", align_corners=False)
+    y = torch.arange(n) % num_classes
+    noise = torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(seed)) * 0.05
+    return (0.5 + 0.2 * patterns[y] + noise).clamp(0, 1), y
+
+
+class ToyCNN(nn.Module):
+    def __init__(self, num_classes: int = 4):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2),
+        )
+        self.head = nn.Linear(128, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).flatten(1))
+
+
+def toy_classifier(seed: int = 0, steps: int = 150) -> tuple[ToyCNN, torch.Tensor, torch.Tensor]:
+    """A ToyCNN trained on ``toy_task`` (about a second on a CPU); returns (model, test x, test y)."""
+    x, y = toy_task(n=512, seed=seed)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = ToyCNN()
+        optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+        for _ in range(steps):
+            batch = torch.randint(len(x), (64,))
+            loss = F.cross_entropy(model(x[batch]), y[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    model.zero_grad(set_to_none=True)
+    test_x, test_y = toy_task(n=128, seed=seed + 1)
+    return model.eval(), test_x, test_y
+
+
+def tensor_dataset(x: torch.Tensor, y: torch.Tensor, classnames, templates=("a photo of a {}.",),
+                   name: str = "tensors") -> LabelledImages:
+    return LabelledImages(TensorDataset(x, y), classnames, templates, name=name)
+
+
+def make_plugin(name: str, **hooks):
+    """A plugin object named ``name`` whose hooks are the given functions, for ``temporary_host``::
+
+        plugin = make_plugin("my-test", register_attacks=lambda register: register(MyAttack))
+        with temporary_host(plugin):
+            ...
+    """
+    plugin = types.SimpleNamespace(__name__=name)
+    for hook, function in hooks.items():
+        def implementation(register, _function=function):
+            return _function(register)
+        setattr(plugin, hook, hookimpl(implementation))
+    return plugin

@@ -1,0 +1,28 @@
+"""The zoo: ``zoo.load(name)`` for every registered model.
+
+Entries are ``ModelCard`` data registered by plugins (the core's catalog holds the vanilla CLIPs).
+"""
+
+from __future__ import annotations
+
+import builtins
+
+from vlmshield.core import VLM, ModelCard, get_host
+
+
+def load(name: str, device=None, weights: bool = True) -> VLM:
+    """Build the model ``name`` in eval mode; ``weights=False`` gives random weights (no download)."""
+    card: ModelCard = get_host().get("model", name).obj
+    return card.load(device=device, weights=weights)
+
+
+def list(method: str | None = None, arch: str | None = None) -> builtins.list[ModelCard]:  # noqa: A001
+    """Registered model cards, optionally only those of a method or an architecture."""
+    return [r.obj for r in get_host().registries["model"]
+            if (method is None or r.obj.method == method) and (arch is None or r.obj.arch == arch)]
+
+
+def info(name: str) -> dict:
+    """A model's card as a dict, with the plugin that registered it."""
+    registration = get_host().get("model", name)
+    return {**registration.obj.to_dict(), "plugin": registration.provider}

@@ -1,0 +1,154 @@
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from vlmshield.cli import main
+from vlmshield.core import Command, ModelCard, temporary_host
+from vlmshield.testing import make_plugin, tiny_vlm
+
+PGD_EVAL = ["eval", "--model", "tiny-clip", "--dataset", "fakedata", "--attack", "pgd"]
+
+
+def broken(register):
+    raise ImportError("this plugin is broken")
+
+
+@pytest.fixture
+def host():
+    plugin = make_plugin(
+        "test-plugin",
+        register_models=lambda r: r(ModelCard("tiny-clip", arch="tiny",
+                                              loader=lambda card, device=None, weights=True: tiny_vlm())),
+        register_commands=lambda r: r(Command("hello", "say hello", lambda args: print(f"hello {args.who}") or 3,
+                                              lambda parser: parser.add_argument("who"))),
+    )
+    with temporary_host(plugin, make_plugin("broken-plugin", register_attacks=broken)) as host:
+        yield host
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_version(capsys):
+    code, out, _ = run(capsys, "--version")
+    assert code == 0 and out.startswith("vlmshield ")
+
+
+def test_plugins_lists_hooks_registrations_and_errors(host, capsys):
+    code, out, _ = run(capsys, "plugins", "--json")
+    plugins = {p["name"]: p for p in json.loads(out)}
+    assert code == 0
+    assert plugins["vlmshield.attacks"]["registered"]["attack"][:2] == ["fgsm", "pgd"]
+    assert plugins["vlmshield.attacks"]["version"] and plugins["vlmshield.attacks"]["hooks"] == ["register_attacks"]
+    assert plugins["broken-plugin"]["errors"] == ["register_attacks raised ImportError: this plugin is broken"]
+    code, out, _ = run(capsys, "plugins")
+    assert "error: register_attacks raised ImportError" in out and "attacks: fgsm, pgd" in out
+
+
+@pytest.mark.parametrize("kind, expected", [
+    ("models", "tiny-clip"), ("attacks", "aa-lite"), ("defenses", None), ("datasets", "imagefolder"),
+    ("evaluators", "zero-shot"), ("commands", "hello"), ("attack", "pgd"),
+])
+def test_list_every_kind(host, capsys, kind, expected):
+    code, out, _ = run(capsys, "list", kind, "--json")
+    rows = json.loads(out)
+    assert code == 0 and isinstance(rows, list)
+    if expected:
+        assert expected in [row["name"] for row in rows]
+    code, text, _ = run(capsys, "list", kind)
+    assert code == 0 and (expected is None or expected in text)
+
+
+@pytest.mark.parametrize("name, kind", [
+    ("pgd", "attack"), ("apgd", "attack"), ("tiny-clip", "model"), ("CLIP_VITB32", "model"),
+    ("fakedata", "dataset"), ("asr", "evaluator"), ("eval", "command"),
+])
+def test_info(host, capsys, name, kind):
+    code, out, _ = run(capsys, "info", name, "--json")
+    info = json.loads(out)
+    assert code == 0 and info["kind"] == kind and info["plugin"]
+    code, out, _ = run(capsys, "info", name)
+    assert out.startswith(kind)
+
+
+def test_info_params_show_pixel_budgets_as_255ths(capsys):
+    code, out, _ = run(capsys, "info", "pgd", "--json")
+    assert json.loads(out)["params"]["eps"] == "4/255"
+
+
+def test_eval_prints_a_table_and_writes_the_record(host, capsys, tmp_path):
+    out_file = tmp_path / "run.json"
+    code, out, err = run(capsys, "eval", "--model", "tiny-clip", "--dataset", "fakedata", "--attack", "pgd",
+                         "--eps", "4", "--steps", "2", "--n", "12", "--batch-size", "6", "--out", str(out_file),
+                         "--attack-params", "alpha=0.5/255,random_start=false")
+    assert code == 0, err
+    assert "| fakedata | 12 |" in out and "eps 4 read as 4/255" in err
+    record = json.loads(out_file.read_text())
+    assert record["attack"]["params"]["alpha"] == pytest.approx(0.5 / 255)
+    assert record["attack"]["params"]["random_start"] is False
+    assert 0 <= record["results"]["fakedata"]["clean_acc"] <= 1
+    code, out, _ = run(capsys, "eval", "--model", "tiny-clip", "--dataset", "fakedata", "--n", "4", "--json")
+    assert json.loads(out)["results"]["fakedata"]["n"] == 4
+
+
+def test_plugins_add_subcommands(host, capsys):
+    code, out, _ = run(capsys, "hello", "world")
+    assert (code, out) == (3, "hello world\n")
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    ([*PGD_EVAL, "--eps", "4/25x"], "eps must be a number"),
+    ([*PGD_EVAL, "--eps", "0"], "eps must be above 0"),
+    ([*PGD_EVAL, "--eps=-4/255"], "eps must be above 0"),
+    ([*PGD_EVAL, "--eps", "300"], "eps must be above 0"),
+    ([*PGD_EVAL, "--steps", "-1"], "steps must be 0 or more"),
+    (["eval", "--model", "tiny-clip", "--dataset", "fakedata", "--n", "0"], "n must be"),
+    (["eval", "--model", "tiny-clip", "--dataset", "fakedata", "--n", "ten"], "invalid int value"),
+    (["eval", "--model", "tiny-clip", "--dataset", "cifar10"], "unknown dataset 'cifar10'"),
+    (["eval", "--model", "tiny-clipp", "--dataset", "fakedata"], "Did you mean 'tiny-clip'"),
+    (["eval", "--model", "tiny-clip", "--dataset", "fakedata", "--attack", "pdg"], "Did you mean 'pgd'"),
+    (["eval", "--model", "tiny-clip", "--dataset", "imagefolder"], "needs its files"),
+    (["eval", "--model", "tiny-clip", "--dataset", "imagefolder:/does/not/exist"], "does not exist"),
+    (["eval", "--model", "tiny-clip", "--dataset", "fakedata", "--attack-params", "alpha=1"], "needs --attack"),
+    (["eval", "--model", "tiny-clip"], "required: --dataset"),
+    (["list", "widgets"], "cannot list 'widgets'"),
+    (["info", "pdg"], "Did you mean 'pgd'"),
+    (["frobnicate"], "invalid choice"),
+    ([], "no command given"),
+])
+def test_bad_input_is_one_line_and_exit_status_2(host, capsys, argv, fragment):
+    code, out, err = run(capsys, *argv)
+    lines = [line for line in err.splitlines() if not line.startswith("vlmshield: eps")]
+    assert code == 2 and len(lines) == 1 and fragment in lines[0], err
+    assert lines[0].startswith("vlmshield: error: ")
+
+
+def test_one_class_image_folder_is_one_line(host, capsys, tmp_path):
+    from PIL import Image
+
+    (tmp_path / "cat").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "cat" / "a.png")
+    code, _, err = run(capsys, "eval", "--model", "tiny-clip", "--dataset", f"imagefolder:{tmp_path}")
+    assert code == 2 and err.count("\n") == 1 and "at least 2 class names" in err
+
+
+def test_debug_shows_the_traceback(host, capsys):
+    code, _, err = run(capsys, "--debug", "info", "pdg")
+    assert code == 2 and "Traceback" in err
+
+
+def test_the_console_script_is_installed():
+    script = shutil.which("vlmshield", path=os.path.dirname(sys.executable))
+    assert script, "the vlmshield console script is missing; run make install"
+    result = subprocess.run([script, "list", "attacks", "--json"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "apgd-t" in {a["name"] for a in json.loads(result.stdout)}
+    result = subprocess.run([script, "eval", "--model", "clip-vitb32", "--dataset", "fakedata", "--eps", "2"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "eps, steps and attack parameters need an attack" in result.stderr
