@@ -152,3 +152,30 @@ def test_the_console_script_is_installed():
     result = subprocess.run([script, "eval", "--model", "clip-vitb32", "--dataset", "fakedata", "--eps", "2"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "eps, steps and attack parameters need an attack" in result.stderr
+
+
+def test_images_outside_the_pixel_range_are_one_line(capsys):
+    import torch
+
+    from vlmshield.core import DatasetEntry
+    from vlmshield.testing import tensor_dataset
+
+    def build(root=None, split="test", image_size=224):
+        return tensor_dataset(torch.rand(4, 3, 32, 32) * 255, torch.tensor([0, 1, 0, 1]), ["a", "b"], name="raw")
+
+    plugin = make_plugin(
+        "raw-data",
+        register_datasets=lambda r: r(DatasetEntry("raw-pixels", build)),
+        register_models=lambda r: r(ModelCard("tiny-clip", arch="tiny",
+                                              loader=lambda card, device=None, weights=True: tiny_vlm())),
+    )
+    with temporary_host(plugin):
+        code, _, err = run(capsys, "eval", "--model", "tiny-clip", "--dataset", "raw-pixels")
+    assert code == 2 and err.count("\n") == 1 and "must lie in [0, 1]" in err
+
+
+def test_an_empty_dataset_is_one_line(host, capsys, tmp_path):
+    (tmp_path / "cat").mkdir()
+    (tmp_path / "dog").mkdir()
+    code, _, err = run(capsys, "eval", "--model", "tiny-clip", "--dataset", f"imagefolder:{tmp_path}")
+    assert code == 2 and err.count("\n") == 1 and "error:" in err
