@@ -28,12 +28,14 @@ demo: install
 	$(VENV)/bin/vlmshield eval --model clip-vitb32 --no-weights --dataset fakedata \
 		--attack pgd --eps 1/255 --n 16 --batch-size 8
 
-# torchattacks is the comparison point of the attack benchmark. Its release pins requests~=2.25.1,
-# which would downgrade what huggingface_hub needs, so it is installed without its pins.
+# The benchmarks compare with torchattacks and with AutoAttack's reference APGD (PyPI: pyautoattack).
+# Both are installed without their declared dependencies: torchattacks pins requests~=2.25.1, which would
+# downgrade what huggingface_hub needs, and pyautoattack only needs torch, which is here.
 bench: install
-	$(PIP) install --quiet --no-deps torchattacks==3.5.1
+	$(PIP) install --quiet --no-deps torchattacks==3.5.1 pyautoattack==0.2.0
 	$(PIP) install --quiet scipy
 	$(PY) bench/attack_overhead.py
+	$(PY) bench/apgd_vs_autoattack.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -3,8 +3,9 @@
 A budget of ``steps`` iterations is split at checkpoints w_0 = 0, w_1 = 0.22 N, ... with intervals that
 shrink by 0.03 N down to 0.06 N. The step size starts at 2 eps; at each checkpoint it is halved, and
 the iterate restarted from the best point so far, for every sample whose loss increased in at most
-``rho`` of the steps since the last checkpoint, or whose step size was not halved last time although
-its best loss did not improve since. Each step moves with momentum 0.75 (none on the first step).
+``rho`` of the steps since the last checkpoint (the first step compared with the start point), or
+whose step size was not halved at the last checkpoint although its best loss did not improve since
+(a test skipped at the first checkpoint). Each step moves with momentum 0.75 (none on the first step).
 For labels, a point counts as fooled as soon as any iterate is misclassified, and that iterate is
 kept; for other targets (embedding losses) the highest-loss iterate is returned.
 """
@@ -16,6 +17,7 @@ import torch
 from vlmshield.core import (
     Attack,
     ascent_direction,
+    clean_logits,
     is_labels,
     loss_and_grad,
     per_sample_norm,
@@ -38,7 +40,10 @@ class APGD(Attack):
         labels = is_labels(y)
         x_adv = x.clone()
         best_loss = torch.full((x.shape[0],), float("-inf"), device=x.device)
-        robust = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+        if labels:  # as AutoAttack: points misclassified when clean are left as they are
+            robust = clean_logits(classifier, x, y, self.name).argmax(dim=1) == y
+        else:
+            robust = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
         for _ in range(self.n_restarts):
             idx = robust.nonzero().squeeze(1)
             if idx.numel() == 0:
@@ -75,7 +80,7 @@ class APGD(Attack):
         history = [loss]
         x_prev = x_adv
         loss_best_at_check = loss_best.clone()
-        reduced_at_check = torch.zeros_like(fooled)
+        reduced_at_check = torch.ones_like(fooled)  # no "stalled" test at the first checkpoint
         since_check = 0
         for i in range(n_iter):
             with torch.no_grad():
