@@ -96,8 +96,8 @@ def _defense(defense, params: dict | None):
         defense = get_host().create("defense", defense, **(params or {}))
     if not isinstance(defense, TestTimeDefense):
         raise ParameterError(
-            f"defense {defense.name!r} is a {defense.defense_kind} defense: train with it "
-            f"(`vlmshield train {defense.name}`) and evaluate the model it produces."
+            f"defense {defense.name!r} is a {defense.defense_kind} defense: it produces a model, "
+            f"and that model is what to evaluate (--defense takes test-time defenses)."
         )
     return defense
 
