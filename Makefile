@@ -10,7 +10,7 @@ PLUGINS := $(wildcard plugins/*/pyproject.toml)
 # torch and torchvision install from this machine's disk; pin them so nothing pulls a larger build.
 TORCH  := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install test demo bench clean
+.PHONY: install test demo bench clean world-weights
 
 install: $(STAMP)
 
@@ -25,8 +25,17 @@ test: install
 	$(PY) -m pytest -q
 
 demo: install
-	$(VENV)/bin/vlmshield eval --model clip-vitb32 --no-weights --dataset fakedata \
-		--attack pgd --eps 1/255 --n 16 --batch-size 8
+	$(VENV)/bin/vlmshield demo --out demo
+
+# Re-run the world's pretraining recipe for every tiny architecture and copy the weights and cards into
+# the package (what ships in src/vlmshield/world/weights). About 10 minutes per model on 2 CPU cores.
+WORLD_ARCHS := tinyvit8 tinyvit4 tinyrn
+world-weights: install
+	for arch in $(WORLD_ARCHS); do \
+		$(VENV)/bin/vlmshield world pretrain $$arch --out runs/world-pretrain-$$arch --no-progress || exit 1; \
+		cp runs/world-pretrain-$$arch/clip-$$arch.safetensors runs/world-pretrain-$$arch/clip-$$arch.json \
+			src/vlmshield/world/weights/; \
+	done
 
 # The benchmarks compare with torchattacks and with AutoAttack's reference APGD (PyPI: pyautoattack).
 # Both are installed without their declared dependencies: torchattacks pins requests~=2.25.1, which would

@@ -23,7 +23,7 @@ from .attack import (
     targeted_dlr_loss,
 )
 from .card import ModelCard
-from .data import DATA_ENV, DatasetEntry, LabelledImages, dataset
+from .data import DATA_ENV, CaptionedImages, DatasetEntry, LabelledImages, dataset, datasets
 from .defense import DEFENSE_KINDS, Defense, TestTimeDefense, TrainingDefense
 from .errors import (
     DataError,
@@ -43,13 +43,13 @@ from .record import RunLog, atomic_write_json, derive_seed, environment, fingerp
 from .registry import Registration, canonical_name
 
 __all__ = [
-    "LOSSES", "Attack", "ascent_direction", "BackdoorAttack", "ce_loss", "check_logits", "clean_logits", "dlr_loss",
+    "LOSSES", "Attack", "BackdoorAttack", "ascent_direction", "ce_loss", "check_logits", "clean_logits", "dlr_loss",
     "is_labels", "loss_and_grad", "margin_loss", "per_sample_norm", "project", "random_start", "resolve_loss",
-    "squared_l2_loss", "targeted_dlr_loss", "ModelCard", "DATA_ENV", "DatasetEntry", "LabelledImages", "dataset",
-    "DEFENSE_KINDS", "Defense", "TestTimeDefense", "TrainingDefense", "DataError", "InputError", "ParameterError",
-    "PluginError", "UnknownNameError", "VlmshieldError", "did_you_mean", "Evaluator", "evaluate", "format_table",
-    "subset_indices", "hookimpl", "DEFAULT_TEMPLATES", "VLM", "ZeroShotClassifier", "check_images", "eval_mode",
-    "frozen", "Configurable", "eps_note", "format_eps", "parse_eps", "parse_params", "Command", "PluginHost",
-    "get_host", "plugins", "reset_host", "temporary_host", "RunLog", "atomic_write_json", "derive_seed",
-    "environment", "fingerprint", "Registration", "canonical_name",
+    "squared_l2_loss", "targeted_dlr_loss", "ModelCard", "DATA_ENV", "CaptionedImages", "DatasetEntry",
+    "LabelledImages", "dataset", "datasets", "DEFENSE_KINDS", "Defense", "TestTimeDefense", "TrainingDefense",
+    "DataError", "InputError", "ParameterError", "PluginError", "UnknownNameError", "VlmshieldError",
+    "did_you_mean", "Evaluator", "evaluate", "format_table", "subset_indices", "hookimpl", "DEFAULT_TEMPLATES",
+    "VLM", "ZeroShotClassifier", "check_images", "eval_mode", "frozen", "Configurable", "eps_note", "format_eps",
+    "parse_eps", "parse_params", "Command", "PluginHost", "get_host", "plugins", "reset_host", "temporary_host",
+    "RunLog", "atomic_write_json", "derive_seed", "environment", "fingerprint", "Registration", "canonical_name",
 ]

@@ -2,9 +2,11 @@
 
 A dataset is registered as a ``DatasetEntry``: a name and a ``build`` function. ``vs.dataset(spec)``
 reads ``spec`` as ``name`` or ``name:/path/to/root``; a dataset that needs files and got no root looks
-in ``$VLMSHIELD_DATA/<name>``. What it builds is a ``LabelledImages``: items are (image, label) with
-the image a float tensor (3, H, W) in [0, 1], plus the class names and prompt templates that
-zero-shot evaluation needs.
+in ``$VLMSHIELD_DATA/<name>``. What it builds is a ``LabelledImages`` (items (image, label), with the
+class names and prompt templates that zero-shot evaluation needs) or a ``CaptionedImages`` (items
+(image, caption), for contrastive training and backdoor poisoning); images are float tensors
+(3, H, W) in [0, 1]. An entry with ``members`` is a collection (a benchmark suite): ``datasets(spec)``
+expands it into its members.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
-from .errors import DataError, ParameterError
+from .errors import DataError, ParameterError, PluginError
 from .plugins import get_host
 
 DATA_ENV = "VLMSHIELD_DATA"
@@ -41,6 +43,23 @@ class LabelledImages(Dataset):
         return f"LabelledImages({self.name!r}, {len(self)} images, {len(self.classnames)} classes)"
 
 
+class CaptionedImages(Dataset):
+    """(image in [0, 1], caption) items: the image-text pairs of contrastive training."""
+
+    def __init__(self, data: Dataset, name: str):
+        self.data = data
+        self.name = name
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int):
+        return self.data[index]
+
+    def __repr__(self) -> str:
+        return f"CaptionedImages({self.name!r}, {len(self)} pairs)"
+
+
 @dataclass(frozen=True)
 class DatasetEntry:
     """A registered dataset. ``build(root, split, image_size, **params)`` returns LabelledImages.
@@ -50,11 +69,17 @@ class DatasetEntry:
     """
 
     name: str
-    build: Callable[..., LabelledImages]
+    build: Callable[..., LabelledImages | CaptionedImages] | None = None
     description: str = ""
     needs_root: bool = False
     splits: tuple[str, ...] = ("test",)
     homepage: str = ""
+    #: For a collection: the names of its member datasets (and no ``build``).
+    members: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if (self.build is None) == (not self.members):
+            raise PluginError(f"dataset {self.name!r} needs either a build function or members, not both")
 
 
 def parse_dataset_spec(spec: str) -> tuple[str, Path | None]:
@@ -65,11 +90,13 @@ def parse_dataset_spec(spec: str) -> tuple[str, Path | None]:
     return name.strip(), (Path(root).expanduser() if sep and root else None)
 
 
-def dataset(spec: str, split: str = "test", image_size: int = 224, **params) -> LabelledImages:
+def dataset(spec: str, split: str = "test", image_size: int = 224, **params) -> LabelledImages | CaptionedImages:
     """Build a registered dataset: ``dataset('cifar10:/data/cifar10')``, ``dataset('fakedata')``."""
     name, root = parse_dataset_spec(spec)
-    registration = get_host().get("dataset", name)
-    entry: DatasetEntry = registration.obj
+    entry: DatasetEntry = get_host().get("dataset", name).obj
+    if entry.members:
+        raise ParameterError(f"{entry.name!r} is a collection of {len(entry.members)} datasets "
+                             f"({', '.join(entry.members)}); use datasets({entry.name!r}) to build them all.")
     if split not in entry.splits:
         raise ParameterError(f"dataset {entry.name!r} has no split {split!r}; it has {', '.join(entry.splits)}.")
     if entry.needs_root:
@@ -86,3 +113,27 @@ def dataset(spec: str, split: str = "test", image_size: int = 224, **params) -> 
     if len(data) == 0:
         raise DataError(f"dataset {entry.name!r} ({split} split{f' in {root}' if root else ''}) has no images.")
     return data
+
+
+def datasets(specs: str | Sequence, split: str = "test", image_size: int = 224) -> list:
+    """Build several datasets: 'a,b:/root,c', a list of specs or built datasets; collections expand."""
+    if isinstance(specs, Dataset):
+        specs = [specs]
+    elif isinstance(specs, str):
+        specs = [s.strip() for s in specs.split(",") if s.strip()]
+    built = []
+    for spec in specs:
+        if not isinstance(spec, str):
+            built.append(spec)
+            continue
+        entry: DatasetEntry = get_host().get("dataset", parse_dataset_spec(spec)[0]).obj
+        if entry.members:
+            built.extend(datasets(list(entry.members), split, image_size))
+        else:
+            built.append(dataset(spec, split=split, image_size=image_size))
+    if not built:
+        raise ParameterError("no dataset given.")
+    names = [d.name for d in built]
+    if len(set(names)) != len(names):
+        raise ParameterError(f"a dataset is listed twice: {', '.join(names)}.")
+    return built

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from .attack import Attack
 from .data import LabelledImages
-from .data import dataset as build_dataset
+from .data import datasets as build_datasets
 from .defense import TestTimeDefense
 from .errors import ParameterError
 from .model import VLM
@@ -102,19 +102,6 @@ def _defense(defense, params: dict | None):
     return defense
 
 
-def _datasets(dataset, image_size: int) -> list[LabelledImages]:
-    if isinstance(dataset, LabelledImages):
-        dataset = [dataset]
-    specs = dataset.split(",") if isinstance(dataset, str) else list(dataset)
-    built = [build_dataset(s.strip(), image_size=image_size) if isinstance(s, str) else s for s in specs if s]
-    if not built:
-        raise ParameterError("no dataset given.")
-    names = [d.name for d in built]
-    if len(set(names)) != len(names):
-        raise ParameterError(f"a dataset is listed twice: {', '.join(names)}.")
-    return built
-
-
 def subset_indices(size: int, n: int | None, seed: int) -> list[int]:
     """The sorted indices of a seeded random subset of ``n`` of ``size`` samples (all when n is None)."""
     if n is None or n >= size:
@@ -149,7 +136,10 @@ def evaluate(model, dataset, *, evaluator: str | Evaluator = "zero-shot", attack
     model, model_info = _model(model, device, weights)
     model.eval()
     image_size = model.image_size[0] if isinstance(model, VLM) else 224
-    datasets = _datasets(dataset, image_size)
+    datasets = build_datasets(dataset, image_size=image_size)
+    for data in datasets:
+        if not isinstance(data, LabelledImages):
+            raise ParameterError(f"{data.name} has no labels to evaluate on; give a labelled dataset.")
 
     config = {
         "model": model_info, "evaluator": evaluator.config(),

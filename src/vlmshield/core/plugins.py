@@ -32,7 +32,8 @@ from .registry import KINDS, Registration, Registry, canonical_name
 
 ENTRY_POINT_GROUP = "vlmshield"
 BUILTIN_PLUGINS = (
-    "vlmshield.attacks", "vlmshield.datasets", "vlmshield.evaluators", "vlmshield.zoo.catalog", "vlmshield.cli",
+    "vlmshield.attacks", "vlmshield.datasets", "vlmshield.evaluators", "vlmshield.zoo.catalog",
+    "vlmshield.world.plugin", "vlmshield.cli",
 )
 HOOKS = {kind: f"register_{kind}s" for kind in KINDS}
 

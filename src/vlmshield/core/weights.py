@@ -1,0 +1,77 @@
+"""Weight files: safetensors only for what vlmshield writes, each checked against its sha256.
+
+``write_weights`` writes atomically (a temporary file, then a rename) with string metadata in the
+safetensors header (provenance: method, recipe, seed, ...). ``read_weights`` checks the file's sha256
+before it parses anything and turns every problem (missing, truncated, tampered) into one sentence.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .errors import VlmshieldError
+
+
+class WeightsError(VlmshieldError):
+    """A weight file that is missing, corrupt, tampered with, or does not fit its architecture."""
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_weights(path: str | os.PathLike, state: dict[str, torch.Tensor], metadata: dict | None = None) -> str:
+    """Write ``state`` to ``path`` (safetensors) atomically; returns the file's sha256."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {name: tensor.detach().contiguous().cpu() for name, tensor in state.items()}
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(handle)
+    try:
+        save_file(tensors, temporary, metadata={k: str(v) for k, v in (metadata or {}).items()})
+        os.chmod(temporary, 0o644)  # mkstemp makes it private; weights are meant to be shared
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+    return sha256_file(path)
+
+
+def read_weights(path: str | os.PathLike, sha256: str | None = None) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file, after checking its sha256 when one is given."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weight file {path} does not exist.")
+    if sha256 is not None and (actual := sha256_file(path)) != sha256:
+        raise WeightsError(f"weight file {path} has sha256 {actual[:12]}..., not the {sha256[:12]}... its card "
+                           f"names: it is corrupt or was modified; reinstall or re-download it.")
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError, ValueError) as error:
+        raise WeightsError(f"weight file {path} is not a readable safetensors file ({error}).") from error
+
+
+def load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+    """Strict ``load_state_dict`` (cast to the module's dtypes) with a one-sentence error."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or wrong:
+        problems = [f"{len(missing)} missing (e.g. {missing[0]})" if missing else "",
+                    f"{len(unexpected)} unexpected (e.g. {unexpected[0]})" if unexpected else "",
+                    f"{len(wrong)} of the wrong shape (e.g. {wrong[0]})" if wrong else ""]
+        listed = ", ".join(p for p in problems if p)
+        raise WeightsError(f"{what} does not fit its architecture: {listed} tensors.")
+    module.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)

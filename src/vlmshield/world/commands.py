@@ -1,0 +1,108 @@
+"""The world's commands: ``vlmshield world pretrain|transfer`` and ``vlmshield demo``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from vlmshield.core import Command, atomic_write_json, parse_eps
+
+from .demo import DEMO_N, DEMO_STEPS, run_demo, summary_table
+from .models import ARCHS
+from .pretrain import export, pretrain, recipe_for
+from .transfer import format_matrix, transfer_matrix
+
+
+def _pretrain(args) -> int:
+    overrides = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size), ("lr", args.lr),
+                                   ("seed", args.seed)) if v is not None}
+    out = Path(args.out or f"runs/world-pretrain-{args.arch}")
+    clock = time.perf_counter()
+    try:
+        vlm, losses = pretrain(args.arch, out, progress=False if args.no_progress else None,
+                               log=lambda line: print(line, file=sys.stderr), **overrides)
+    except KeyboardInterrupt:
+        print(f"vlmshield: interrupted; the last checkpoint is in {out}; run the same command again to resume.",
+              file=sys.stderr)
+        raise
+    seconds = round(time.perf_counter() - clock, 1)
+    recipe = recipe_for(args.arch, **overrides)
+    card = export(vlm, recipe, out, train_time_s=seconds, metrics=not args.no_eval,
+                  progress=False if args.no_progress else None)
+    print(f"trained {args.arch} in {seconds} s (this session); final loss {losses[-1]:.4f}; "
+          f"weights {out / card['file']} (sha256 {card['sha256'][:12]}...)")
+    if "metrics" in card:
+        metrics = card["metrics"]
+        print("clean: " + ", ".join(f"{t} {100 * v:.1f}" for t, v in metrics["clean"].items())
+              + f"; mean {100 * metrics['clean_mean']:.1f}")
+        print("robust mean: " + ", ".join(f"{e} {100 * v:.1f}" for e, v in metrics["robust_mean"].items()))
+    return 0
+
+
+def _transfer(args) -> int:
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    result = transfer_matrix(models, eps=parse_eps(args.eps), steps=args.steps, n=args.n,
+                             progress=False if args.no_progress else None)
+    print(format_matrix(result))
+    if args.out:
+        atomic_write_json(args.out, result)
+    return 0
+
+
+def _world_arguments(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=type(parser))
+    train = actions.add_parser(
+        "pretrain", help="pretrain a tiny CLIP on world-pretrain (the recipe of the shipped weights)")
+    train.add_argument("arch", choices=ARCHS)
+    train.add_argument("--out", help="output folder (checkpoint, weights, card); default runs/world-pretrain-ARCH")
+    train.add_argument("--steps", type=int)
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--lr", type=float)
+    train.add_argument("--seed", type=int)
+    train.add_argument("--no-eval", action="store_true", help="skip measuring the card's clean and robust accuracy")
+    train.add_argument("--no-progress", action="store_true")
+    train.set_defaults(action_run=_pretrain)
+    transfer = actions.add_parser(
+        "transfer", help="accuracy of each model on adversarial examples crafted on the others")
+    transfer.add_argument("--models", default=",".join(f"clip-{a}" for a in ARCHS))
+    transfer.add_argument("--eps", default="4/255")
+    transfer.add_argument("--steps", type=int, default=50)
+    transfer.add_argument("--n", type=int, default=500, help="images per task")
+    transfer.add_argument("--out", help="write the result as JSON")
+    transfer.add_argument("--no-progress", action="store_true")
+    transfer.set_defaults(action_run=_transfer)
+
+
+def _demo(args) -> int:
+    models = [m.strip() for m in args.models.split(",")] if args.models else None
+    summary = run_demo(args.out, models=models, n=args.n, steps=args.steps,
+                       progress=False if args.no_progress else None)
+    print(summary_table(summary))
+    print(f"report: {Path(args.out) / 'report.md'} ({summary['wall_time_s']} s)")
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _demo_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", default="demo", help="output folder for the report, plot and records")
+    parser.add_argument("--models", help="comma-separated zoo names (default: every world model)")
+    parser.add_argument("--n", type=int, default=DEMO_N, help="images per task")
+    parser.add_argument("--steps", type=int, default=DEMO_STEPS, help="apgd-ce iterations")
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def _world(args) -> int:
+    return args.action_run(args)
+
+
+COMMANDS = (
+    Command("world", "the embedded world: pretrain its tiny CLIPs, measure transfer between them", _world,
+            _world_arguments),
+    Command("demo", "evaluate the world's models, clean and under attack, and write a report", _demo,
+            _demo_arguments),
+)

@@ -1,0 +1,86 @@
+"""The world's tiny CLIP models, built from open_clip's own classes, and their shipped weights.
+
+Three image towers share one text tower and one embedding size:
+
+- ``tinyvit8``: a ViT with 8-pixel patches (16 tokens at 32 px): the analogue of ViT-B/32;
+- ``tinyvit4``: the same ViT with 4-pixel patches (64 tokens): the analogue of ViT-B/16;
+- ``tinyrn``: open_clip's ModifiedResNet (attention-pooled ResNet) at a small width.
+
+The text tower is open_clip's text transformer over the world's word-level vocabulary
+(``WorldTokenizer``). Shipped weights are half-precision safetensors in ``world/weights/``, each with
+a JSON card (recipe, seed, sha256, measured accuracy); ``load("clip-tinyvit4")`` checks the sha256.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+
+import torch
+
+from vlmshield.core import VLM, ModelCard, UnknownNameError, did_you_mean
+from vlmshield.core.weights import load_state, read_weights
+
+from .text import VOCABULARY, WorldTokenizer
+
+EMBED_DIM = 128
+CONTEXT_LENGTH = 20  # the longest caption of the grammar is 17 tokens with start and end
+TEXT_CFG = {"context_length": CONTEXT_LENGTH, "vocab_size": len(VOCABULARY) + 4, "width": 128, "heads": 4,
+            "layers": 3}
+VISION_CFGS = {
+    "tinyvit8": {"image_size": 32, "patch_size": 8, "width": 128, "layers": 4, "head_width": 32},
+    "tinyvit4": {"image_size": 32, "patch_size": 4, "width": 96, "layers": 4, "head_width": 32},
+    "tinyrn": {"image_size": 32, "layers": [2, 2, 2, 2], "width": 16, "head_width": 32},
+}
+ARCHS = tuple(VISION_CFGS)
+#: Normalization inside the model: the world's pixels are centred near 0.5 with a spread near 0.25.
+PREPROCESS = {"mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25), "size": 32}
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+
+
+def model_config(arch: str) -> dict:
+    """The open_clip model config (as in open_clip's JSON files) of a world architecture."""
+    if arch not in VISION_CFGS:
+        raise UnknownNameError(f"unknown world architecture {arch!r}; the world has {', '.join(ARCHS)}."
+                               f"{did_you_mean(arch, ARCHS)}")
+    return {"embed_dim": EMBED_DIM, "vision_cfg": dict(VISION_CFGS[arch]), "text_cfg": dict(TEXT_CFG)}
+
+
+def build(arch: str, device=None, name: str | None = None) -> VLM:
+    """A randomly initialised world model (seed it with ``torch.manual_seed`` before, for repeatable init)."""
+    vlm = VLM.from_config(model_config(arch), preprocess_cfg=PREPROCESS,
+                          tokenizer=WorldTokenizer(context_length=CONTEXT_LENGTH), name=name or f"clip-{arch}")
+    return vlm.to(device or "cpu")
+
+
+def card_path(name: str) -> Path:
+    return WEIGHTS_DIR / f"{name}.json"
+
+
+@cache
+def read_card(name: str) -> dict:
+    """The JSON card shipped beside a model's weights: recipe, seed, sha256, metrics."""
+    return json.loads(card_path(name).read_text())
+
+
+def load_shipped(card: ModelCard, device=None, weights: bool = True) -> VLM:
+    """The zoo loader of the shipped world models: architecture from the card, checked weights."""
+    torch.manual_seed(0)
+    vlm = build(card.arch, name=card.name)
+    if weights:
+        info = read_card(card.name)
+        load_state(vlm.model, read_weights(WEIGHTS_DIR / info["file"], sha256=info["sha256"]),
+                   what=f"the weights of {card.name}")
+    return vlm.to(device or "cpu").eval()
+
+
+def shipped_cards() -> list[ModelCard]:
+    """A zoo card for every model whose weights ship in ``world/weights``."""
+    cards = []
+    for path in sorted(WEIGHTS_DIR.glob("*.json")):
+        info = read_card(path.stem)
+        cards.append(ModelCard(path.stem, arch=info["arch"], method=info.get("method", "none"),
+                               description=info["description"], paper=info.get("paper", ""),
+                               loader=load_shipped))
+    return cards

@@ -1,0 +1,210 @@
+"""The pretraining recipe of the world's tiny CLIPs: contrastive learning on ``world-pretrain``.
+
+``pretrain("tinyvit8", out_dir)`` trains a randomly initialised model with open_clip's ``ClipLoss``
+(AdamW, linear warm-up then cosine decay, the logit scale learnt and capped at 100 as in CLIP). Batches
+are read in order from the seeded split, so a run is a pure function of its recipe and seed: the same
+numbers on the same machine, and a run resumed from its checkpoint ends with the same weights as one
+that was never interrupted. ``vlmshield world pretrain ARCH --out DIR`` runs it from the command line.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import open_clip
+import torch
+from tqdm.auto import tqdm
+
+from vlmshield.core import VLM, ParameterError, environment, evaluate, parse_eps
+from vlmshield.core.weights import WeightsError, load_state, read_weights, write_weights
+
+from . import data as world_data
+from .models import build
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Hyperparameters of one pretraining run (the defaults produce the shipped weights)."""
+
+    arch: str
+    steps: int = 1500
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    warmup: float = 0.05  # fraction of the steps
+    text_lr_scale: float = 1.0  # the text tower's learning rate relative to the image tower's
+    seed: int = 0
+
+    def check(self) -> Recipe:
+        for name in ("steps", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ParameterError(f"{name} must be a whole number, 1 or more; got {value!r}.")
+        if self.steps * self.batch_size > world_data.SIZES["world-pretrain"]["train"]:
+            raise ParameterError(f"{self.steps} steps of {self.batch_size} would read past the end of "
+                                 f"world-pretrain ({world_data.SIZES['world-pretrain']['train']} pairs).")
+        if not (self.lr > 0 and self.weight_decay >= 0 and 0 <= self.warmup < 1 and self.text_lr_scale > 0):
+            raise ParameterError(f"lr and text_lr_scale must be positive, weight decay >= 0 and warmup in [0, 1); "
+                                 f"got lr={self.lr}, weight_decay={self.weight_decay}, warmup={self.warmup}, "
+                                 f"text_lr_scale={self.text_lr_scale}.")
+        return self
+
+
+RECIPES = {arch: Recipe(arch) for arch in ("tinyvit8", "tinyvit4")} | {"tinyrn": Recipe("tinyrn", lr=2e-3)}
+MAX_LOGIT_SCALE = math.log(100.0)
+
+
+def recipe_for(arch: str | Recipe, **overrides) -> Recipe:
+    """The recipe of ``arch`` (the shipped weights' one) with ``overrides`` applied, checked."""
+    recipe = arch if isinstance(arch, Recipe) else RECIPES.get(arch, Recipe(arch))
+    return replace(recipe, **overrides).check()
+
+
+def learning_rate(recipe: Recipe, step: int) -> float:
+    """Linear warm-up over ``warmup`` of the steps, then cosine decay to zero."""
+    warm = max(1, round(recipe.warmup * recipe.steps))
+    if step < warm:
+        return recipe.lr * (step + 1) / warm
+    return 0.5 * recipe.lr * (1 + math.cos(math.pi * (step - warm) / max(1, recipe.steps - warm)))
+
+
+def _optimizer(vlm: VLM, recipe: Recipe) -> torch.optim.Optimizer:
+    image = [p for n, p in vlm.model.named_parameters() if n.startswith("visual.") or n == "logit_scale"]
+    text = [p for n, p in vlm.model.named_parameters() if not (n.startswith("visual.") or n == "logit_scale")]
+    return torch.optim.AdamW([{"params": image, "scale": 1.0}, {"params": text, "scale": recipe.text_lr_scale}],
+                             lr=recipe.lr, weight_decay=recipe.weight_decay, betas=(0.9, 0.98), eps=1e-6)
+
+
+def _batch(pairs, step: int, batch_size: int) -> tuple[torch.Tensor, list[str]]:
+    items = [pairs[i] for i in range(step * batch_size, (step + 1) * batch_size)]
+    return torch.stack([image for image, _ in items]), [caption for _, caption in items]
+
+
+def _save_checkpoint(path: Path, step: int, vlm: VLM, optimizer, recipe: Recipe, losses: list[float]) -> None:
+    temporary = path.with_suffix(".tmp")
+    torch.save({"step": step, "model": vlm.model.state_dict(), "optimizer": optimizer.state_dict(),
+                "recipe": asdict(recipe), "losses": losses}, temporary)
+    os.replace(temporary, path)
+
+
+def _load_checkpoint(path: Path, recipe: Recipe) -> dict:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a truncated or foreign file: say which, keep it for inspection
+        raise WeightsError(f"checkpoint {path} is unreadable ({type(error).__name__}); "
+                           f"delete it to start over.") from error
+    if state.get("recipe") != asdict(recipe):
+        raise ParameterError(f"checkpoint {path} was written by another recipe ({state.get('recipe')}); "
+                             f"use another output folder, or delete it to start over.")
+    return state
+
+
+def pretrain(arch: str | Recipe, out: str | os.PathLike | None = None, *, checkpoint_every: int = 100,
+             progress: bool | None = None, log: Callable[[str], None] | None = None,
+             stop_after: int | None = None, **overrides) -> tuple[VLM, list[float]]:
+    """Pretrain a world model; returns it (eval mode, float32) and the loss of every step.
+
+    ``out`` keeps ``checkpoint.pt`` (every ``checkpoint_every`` steps, written atomically) and the run
+    resumes from it. ``overrides`` change the recipe (``steps=2``); ``stop_after`` ends the run early
+    after that many steps (a checkpoint is written), as an interruption would.
+    """
+    recipe = recipe_for(arch, **overrides)
+    torch.manual_seed(recipe.seed)
+    vlm = build(recipe.arch)
+    vlm.train()
+    optimizer = _optimizer(vlm, recipe)
+    loss_fn = open_clip.ClipLoss()
+    pairs = world_data.build_pretrain()
+    start, losses = 0, []
+    checkpoint = Path(out) / "checkpoint.pt" if out is not None else None
+    if checkpoint is not None:
+        checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        if checkpoint.exists():
+            state = _load_checkpoint(checkpoint, recipe)
+            vlm.model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            start, losses = state["step"], list(state["losses"])
+    end = recipe.steps if stop_after is None else min(recipe.steps, start + stop_after)
+    bar = tqdm(range(start, end), initial=start, total=recipe.steps, desc=f"pretrain {recipe.arch}", unit="step",
+               disable=None if progress is None else not progress)
+    clock = time.perf_counter()
+    for step in bar:
+        images, texts = _batch(pairs, step, recipe.batch_size)
+        rate = learning_rate(recipe, step)
+        for group in optimizer.param_groups:
+            group["lr"] = rate * group["scale"]
+        loss = loss_fn(vlm.encode_image(images, normalize=True), vlm.encode_text(texts, normalize=True),
+                       vlm.model.logit_scale.exp())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            vlm.model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        done = step + 1
+        if checkpoint is not None and (done % checkpoint_every == 0 or done == end):
+            _save_checkpoint(checkpoint, done, vlm, optimizer, recipe, losses)
+        if log is not None and (done % max(1, recipe.steps // 10) == 0 or done == end):
+            log(f"step {done}/{recipe.steps} loss {losses[-1]:.4f} ({time.perf_counter() - clock:.0f} s)")
+    bar.close()
+    return vlm.eval(), losses
+
+
+#: The world's threat model, with which every card's robust accuracy is measured.
+CARD_PROTOCOL = {"attack": "apgd-ce", "steps": 50, "n": 500, "eps": ("1/255", "2/255", "4/255"), "seed": 0}
+
+
+def measure(vlm: VLM, protocol: dict = CARD_PROTOCOL, progress: bool | None = None) -> dict:
+    """Clean accuracy on the full test set of every task, and robust accuracy under the card protocol."""
+    clean = evaluate(vlm, "world", progress=progress)
+    metrics = {"clean": {t: r["clean_acc"] for t, r in clean["results"].items()},
+               "clean_mean": clean["average"]["clean_acc"], "robust": {}, "robust_mean": {},
+               "protocol": dict(protocol, eps=list(protocol["eps"]))}
+    for eps in protocol["eps"]:
+        record = evaluate(vlm, "world", attack=protocol["attack"], eps=parse_eps(eps), steps=protocol["steps"],
+                          n=protocol["n"], seed=protocol["seed"], batch_size=100, progress=progress)
+        metrics["robust"][eps] = {t: r["robust_acc"] for t, r in record["results"].items()}
+        metrics["robust_mean"][eps] = record["average"]["robust_acc"]
+    return metrics
+
+
+def command(recipe: Recipe) -> str:
+    """The ``vlmshield`` command line that runs ``recipe``."""
+    default = RECIPES.get(recipe.arch, Recipe(recipe.arch))
+    flags = {"steps": "--steps", "batch_size": "--batch-size", "lr": "--lr", "seed": "--seed"}
+    changed = [f"{flag} {getattr(recipe, key)}" for key, flag in flags.items()
+               if getattr(recipe, key) != getattr(default, key)]
+    return " ".join(["vlmshield world pretrain", recipe.arch, *changed])
+
+
+def export(vlm: VLM, recipe: Recipe, out: str | os.PathLike, *, train_time_s: float | None = None,
+           metrics: bool = True, progress: bool | None = None) -> dict:
+    """Write ``clip-<arch>.safetensors`` (half precision) and its card ``clip-<arch>.json`` into ``out``.
+
+    The card's numbers are measured on the half-precision weights read back: what users load.
+    """
+    name = f"clip-{recipe.arch}"
+    out = Path(out)
+    state = {k: v.half() for k, v in vlm.model.state_dict().items()}
+    file = out / f"{name}.safetensors"
+    sha256 = write_weights(file, state, {"name": name, "method": "none", "recipe": json.dumps(asdict(recipe))})
+    card = {
+        "name": name, "arch": recipe.arch, "method": "none", "file": file.name, "sha256": sha256, "dtype": "float16",
+        "description": f"Tiny CLIP ({recipe.arch}) pretrained contrastively on world-pretrain by the world's recipe.",
+        "recipe": asdict(recipe), "command": command(recipe),
+        "train_time_s": train_time_s, "environment": environment(),
+    }
+    if metrics:
+        torch.manual_seed(0)
+        check = build(recipe.arch, name=name)
+        load_state(check.model, read_weights(file, sha256), what=str(file))
+        card["metrics"] = measure(check.eval(), progress=progress)
+    (out / f"{name}.json").write_text(json.dumps(card, indent=2) + "\n")
+    return card

@@ -1,0 +1,178 @@
+"""The world's scenes: one colored shape on a textured background, rendered procedurally.
+
+A scene is five factors, each an index into a tuple of names:
+
+- shape (10): circle, square, triangle, diamond, cross, star, ring, bar, crescent, heart;
+- color (8) of the shape, saturated, so that it never looks like the background;
+- texture (6) of the greyish background: plain, striped, checkered, dotted, gradient, speckled;
+- size (3): small, medium, large;
+- position (5): top left, top right, bottom left, bottom right, center.
+
+Nuisances that no caption mentions: rotation, position and size jitter, color jitter, background tones
+and pattern scale, and pixel noise. Rendering is vectorised over a batch and anti-aliased analytically
+(each shape is a signed distance in units of its radius), so a CPU core draws thousands of images per
+second at 32x32; every draw comes from the caller's generator, so scenes are deterministic per seed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+SHAPES = ("circle", "square", "triangle", "diamond", "cross", "star", "ring", "bar", "crescent", "heart")
+COLORS = {
+    "red": (0.85, 0.10, 0.10), "orange": (0.97, 0.52, 0.05), "yellow": (0.95, 0.88, 0.10),
+    "green": (0.10, 0.68, 0.15), "cyan": (0.05, 0.80, 0.85), "blue": (0.10, 0.22, 0.92),
+    "purple": (0.55, 0.15, 0.80), "pink": (0.98, 0.50, 0.78),
+}
+TEXTURES = ("plain", "striped", "checkered", "dotted", "gradient", "speckled")
+SIZES = {"small": 0.22, "medium": 0.29, "large": 0.36}  # radius as a fraction of the image side
+POSITIONS = {
+    "top left": (0.3, 0.3), "top right": (0.7, 0.3), "bottom left": (0.3, 0.7), "bottom right": (0.7, 0.7),
+    "center": (0.5, 0.5),
+}
+FACTORS = {
+    "shape": SHAPES, "color": tuple(COLORS), "texture": TEXTURES, "size": tuple(SIZES),
+    "position": tuple(POSITIONS),
+}
+
+
+@dataclass(frozen=True)
+class Scenes:
+    """A batch of scene descriptions: one long tensor of indices per factor."""
+
+    shape: torch.Tensor
+    color: torch.Tensor
+    texture: torch.Tensor
+    size: torch.Tensor
+    position: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.shape)
+
+    def names(self, factor: str) -> list[str]:
+        return [FACTORS[factor][i] for i in getattr(self, factor).tolist()]
+
+
+def _uniform(n: int, low: float, high: float, generator: torch.Generator) -> torch.Tensor:
+    return low + (high - low) * torch.rand(n, generator=generator)
+
+
+# ------------------------------------------------------------------ shapes as distances
+def _shape_distance(name: str, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Approximate signed distance (radius units, negative inside) of a shape of radius 1 at the origin.
+
+    u points right and v points down, as image columns and rows do.
+    """
+    r = torch.sqrt(u * u + v * v)
+    if name == "circle":
+        return r - 1
+    if name == "square":
+        return torch.maximum(u.abs(), v.abs()) - 0.8
+    if name == "diamond":
+        return (u.abs() + v.abs() - 1) / math.sqrt(2)
+    if name == "triangle":  # pointing up, circumradius 1
+        return torch.maximum(v - 0.5, (math.sqrt(3) * u.abs() - v - 1) / 2)
+    if name == "bar":  # a wide, flat rectangle
+        return torch.maximum(u.abs() - 1.0, v.abs() - 0.38)
+    if name == "cross":
+        arm = torch.maximum(u.abs() - 0.32, v.abs() - 0.95)
+        bar = torch.maximum(v.abs() - 0.32, u.abs() - 0.95)
+        return torch.minimum(arm, bar)
+    if name == "ring":
+        return torch.maximum(r - 1, 0.5 - r)
+    if name == "crescent":
+        bite = torch.sqrt((u - 0.5) ** 2 + (v + 0.15) ** 2)
+        return torch.maximum(r - 1, 0.78 - bite)
+    if name == "star":  # five points, one pointing up; the radius limit swings between 0.48 and 1.05
+        angle = torch.atan2(u, -v)
+        phase = torch.remainder(angle * 5 / (2 * math.pi) + 0.5, 1.0)
+        limit = 0.48 + 0.57 * (1 - 2 * (phase - 0.5).abs())
+        return (r - limit) * 0.6
+    if name == "heart":  # two lobes over a long point
+        left = torch.sqrt((u + 0.45) ** 2 + (v + 0.35) ** 2) - 0.5
+        right = torch.sqrt((u - 0.45) ** 2 + (v + 0.35) ** 2) - 0.5
+        point = torch.maximum(-v - 0.15, 0.8 * u.abs() + 0.6 * v - 0.62)
+        return torch.minimum(torch.minimum(left, right), point)
+    raise ValueError(f"unknown shape {name!r}")
+
+
+# --------------------------------------------------------------------------- textures
+def _texture(name: str, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Pattern in [0, 1] (0: first tone, 1: second tone) for images (n, H, W) of pixel centres x, y."""
+    n = x.shape[0]
+
+    def per_image(low, high):
+        return _uniform(n, low, high, generator).view(n, 1, 1)
+
+    if name == "plain":
+        return torch.zeros_like(x)
+    if name == "striped":
+        angle, period = per_image(0, math.pi), per_image(0.14, 0.24)
+        return (torch.remainder((x * torch.cos(angle) + y * torch.sin(angle)) / period, 1.0) < 0.5).float()
+    if name == "checkered":
+        period = per_image(0.12, 0.22)
+        shift_x, shift_y = per_image(0, 1), per_image(0, 1)
+        cells = torch.floor(x / period + shift_x) + torch.floor(y / period + shift_y)
+        return torch.remainder(cells, 2.0)
+    if name == "dotted":
+        period = per_image(0.14, 0.22)
+        shift_x, shift_y = per_image(0, 1), per_image(0, 1)
+        du = torch.remainder(x / period + shift_x, 1.0) - 0.5
+        dv = torch.remainder(y / period + shift_y, 1.0) - 0.5
+        return (du * du + dv * dv < 0.07).float()
+    if name == "gradient":
+        angle = per_image(0, 2 * math.pi)
+        t = (x - 0.5) * torch.cos(angle) + (y - 0.5) * torch.sin(angle)
+        return (t / 1.42 + 0.5).clamp(0, 1)
+    if name == "speckled":
+        return (torch.rand(x.shape, generator=generator) < 0.25).float()
+    raise ValueError(f"unknown texture {name!r}")
+
+
+# --------------------------------------------------------------------------- rendering
+def render(scenes: Scenes, generator: torch.Generator, image_size: int = 32) -> torch.Tensor:
+    """Images (n, 3, H, W) in [0, 1] of ``scenes``, with nuisances drawn from ``generator``."""
+    n, size = len(scenes), image_size
+    centres = (torch.arange(size, dtype=torch.float32) + 0.5) / size
+    y, x = torch.meshgrid(centres, centres, indexing="ij")
+    x, y = x.expand(n, size, size), y.expand(n, size, size)
+
+    # background: two greyish tones, slightly tinted, mixed by the texture pattern
+    first = _uniform(n, 0.12, 0.82, generator)
+    contrast = _uniform(n, 0.16, 0.32, generator) * torch.where(first > 0.47, -1.0, 1.0)
+    tint = (torch.rand(n, 3, generator=generator) - 0.5) * 0.08
+    tone_a = (first[:, None] + tint).clamp(0, 1)
+    tone_b = (first[:, None] + contrast[:, None] + tint).clamp(0, 1)
+    pattern = torch.empty(n, size, size)
+    for index, name in enumerate(TEXTURES):
+        chosen = (scenes.texture == index).nonzero().squeeze(1)
+        if chosen.numel():
+            pattern[chosen] = _texture(name, x[chosen], y[chosen], generator)
+    pattern = pattern[:, None]
+    image = tone_a[:, :, None, None] * (1 - pattern) + tone_b[:, :, None, None] * pattern
+
+    # the shape: position, size and rotation with jitter, then an anti-aliased coverage mask
+    anchor = torch.tensor(list(POSITIONS.values()))[scenes.position]
+    centre = anchor + (torch.rand(n, 2, generator=generator) - 0.5) * 0.08
+    radius = torch.tensor(list(SIZES.values()))[scenes.size] * _uniform(n, 0.9, 1.1, generator)
+    angle = _uniform(n, -0.25, 0.25, generator)
+    dx, dy = x - centre[:, 0, None, None], y - centre[:, 1, None, None]
+    cos, sin = torch.cos(angle)[:, None, None], torch.sin(angle)[:, None, None]
+    u = (cos * dx + sin * dy) / radius[:, None, None]
+    v = (-sin * dx + cos * dy) / radius[:, None, None]
+    distance = torch.empty(n, size, size)
+    for index, name in enumerate(SHAPES):
+        chosen = (scenes.shape == index).nonzero().squeeze(1)
+        if chosen.numel():
+            distance[chosen] = _shape_distance(name, u[chosen], v[chosen])
+    coverage = (0.5 - distance * radius[:, None, None] * size).clamp(0, 1)[:, None]
+    color = torch.tensor(list(COLORS.values()))[scenes.color]
+    color = (color * _uniform(n, 0.85, 1.1, generator)[:, None]
+              + (torch.rand(n, 3, generator=generator) - 0.5) * 0.08).clamp(0, 1)
+    image = image * (1 - coverage) + color[:, :, None, None] * coverage
+
+    noise = _uniform(n, 0.0, 0.03, generator).view(n, 1, 1, 1)
+    return (image + noise * torch.randn(image.shape, generator=generator)).clamp(0, 1)
