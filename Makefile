@@ -45,6 +45,7 @@ bench: install
 	$(PIP) install --quiet scipy
 	$(PY) bench/attack_overhead.py
 	$(PY) bench/apgd_vs_autoattack.py
+	$(PY) bench/world_generation.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

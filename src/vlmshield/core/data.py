@@ -24,27 +24,8 @@ from .plugins import get_host
 DATA_ENV = "VLMSHIELD_DATA"
 
 
-class LabelledImages(Dataset):
-    """(image in [0, 1], label) items with the class names and prompt templates of the task."""
-
-    def __init__(self, data: Dataset, classnames: Sequence[str], templates: Sequence[str], name: str):
-        self.data = data
-        self.classnames = list(classnames)
-        self.templates = list(templates)
-        self.name = name
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def __getitem__(self, index: int):
-        return self.data[index]
-
-    def __repr__(self) -> str:
-        return f"LabelledImages({self.name!r}, {len(self)} images, {len(self.classnames)} classes)"
-
-
-class CaptionedImages(Dataset):
-    """(image in [0, 1], caption) items: the image-text pairs of contrastive training."""
+class _WrappedDataset(Dataset):
+    """Items of ``data``, under a name."""
 
     def __init__(self, data: Dataset, name: str):
         self.data = data
@@ -55,6 +36,22 @@ class CaptionedImages(Dataset):
 
     def __getitem__(self, index: int):
         return self.data[index]
+
+
+class LabelledImages(_WrappedDataset):
+    """(image in [0, 1], label) items with the class names and prompt templates of the task."""
+
+    def __init__(self, data: Dataset, classnames: Sequence[str], templates: Sequence[str], name: str):
+        super().__init__(data, name)
+        self.classnames = list(classnames)
+        self.templates = list(templates)
+
+    def __repr__(self) -> str:
+        return f"LabelledImages({self.name!r}, {len(self)} images, {len(self.classnames)} classes)"
+
+
+class CaptionedImages(_WrappedDataset):
+    """(image in [0, 1], caption) items: the image-text pairs of contrastive training."""
 
     def __repr__(self) -> str:
         return f"CaptionedImages({self.name!r}, {len(self)} pairs)"

@@ -3,12 +3,15 @@
 ``write_weights`` writes atomically (a temporary file, then a rename) with string metadata in the
 safetensors header (provenance: method, recipe, seed, ...). ``read_weights`` checks the file's sha256
 before it parses anything and turns every problem (missing, truncated, tampered) into one sentence.
+The same weights and metadata always give the same bytes, hence the same sha256.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import struct
 import tempfile
 from pathlib import Path
 
@@ -31,6 +34,21 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def _sort_metadata(path: str | os.PathLike) -> None:
+    """Sort the header's metadata in place: safetensors writes that map in hash order, which would give
+    the same weights a different sha256 in every process."""
+    with open(path, "r+b") as handle:
+        size = struct.unpack("<Q", handle.read(8))[0]
+        header = json.loads(handle.read(size))
+        if "__metadata__" not in header:
+            return
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+        text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(text) <= size:  # the header keeps its length; safetensors pads it with spaces
+            handle.seek(8)
+            handle.write(text.ljust(size))
+
+
 def write_weights(path: str | os.PathLike, state: dict[str, torch.Tensor], metadata: dict | None = None) -> str:
     """Write ``state`` to ``path`` (safetensors) atomically; returns the file's sha256."""
     path = Path(path)
@@ -40,6 +58,7 @@ def write_weights(path: str | os.PathLike, state: dict[str, torch.Tensor], metad
     os.close(handle)
     try:
         save_file(tensors, temporary, metadata={k: str(v) for k, v in (metadata or {}).items()})
+        _sort_metadata(temporary)
         os.chmod(temporary, 0o644)  # mkstemp makes it private; weights are meant to be shared
         os.replace(temporary, path)
     finally:

@@ -5,6 +5,12 @@
 are read in order from the seeded split, so a run is a pure function of its recipe and seed: the same
 numbers on the same machine, and a run resumed from its checkpoint ends with the same weights as one
 that was never interrupted. ``vlmshield world pretrain ARCH --out DIR`` runs it from the command line.
+
+Two choices are the world's own, made from measurements on tinyvit8 (CLIP has neither): the text tower
+learns at a fifth of the image tower's rate (at the same rate the text embeddings settled before the
+image tower had found positions and shapes, and those were learnt late or not at all), and the word
+embeddings start at std 1 rather than open_clip's 0.02, so that the 49 words are told apart from
+the first step.
 """
 
 from __future__ import annotations
@@ -33,12 +39,13 @@ class Recipe:
     """Hyperparameters of one pretraining run (the defaults produce the shipped weights)."""
 
     arch: str
-    steps: int = 1500
+    steps: int = 2000
     batch_size: int = 256
     lr: float = 1e-3
     weight_decay: float = 0.1
     warmup: float = 0.05  # fraction of the steps
-    text_lr_scale: float = 1.0  # the text tower's learning rate relative to the image tower's
+    text_lr_scale: float = 0.2  # the text tower's learning rate relative to the image tower's
+    token_init_std: float = 1.0  # std of the initial word embeddings (open_clip's is 0.02)
     seed: int = 0
 
     def check(self) -> Recipe:
@@ -49,14 +56,18 @@ class Recipe:
         if self.steps * self.batch_size > world_data.SIZES["world-pretrain"]["train"]:
             raise ParameterError(f"{self.steps} steps of {self.batch_size} would read past the end of "
                                  f"world-pretrain ({world_data.SIZES['world-pretrain']['train']} pairs).")
-        if not (self.lr > 0 and self.weight_decay >= 0 and 0 <= self.warmup < 1 and self.text_lr_scale > 0):
-            raise ParameterError(f"lr and text_lr_scale must be positive, weight decay >= 0 and warmup in [0, 1); "
-                                 f"got lr={self.lr}, weight_decay={self.weight_decay}, warmup={self.warmup}, "
-                                 f"text_lr_scale={self.text_lr_scale}.")
+        if not (self.lr > 0 and self.weight_decay >= 0 and 0 <= self.warmup < 1 and self.text_lr_scale > 0
+                and self.token_init_std > 0):
+            raise ParameterError(f"lr, text_lr_scale and token_init_std must be positive, weight decay >= 0 and "
+                                 f"warmup in [0, 1); got lr={self.lr}, weight_decay={self.weight_decay}, "
+                                 f"warmup={self.warmup}, text_lr_scale={self.text_lr_scale}, "
+                                 f"token_init_std={self.token_init_std}.")
         return self
 
 
-RECIPES = {arch: Recipe(arch) for arch in ("tinyvit8", "tinyvit4")} | {"tinyrn": Recipe("tinyrn", lr=2e-3)}
+#: The convolutional tower learns the world's shapes in fewer steps, and likes a larger rate.
+RECIPES = {"tinyvit8": Recipe("tinyvit8"), "tinyvit4": Recipe("tinyvit4"),
+           "tinyrn": Recipe("tinyrn", steps=1000, lr=2e-3)}
 MAX_LOGIT_SCALE = math.log(100.0)
 
 
@@ -72,6 +83,14 @@ def learning_rate(recipe: Recipe, step: int) -> float:
     if step < warm:
         return recipe.lr * (step + 1) / warm
     return 0.5 * recipe.lr * (1 + math.cos(math.pi * (step - warm) / max(1, recipe.steps - warm)))
+
+
+def initial_model(recipe: Recipe) -> VLM:
+    """The randomly initialised model a run of ``recipe`` starts from (seeded, word embeddings re-drawn)."""
+    torch.manual_seed(recipe.seed)
+    vlm = build(recipe.arch)
+    torch.nn.init.normal_(vlm.model.token_embedding.weight, std=recipe.token_init_std)
+    return vlm
 
 
 def _optimizer(vlm: VLM, recipe: Recipe) -> torch.optim.Optimizer:
@@ -115,9 +134,7 @@ def pretrain(arch: str | Recipe, out: str | os.PathLike | None = None, *, checkp
     after that many steps (a checkpoint is written), as an interruption would.
     """
     recipe = recipe_for(arch, **overrides)
-    torch.manual_seed(recipe.seed)
-    vlm = build(recipe.arch)
-    vlm.train()
+    vlm = initial_model(recipe).train()
     optimizer = _optimizer(vlm, recipe)
     loss_fn = open_clip.ClipLoss()
     pairs = world_data.build_pretrain()
