@@ -29,6 +29,7 @@ from .core import (
     hookimpl,
     parse_eps,
     parse_params,
+    plugin_hint,
 )
 from .core.params import signature_defaults
 from .core.registry import KINDS, Registration, canonical_name
@@ -121,8 +122,8 @@ def _info(args) -> int:
     found = [describe(host.get(kind, args.name)) for kind in kinds if args.name in host.registries[kind]]
     if not found:
         known = [name for kind in kinds for name in host.registries[kind].names()]
-        suggestion = did_you_mean(canonical_name(args.name), known)
-        raise UnknownNameError(f"nothing is registered as {args.name!r}.{suggestion}")
+        hint = plugin_hint(args.name) or did_you_mean(canonical_name(args.name), known)
+        raise UnknownNameError(f"nothing is registered as {args.name!r}.{hint}")
     if args.json:
         _print_json(found[0] if len(found) == 1 else found)
         return 0

@@ -3,10 +3,12 @@
 A name is lowercase letters and digits in groups joined by ``-`` or ``.`` (``apgd-ce``,
 ``hpt-gpd-vitb16``). Look-ups are case-insensitive and treat ``_`` as ``-``; aliases resolve to the
 name they stand for. Every registration remembers the plugin, distribution and version that made it.
+An unknown name that one of the project's method plugins provides says which distribution to install.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -17,6 +19,29 @@ NAME_PATTERN = re.compile(r"[a-z0-9]+(?:[.-][a-z0-9]+)*")
 
 #: Registry kinds, in the order they are listed, with the plural used in messages and the CLI.
 KINDS = ("model", "attack", "defense", "dataset", "evaluator", "command")
+
+
+#: The project's method plugins, by the method part of the names they register: the defense (``fare``)
+#: and its zoo models (``fare2-vitl14``, ``hpt-gpd-vitb16``: method, an optional number, then the arch).
+PLUGIN_METHODS = {
+    "tecoa": "vlmshield-tecoa", "fare": "vlmshield-fare", "pmg-aft": "vlmshield-pmg-aft",
+    "hpt-gpd": "vlmshield-hpt-gpd", "hpt": "vlmshield-hpt-gpd", "ttc": "vlmshield-ttc",
+    "random-noise": "vlmshield-ttc", "par": "vlmshield-par", "dart": "vlmshield-dart",
+}
+
+
+def plugin_hint(name: str) -> str:
+    """A sentence saying which plugin distribution provides ``name``, or '' when none is known to."""
+    canonical = canonical_name(name)
+    for method, distribution in PLUGIN_METHODS.items():
+        if re.fullmatch(rf"{re.escape(method)}\d*(-.+)?", canonical):
+            try:
+                importlib.metadata.distribution(distribution)
+            except importlib.metadata.PackageNotFoundError:
+                return f" It is provided by the plugin {distribution}: `pip install {distribution}`."
+            return (f" It is provided by the plugin {distribution}, which is installed but not loaded: see "
+                    f"`vlmshield plugins` for its error, and VLMSHIELD_LOAD_PLUGINS / VLMSHIELD_DISABLE_PLUGINS.")
+    return ""
 
 
 def canonical_name(name: str) -> str:
@@ -86,10 +111,9 @@ class Registry:
         found = self._owner(canonical_name(name))
         if found is None:
             known = [*self._entries, *self._aliases]
-            raise UnknownNameError(
-                f"unknown {self.kind} {name!r}.{did_you_mean(canonical_name(name), known)}"
-                f" See `vlmshield list {self.kind}s`."
-            )
+            hint = plugin_hint(name) or (f"{did_you_mean(canonical_name(name), known)}"
+                                         f" See `vlmshield list {self.kind}s`.")
+            raise UnknownNameError(f"unknown {self.kind} {name!r}.{hint}")
         return found
 
     def __contains__(self, name: str) -> bool:
