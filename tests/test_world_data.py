@@ -92,3 +92,6 @@ def test_captions_mention_varying_factors_and_fit_the_tokenizer():
     tokens = tokenizer(["a red star", "a zebra"])
     assert tokens[0, 0] == tokenizer.START and tokens.argmax(dim=1).tolist() == [4, 3]
     assert tokens[1, 2] == tokenizer.UNKNOWN and tokenizer.vocab_size == len(VOCABULARY) + 4
+    assert WorldTokenizer.from_config(tokenizer.to_config())(["a red star"]).equal(tokens[:1])
+    with pytest.raises(ParameterError, match="distinct lowercase words"):
+        WorldTokenizer(["red", "red"])

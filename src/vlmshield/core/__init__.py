@@ -41,6 +41,7 @@ from .params import Configurable, eps_note, format_eps, parse_eps, parse_params
 from .plugins import Command, PluginHost, get_host, plugins, reset_host, temporary_host
 from .record import RunLog, atomic_write_json, derive_seed, environment, fingerprint
 from .registry import Registration, canonical_name, plugin_hint
+from .tokenizer import WordTokenizer
 
 __all__ = [
     "LOSSES", "Attack", "BackdoorAttack", "ascent_direction", "ce_loss", "check_logits", "clean_logits", "dlr_loss",
@@ -52,5 +53,5 @@ __all__ = [
     "VLM", "ZeroShotClassifier", "check_images", "eval_mode", "frozen", "Configurable", "eps_note", "format_eps",
     "parse_eps", "parse_params", "Command", "PluginHost", "get_host", "plugins", "reset_host", "temporary_host",
     "RunLog", "atomic_write_json", "derive_seed", "environment", "fingerprint", "Registration", "canonical_name",
-    "plugin_hint",
+    "plugin_hint", "WordTokenizer",
 ]

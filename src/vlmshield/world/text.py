@@ -14,6 +14,8 @@ from collections.abc import Sequence
 
 import torch
 
+from vlmshield.core import WordTokenizer
+
 from .scene import FACTORS, Scenes
 
 #: A quarter of the captions name one factor only ("a striped background"); the others mention each
@@ -84,36 +86,8 @@ def captions(scenes: Scenes, generator: torch.Generator) -> list[str]:
             else _caption(scene_names[i], {f: mentioned[f][i] for f in MENTION}, choices[i]) for i in range(n)]
 
 
-class WorldTokenizer:
-    """Word-level tokenizer over the world's vocabulary, with open_clip's token layout.
-
-    Ids: 0 padding, 1 start, 2 unknown word, then the words, and the end token last (the largest id,
-    where open_clip's text transformer pools by default).
-    """
-
-    PAD, START, UNKNOWN = 0, 1, 2
+class WorldTokenizer(WordTokenizer):
+    """The core's word-level tokenizer over the world's vocabulary (open_clip's token layout)."""
 
     def __init__(self, words: Sequence[str] = VOCABULARY, context_length: int = 24):
-        self.words = tuple(words)
-        self.ids = {word: index + 3 for index, word in enumerate(self.words)}
-        self.end = len(self.words) + 3
-        self.context_length = context_length
-
-    @property
-    def vocab_size(self) -> int:
-        return self.end + 1
-
-    def encode(self, text: str) -> list[int]:
-        return [self.ids.get(word, self.UNKNOWN) for word in _WORD.findall(text.lower())]
-
-    def unknown_words(self, text: str) -> list[str]:
-        return [word for word in _WORD.findall(text.lower()) if word not in self.ids]
-
-    def __call__(self, texts: str | Sequence[str], context_length: int | None = None) -> torch.Tensor:
-        texts = [texts] if isinstance(texts, str) else list(texts)
-        length = context_length or self.context_length
-        tokens = torch.full((len(texts), length), self.PAD, dtype=torch.long)
-        for row, text in enumerate(texts):
-            ids = [self.START, *self.encode(text)[:length - 2], self.end]
-            tokens[row, :len(ids)] = torch.tensor(ids)
-        return tokens
+        super().__init__(words, context_length)

@@ -9,9 +9,20 @@ import builtins
 
 from vlmshield.core import VLM, ModelCard, get_host
 
+from . import folder
+from .folder import save
+
+__all__ = ["load", "list", "info", "save"]
+LOCAL_DIR = "local-dir:"
+
 
 def load(name: str, device=None, weights: bool = True) -> VLM:
-    """Build the model ``name`` in eval mode; ``weights=False`` gives random weights (no download)."""
+    """Build the model ``name`` in eval mode; ``weights=False`` gives random weights (no download).
+
+    ``local-dir:PATH`` loads a model folder (what ``save`` writes, open_clip's Hub layout).
+    """
+    if name.startswith(LOCAL_DIR):
+        return folder.load(name[len(LOCAL_DIR):], device=device, weights=weights)
     card: ModelCard = get_host().get("model", name).obj
     return card.load(device=device, weights=weights)
 
