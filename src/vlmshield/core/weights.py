@@ -67,18 +67,39 @@ def write_weights(path: str | os.PathLike, state: dict[str, torch.Tensor], metad
     return sha256_file(path)
 
 
-def read_weights(path: str | os.PathLike, sha256: str | None = None) -> dict[str, torch.Tensor]:
-    """The tensors of a safetensors file, after checking its sha256 when one is given."""
+def _checked(path: str | os.PathLike, sha256: str | None) -> Path:
+    """``path``, once it exists and (when ``sha256`` is given) has that sha256; else one sentence."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"weight file {path} does not exist.")
     if sha256 is not None and (actual := sha256_file(path)) != sha256:
-        raise WeightsError(f"weight file {path} has sha256 {actual[:12]}..., not the {sha256[:12]}... its card "
-                           f"names: it is corrupt or was modified; reinstall or re-download it.")
+        raise WeightsError(f"weight file {path} has sha256 {actual[:12]}..., not the {sha256[:12]}... recorded "
+                           f"for it: it is corrupt or was modified; reinstall or re-download it.")
+    return path
+
+
+def read_weights(path: str | os.PathLike, sha256: str | None = None) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file, after checking its sha256 when one is given."""
+    path = _checked(path, sha256)
     try:
         return load_file(path)
     except (SafetensorError, OSError, ValueError) as error:
         raise WeightsError(f"weight file {path} is not a readable safetensors file ({error}).") from error
+
+
+def read_legacy_weights(path: str | os.PathLike, sha256: str | None = None) -> dict[str, torch.Tensor]:
+    """The state dict of a legacy PyTorch file (``.bin``, ``.pt``), read with ``weights_only=True``: a file
+    that needs anything but tensors to unpickle (code, arbitrary objects) is refused, never executed."""
+    path = _checked(path, sha256)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # UnpicklingError for foreign objects, RuntimeError/EOFError for truncation
+        raise WeightsError(f"weight file {path} was refused: it is truncated, or holds more than tensors "
+                           f"({type(error).__name__}); only plain state dicts are read.") from error
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsError(f"weight file {path} holds no state dict of tensors.")
+    return state
 
 
 def load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:

@@ -9,7 +9,7 @@ import builtins
 
 from vlmshield.core import VLM, ModelCard, get_host
 
-from . import folder
+from . import folder, hub
 from .folder import save
 
 __all__ = ["load", "list", "info", "save"]
@@ -19,10 +19,13 @@ LOCAL_DIR = "local-dir:"
 def load(name: str, device=None, weights: bool = True) -> VLM:
     """Build the model ``name`` in eval mode; ``weights=False`` gives random weights (no download).
 
-    ``local-dir:PATH`` loads a model folder (what ``save`` writes, open_clip's Hub layout).
+    ``local-dir:PATH`` loads a model folder (what ``save`` writes, open_clip's Hub layout), and
+    ``hf-hub:ORG/NAME[@REVISION]`` one on the Hugging Face Hub, from its cache when it is there.
     """
     if name.startswith(LOCAL_DIR):
         return folder.load(name[len(LOCAL_DIR):], device=device, weights=weights)
+    if name.startswith(hub.PREFIX):
+        return hub.load(name[len(hub.PREFIX):], device=device, weights=weights)
     card: ModelCard = get_host().get("model", name).obj
     return card.load(device=device, weights=weights)
 

@@ -19,9 +19,11 @@ import os
 from pathlib import Path
 
 from vlmshield.core import VLM, ModelCard, ParameterError, WordTokenizer, atomic_write_json
-from vlmshield.core.weights import WeightsError, load_state, read_weights, write_weights
+from vlmshield.core.weights import WeightsError, load_state, read_legacy_weights, read_weights, write_weights
 
 CONFIG, WEIGHTS, README = "open_clip_config.json", "open_clip_model.safetensors", "README.md"
+#: What older open_clip Hub folders hold instead of safetensors, read with ``weights_only=True``.
+LEGACY_WEIGHTS = "open_clip_pytorch_model.bin"
 
 
 def _preprocess_cfg(vlm: VLM) -> dict:
@@ -67,7 +69,10 @@ def load(directory: str | os.PathLike, device=None, weights: bool = True) -> VLM
                           tokenizer=None if tokenizer is None else WordTokenizer.from_config(tokenizer),
                           name=section.get("name", directory.name))
     if weights:
-        state = read_weights(directory / WEIGHTS, section.get("weights_sha256"))
+        if (directory / WEIGHTS).exists() or not (directory / LEGACY_WEIGHTS).exists():
+            state = read_weights(directory / WEIGHTS, section.get("weights_sha256"))
+        else:
+            state = read_legacy_weights(directory / LEGACY_WEIGHTS)
         load_state(vlm.model, state, what=f"the weights in {directory}")
     return vlm.to(device or "cpu").eval()
 

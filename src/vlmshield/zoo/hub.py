@@ -1,0 +1,63 @@
+"""``hf-hub:org/name[@revision]``: a model folder on the Hugging Face Hub, through its local cache.
+
+Files come from ``hf_hub_download`` (``library_name="vlmshield"``), so the Hub's cache, ``HF_HOME``,
+``HF_HUB_CACHE`` and ``HF_HUB_OFFLINE`` behave as everywhere else: a file cached at a pinned revision
+loads with no network call. A file that is neither cached nor reachable is one sentence that names the
+repo, the file, and how to make it available.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from huggingface_hub import hf_hub_download
+from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
+
+from vlmshield._version import __version__
+from vlmshield.core import VLM, ParameterError
+from vlmshield.core.weights import WeightsError
+
+from . import folder
+
+PREFIX = "hf-hub:"
+
+
+def parse(spec: str) -> tuple[str, str | None]:
+    """``org/name[@revision]`` -> (repo id, revision or None)."""
+    repo, _, revision = spec.partition("@")
+    if repo.count("/") != 1 or not all(repo.split("/")) or "@" in revision:
+        raise ParameterError(f"a Hub model is hf-hub:ORG/NAME or hf-hub:ORG/NAME@REVISION; got {PREFIX}{spec!r}.")
+    return repo, revision or None
+
+
+def _download(repo: str, revision: str | None, filename: str, cache_dir) -> Path:
+    where = f"{repo}@{revision}" if revision else repo
+    try:
+        return Path(hf_hub_download(repo, filename, revision=revision, cache_dir=cache_dir,
+                                    library_name="vlmshield", library_version=__version__))
+    except (LocalEntryNotFoundError, EntryNotFoundError) as error:
+        raise WeightsError(
+            f"{filename} of {where} is not in the Hugging Face cache and could not be downloaded "
+            f"({type(error).__name__}): with network access, unset HF_HUB_OFFLINE; without, copy the repo into "
+            f"the cache (HF_HUB_CACHE or cache_dir) at that revision, or load its folder with local-dir:PATH."
+        ) from error
+    except (HfHubHTTPError, OSError) as error:
+        raise WeightsError(f"could not get {filename} of {where} from the Hugging Face Hub "
+                           f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}).") from error
+
+
+def load(spec: str, device=None, weights: bool = True, cache_dir=None) -> VLM:
+    """The model of the Hub repo ``spec`` (``org/name[@revision]``), from the cache when it is there."""
+    repo, revision = parse(spec)
+    config = _download(repo, revision, folder.CONFIG, cache_dir)
+    if weights:
+        try:
+            _download(repo, revision, folder.WEIGHTS, cache_dir)
+        except WeightsError as missing:
+            try:  # older open_clip repos hold a pickled state dict only, read with weights_only=True
+                _download(repo, revision, folder.LEGACY_WEIGHTS, cache_dir)
+            except WeightsError:
+                raise missing from None
+    vlm = folder.load(config.parent, device=device, weights=weights)
+    vlm.name = PREFIX + spec
+    return vlm

@@ -1,0 +1,78 @@
+"""hf-hub: sources through a Hugging Face cache the test lays out itself (offline), and legacy files."""
+
+import pickle
+
+import pytest
+import torch
+
+import vlmshield as vs
+from vlmshield.core import ParameterError
+from vlmshield.core.weights import WeightsError, read_legacy_weights
+
+REVISION = "0123456789abcdef0123456789abcdef01234567"
+
+
+def _cache_with(tmp_path, folder, repo="vlmshield-test/tiny"):
+    """A cache as huggingface_hub lays it out: refs/main, snapshots/<commit>/<files>, blobs."""
+    root = tmp_path / "hub" / f"models--{repo.replace('/', '--')}"
+    snapshot = root / "snapshots" / REVISION
+    snapshot.mkdir(parents=True)
+    (root / "blobs").mkdir()
+    (root / "refs").mkdir()
+    (root / "refs" / "main").write_text(REVISION)
+    for file in folder.iterdir():
+        blob = root / "blobs" / file.name
+        blob.write_bytes(file.read_bytes())
+        (snapshot / file.name).symlink_to(blob)
+    return tmp_path / "hub"
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    vlm = vs.zoo.load("clip-tinyrn")
+    vs.zoo.save(vlm, tmp_path / "saved")
+    cache = _cache_with(tmp_path, tmp_path / "saved")
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
+    return vlm
+
+
+def test_a_cached_pinned_revision_loads_offline(hub_cache):
+    images = torch.rand(2, 3, 32, 32)
+    for spec in (f"hf-hub:vlmshield-test/tiny@{REVISION}", "hf-hub:vlmshield-test/tiny"):
+        loaded = vs.zoo.load(spec)
+        assert loaded.name == spec and torch.equal(loaded.encode_image(images), hub_cache.encode_image(images))
+
+
+def test_a_missing_hub_file_names_the_repo_and_the_way_out(hub_cache):
+    with pytest.raises(WeightsError, match=r"open_clip_config.json of vlmshield-test/other@.* HF_HUB_OFFLINE"):
+        vs.zoo.load(f"hf-hub:vlmshield-test/other@{REVISION}")
+    with pytest.raises(ParameterError, match="hf-hub:ORG/NAME"):
+        vs.zoo.load("hf-hub:no-slash")
+
+
+class _Payload:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+def test_legacy_files_are_read_as_tensors_only(tmp_path, capsys):
+    state = {"weight": torch.ones(2, 2)}
+    torch.save(state, tmp_path / "plain.bin")
+    assert torch.equal(read_legacy_weights(tmp_path / "plain.bin")["weight"], state["weight"])
+    (tmp_path / "evil.bin").write_bytes(pickle.dumps({"weight": _Payload()}, protocol=2))
+    with pytest.raises(WeightsError, match="refused"):
+        read_legacy_weights(tmp_path / "evil.bin")
+    assert "this must never run" not in capsys.readouterr().out
+    (tmp_path / "cut.bin").write_bytes((tmp_path / "plain.bin").read_bytes()[:40])
+    with pytest.raises(WeightsError, match="refused"):
+        read_legacy_weights(tmp_path / "cut.bin")
+
+
+def test_a_folder_with_only_legacy_weights_loads(tmp_path):
+    vlm = vs.zoo.load("clip-tinyvit8")
+    vs.zoo.save(vlm, tmp_path)
+    (tmp_path / "open_clip_model.safetensors").unlink()
+    torch.save(vlm.model.state_dict(), tmp_path / "open_clip_pytorch_model.bin")
+    images = torch.rand(2, 3, 32, 32)
+    assert torch.equal(vs.zoo.load(f"local-dir:{tmp_path}").encode_image(images), vlm.encode_image(images))
