@@ -76,3 +76,39 @@ def test_a_folder_with_only_legacy_weights_loads(tmp_path):
     torch.save(vlm.model.state_dict(), tmp_path / "open_clip_pytorch_model.bin")
     images = torch.rand(2, 3, 32, 32)
     assert torch.equal(vs.zoo.load(f"local-dir:{tmp_path}").encode_image(images), vlm.encode_image(images))
+
+
+def test_publish_dry_run_lists_the_folder_and_sends_nothing(tmp_path, capsys, monkeypatch):
+    vs.zoo.save(vs.zoo.load("clip-tinyvit8"), tmp_path / "m")
+    monkeypatch.setattr("huggingface_hub.HfApi.create_repo", lambda *a, **k: pytest.fail("dry run sent something"))
+    result = vs.zoo.publish(tmp_path / "m", "org/tiny", dry_run=True)
+    assert [f["path"] for f in result["files"]] == ["README.md", "open_clip_config.json",
+                                                    "open_clip_model.safetensors"]
+    from vlmshield.cli import main
+
+    assert main(["publish", str(tmp_path / "m"), "--repo-id", "org/tiny", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "would upload clip-tinyvit8 to org/tiny" in out and "open_clip_model.safetensors" in out
+
+
+def test_publish_is_one_commit_and_refuses_a_tampered_folder(tmp_path, monkeypatch):
+    vs.zoo.save(vs.zoo.load("clip-tinyrn"), tmp_path / "m")
+    calls = []
+
+    class Commit:
+        oid, commit_url, pr_url = "f" * 40, "https://hf.co/org/tiny/commit/fff", None
+
+    monkeypatch.setattr("huggingface_hub.HfApi.create_repo", lambda self, repo_id, **k: calls.append(("create", k)))
+    monkeypatch.setattr("huggingface_hub.HfApi.upload_folder", lambda self, **k: calls.append(("upload", k)) or Commit)
+    result = vs.zoo.publish(tmp_path / "m", "org/tiny", private=True)
+    assert [c[0] for c in calls] == ["create", "upload"] and calls[0][1]["private"] is True
+    assert result["revision"] == "f" * 40 and calls[1][1]["folder_path"] == tmp_path / "m"
+    weights = tmp_path / "m" / "open_clip_model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(WeightsError, match="sha256"):
+        vs.zoo.publish(tmp_path / "m", "org/tiny")
+    assert len(calls) == 2
+    with pytest.raises(ParameterError, match="ORG/NAME"):
+        vs.zoo.publish(tmp_path / "m", "no-org")

@@ -213,12 +213,40 @@ def _info_arguments(parser: argparse.ArgumentParser) -> None:
     _json_flag(parser)
 
 
+def _publish(args) -> int:
+    from . import zoo
+
+    result = zoo.publish(args.directory, args.repo_id, revision=args.revision, private=args.private,
+                         create_pr=args.create_pr, dry_run=args.dry_run)
+    if args.json:
+        _print_json(result)
+        return 0
+    print(("would upload" if args.dry_run else "uploaded") + f" {result['name']} to {args.repo_id}:")
+    for file in result["files"]:
+        print(f"  {file['path']}  {file['bytes']} bytes  sha256 {file['sha256']}")
+    if not args.dry_run:
+        print(f"commit {result['revision']}: pin it as hf-hub:{args.repo_id}@{result['revision']}")
+    return 0
+
+
+def _publish_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("directory", help="a model folder written by vs.zoo.save")
+    parser.add_argument("--repo-id", required=True, help="ORG/NAME on the Hugging Face Hub")
+    parser.add_argument("--revision", help="branch to commit to (default: main)")
+    parser.add_argument("--private", action="store_true")
+    parser.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing")
+    parser.add_argument("--dry-run", action="store_true", help="list what would be uploaded; send nothing")
+    _json_flag(parser)
+
+
 COMMANDS = (
     Command("plugins", "list loaded plugins, what they registered, and load errors", _plugins, _json_flag),
     Command("list", "list registered models, attacks, defenses, datasets, evaluators or commands", _list,
             _list_arguments),
     Command("info", "show everything about one registered name", _info, _info_arguments),
     Command("eval", "clean and robust accuracy of a model on datasets", _eval, _eval_arguments),
+    Command("publish", "upload a saved model folder to the Hugging Face Hub in one commit", _publish,
+            _publish_arguments),
 )
 
 

@@ -67,20 +67,22 @@ def write_weights(path: str | os.PathLike, state: dict[str, torch.Tensor], metad
     return sha256_file(path)
 
 
-def _checked(path: str | os.PathLike, sha256: str | None) -> Path:
-    """``path``, once it exists and (when ``sha256`` is given) has that sha256; else one sentence."""
+def read_checked(path: str | os.PathLike, sha256: str | None) -> str:
+    """The sha256 of ``path``, once it exists and (when ``sha256`` is given) has that one; else one sentence."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"weight file {path} does not exist.")
-    if sha256 is not None and (actual := sha256_file(path)) != sha256:
+    actual = sha256_file(path)
+    if sha256 is not None and actual != sha256:
         raise WeightsError(f"weight file {path} has sha256 {actual[:12]}..., not the {sha256[:12]}... recorded "
                            f"for it: it is corrupt or was modified; reinstall or re-download it.")
-    return path
+    return actual
 
 
 def read_weights(path: str | os.PathLike, sha256: str | None = None) -> dict[str, torch.Tensor]:
     """The tensors of a safetensors file, after checking its sha256 when one is given."""
-    path = _checked(path, sha256)
+    read_checked(path, sha256)
+    path = Path(path)
     try:
         return load_file(path)
     except (SafetensorError, OSError, ValueError) as error:
@@ -90,7 +92,8 @@ def read_weights(path: str | os.PathLike, sha256: str | None = None) -> dict[str
 def read_legacy_weights(path: str | os.PathLike, sha256: str | None = None) -> dict[str, torch.Tensor]:
     """The state dict of a legacy PyTorch file (``.bin``, ``.pt``), read with ``weights_only=True``: a file
     that needs anything but tensors to unpickle (code, arbitrary objects) is refused, never executed."""
-    path = _checked(path, sha256)
+    read_checked(path, sha256)
+    path = Path(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # UnpicklingError for foreign objects, RuntimeError/EOFError for truncation

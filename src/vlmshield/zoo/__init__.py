@@ -11,8 +11,9 @@ from vlmshield.core import VLM, ModelCard, get_host
 
 from . import folder, hub
 from .folder import save
+from .hub import publish
 
-__all__ = ["load", "list", "info", "save"]
+__all__ = ["load", "list", "info", "save", "publish"]
 LOCAL_DIR = "local-dir:"
 
 

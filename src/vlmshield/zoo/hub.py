@@ -1,4 +1,4 @@
-"""``hf-hub:org/name[@revision]``: a model folder on the Hugging Face Hub, through its local cache.
+"""The Hugging Face Hub: ``hf-hub:org/name[@revision]`` models through the local cache, and ``publish``.
 
 Files come from ``hf_hub_download`` (``library_name="vlmshield"``), so the Hub's cache, ``HF_HOME``,
 ``HF_HUB_CACHE`` and ``HF_HUB_OFFLINE`` behave as everywhere else: a file cached at a pinned revision
@@ -8,14 +8,15 @@ repo, the file, and how to make it available.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from huggingface_hub import hf_hub_download
+from huggingface_hub import HfApi, hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
 
 from vlmshield._version import __version__
 from vlmshield.core import VLM, ParameterError
-from vlmshield.core.weights import WeightsError
+from vlmshield.core.weights import WeightsError, read_checked
 
 from . import folder
 
@@ -61,3 +62,28 @@ def load(spec: str, device=None, weights: bool = True, cache_dir=None) -> VLM:
     vlm = folder.load(config.parent, device=device, weights=weights)
     vlm.name = PREFIX + spec
     return vlm
+
+
+def publish(directory, repo_id: str, revision: str | None = None, private: bool = False, create_pr: bool = False,
+            dry_run: bool = False, token: str | None = None) -> dict:
+    """Upload a model folder to the Hub in one commit (``create_repo``, then ``upload_folder``).
+
+    The weights are checked against the sha256 the folder's config records before anything is sent.
+    Returns the repo, the files with their sha256, and (unless ``dry_run``) the commit to pin in a card.
+    """
+    directory = Path(directory)
+    if repo_id.count("/") != 1 or not all(repo_id.split("/")):
+        raise ParameterError(f"a Hub repo id is ORG/NAME; got {repo_id!r}.")
+    vlm = folder.load(directory, weights=False)  # the config must be a model's, before the weights are checked
+    recorded = json.loads((directory / folder.CONFIG).read_text()).get("vlmshield", {}).get("weights_sha256")
+    files = [{"path": p.relative_to(directory).as_posix(), "bytes": p.stat().st_size,
+              "sha256": read_checked(p, recorded if p.name == folder.WEIGHTS else None)}
+             for p in sorted(directory.rglob("*")) if p.is_file()]
+    result = {"repo_id": repo_id, "name": vlm.name, "files": files, "dry_run": dry_run}
+    if dry_run:
+        return result
+    api = HfApi(token=token, library_name="vlmshield", library_version=__version__)
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    commit = api.upload_folder(repo_id=repo_id, folder_path=directory, revision=revision, create_pr=create_pr,
+                               commit_message=f"Upload {vlm.name} (vlmshield {__version__})")
+    return {**result, "revision": commit.oid, "commit_url": commit.commit_url, "pr_url": commit.pr_url}
