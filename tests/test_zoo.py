@@ -7,7 +7,8 @@ from vlmshield.core import UnknownNameError, VlmshieldError
 def test_base_models_are_listed_with_their_plugin():
     names = [card.name for card in vs.zoo.list(method="none")]
     assert {"clip-vitb32", "clip-vitb16", "clip-vitl14", "clip-rn50"} <= set(names)
-    assert [card.name for card in vs.zoo.list(arch="ViT-B-16")] == ["clip-vitb16"]
+    assert [card.name for card in vs.zoo.list(method="none", arch="ViT-B-16")] == ["clip-vitb16"]
+    assert {card.name for card in vs.zoo.list(method="fare", arch="ViT-L-14")} == {"fare2-vitl14", "fare4-vitl14"}
     info = vs.zoo.info("CLIP_ViTB32")
     assert info["arch"] == "ViT-B-32" and info["pretrained"] == "openai"
     assert info["plugin"].startswith("vlmshield.zoo.catalog (vlmshield ")
@@ -28,7 +29,7 @@ def test_unknown_names_suggest_and_offline_downloads_fail_in_one_sentence():
 
 
 def test_names_of_a_method_plugin_say_which_distribution_to_install(monkeypatch, capsys):
-    for load in (lambda: vs.zoo.load("hpt-gpd-vitb16"), lambda: vs.zoo.load("FARE2_ViTL14")):
+    for load in (lambda: vs.zoo.load("hpt-gpd-vitb16"), lambda: vs.zoo.load("FARE2_ViTB32")):
         with pytest.raises(UnknownNameError, match=r"plugin vlmshield-(hpt-gpd|fare): `pip install vlmshield-"):
             load()
     with pytest.raises(UnknownNameError, match="pip install vlmshield-ttc"):
@@ -43,3 +44,43 @@ def test_names_of_a_method_plugin_say_which_distribution_to_install(monkeypatch,
 
     assert main(["info", "dart-vitb16"]) == 2
     assert "installed but not loaded" in capsys.readouterr().err
+
+
+def test_every_catalog_entry_validates():
+    from vlmshield.core.card import SOURCES
+    from vlmshield.core.registry import NAME_PATTERN
+
+    cards = vs.zoo.list()
+    robust = [card for card in cards if card.method != "none"]
+    assert {"fare2-vitl14", "fare4-vitl14", "tecoa2-vitl14", "tecoa4-vitl14"} <= {card.name for card in robust}
+    for card in cards:
+        assert NAME_PATTERN.fullmatch(card.name) and card.description, card.name
+        assert card.source.startswith(SOURCES), card.name
+        if card.source.startswith("hf-hub:"):
+            vs.zoo.hub.parse(card.source.removeprefix("hf-hub:"))  # raises on a malformed id
+        if card.metrics:
+            assert card.metrics["protocol"] and 0 < card.metrics["clean"] <= 100, card.name
+            assert all(0 <= value <= card.metrics["clean"] for value in card.metrics["robust"].values()), card.name
+            assert all(vs.core.parse_eps(eps) for eps in card.metrics["robust"]), card.name
+    for card in robust:
+        assert card.paper and card.license and card.base_model.count("/") == 1, card.name
+        assert card.threat_model["norm"] == "Linf" and vs.core.parse_eps(card.threat_model["eps"]) > 0
+        assert card.name.startswith(card.method), card.name
+
+
+def test_hub_entries_build_offline_without_weights_and_say_how_to_get_them():
+    vlm = vs.zoo.load("fare4-vitb32-laion2b", weights=False)
+    assert vlm.name == "fare4-vitb32-laion2b" and vlm.image_size == (224, 224)
+    with pytest.raises(VlmshieldError, match="chs20/FARE4-ViT-B-32-laion2B-s34B-b79K .*local-dir:PATH") as error:
+        vs.zoo.load("fare4-vitb32-laion2b")
+    assert "\n" not in str(error.value)
+    info = vs.zoo.info("TeCoA4-ViTL14")
+    assert info["metrics"]["robust"]["4/255"] == 31.9 and info["source"] == "hf-hub:chs20/tecoa4-clip"
+
+
+def test_cli_lists_models_by_method_and_architecture(capsys):
+    from vlmshield.cli import main
+
+    assert main(["list", "models", "--method", "FARE", "--arch", "ViT-L-14"]) == 0
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == ["fare2-vitl14", "fare4-vitl14"]
+    assert main(["list", "attacks", "--method", "fare"]) == 2

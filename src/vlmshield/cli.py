@@ -107,6 +107,11 @@ def _kind(text: str) -> str:
 def _list(args) -> int:
     kind = _kind(args.kind)
     rows = [describe(r) for r in get_host().registries[kind]]
+    for key in ("method", "arch"):
+        if getattr(args, key) is not None:
+            if kind != "model":
+                raise UsageError(f"--{key} only applies to `vlmshield list models`.")
+            rows = [r for r in rows if canonical_name(r[key]) == canonical_name(getattr(args, key))]
     if args.json:
         _print_json(rows)
         return 0
@@ -204,6 +209,8 @@ def _json_flag(parser: argparse.ArgumentParser) -> None:
 
 def _list_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("kind", help=", ".join(k + "s" for k in KINDS))
+    parser.add_argument("--method", help="models only: those of this method (none for the vanilla ones)")
+    parser.add_argument("--arch", help="models only: those of this architecture")
     _json_flag(parser)
 
 

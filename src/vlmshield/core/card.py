@@ -3,14 +3,22 @@
 A card names a model (``<method>-<arch>``, e.g. ``clip-vitb32``), says how to build it (an open_clip
 architecture and pretrained tag, or a ``loader`` of the plugin's own) and what it is. Plugins register
 cards through the ``register_models`` hook; ``vs.zoo.load(name)`` builds them.
+
+``source`` says where the weights come from: ``open_clip`` (its pretrained registry), ``hf-hub:ORG/NAME[@REV]``,
+``package`` (files shipped in an installed package), or ``recipe`` (known but not published yet: loading it
+says which command produces it). ``metrics`` are the numbers the model was published with, with the
+protocol that measured them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
+from .errors import ParameterError
 from .model import VLM
+
+SOURCES = ("open_clip", "hf-hub:", "package", "recipe")
 
 
 @dataclass(frozen=True)
@@ -26,9 +34,26 @@ class ModelCard:
     paper: str = ""
     #: ``loader(card, device=None, weights=True) -> VLM`` for models open_clip cannot build alone.
     loader: Callable[..., VLM] | None = None
+    #: The open_clip model it was fine-tuned from, ``ARCH/PRETRAINED`` (``ViT-L-14/openai``).
+    base_model: str = ""
+    #: What it was made robust against: ``{"norm": "Linf", "eps": "4/255"}``.
+    threat_model: dict = field(default_factory=dict)
+    training_data: str = ""
+    source: str = "open_clip"
+    #: File name -> sha256, where known.
+    files: dict = field(default_factory=dict)
+    license: str = ""
+    bibtex: str = ""
+    #: Published numbers: ``{"protocol": "...", "clean": 61.1, "robust": {"2/255": 45.9, ...}}`` (percent).
+    metrics: dict = field(default_factory=dict)
+    #: For ``source="recipe"``: the command that produces the weights.
+    recipe: str = ""
 
     def load(self, device=None, weights: bool = True) -> VLM:
         """Build the model; ``weights=False`` gives the architecture with random weights (no download)."""
+        if self.source == "recipe" and weights:
+            raise ParameterError(f"{self.name} is not published yet; `{self.recipe}` trains it "
+                                 f"(or load the architecture alone with weights=False).")
         if self.loader is not None:
             vlm = self.loader(self, device=device, weights=weights)
         else:

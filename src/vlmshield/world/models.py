@@ -82,7 +82,14 @@ def shipped_cards() -> list[ModelCard]:
     cards = []
     for path in sorted(WEIGHTS_DIR.glob("*.json")):
         info = read_card(path.stem)
+        metrics = info.get("metrics", {})
         cards.append(ModelCard(path.stem, arch=info["arch"], method=info.get("method", "none"),
                                description=info["description"], paper=info.get("paper", ""),
-                               loader=load_shipped))
+                               loader=load_shipped, source="package", files={info["file"]: info["sha256"]},
+                               training_data="world-pretrain" if info.get("method", "none") == "none" else "",
+                               metrics={} if not metrics else {
+                                   "protocol": "world: apgd-ce, 50 steps, n=500 per task, Linf",
+                                   "clean": round(100 * metrics["clean_mean"], 1),
+                                   "robust": {e: round(100 * v, 1) for e, v in metrics["robust_mean"].items()}},
+                               license="MIT"))
     return cards

@@ -1,9 +1,14 @@
-"""The core's catalog: the base (vanilla) CLIP models, from open_clip's pretrained registry.
+"""The core's catalog: the base (vanilla) CLIP models from open_clip's pretrained registry, and the robust
+CLIPs that exist publicly today (RobustVLM's FARE and TeCoA checkpoints on the Hugging Face Hub).
 
-A built-in plugin: the robust models are registered by the plugins that produce them.
+A built-in plugin. Models that a method plugin trains (``hpt-gpd-vitb16``, the world's defended models)
+are registered by that plugin. The Hub entries are not pinned to a commit yet: the Hub could not be
+reached when they were written, so their revision is the repo's default branch until someone pins it.
 """
 
-from vlmshield.core import ModelCard, hookimpl
+from vlmshield.core import VLM, ModelCard, hookimpl
+
+from . import hub
 
 OPENAI_CLIP = "Radford et al., Learning Transferable Visual Models From Natural Language Supervision, ICML 2021"
 
@@ -23,7 +28,64 @@ BASE_MODELS = (
 )
 
 
+ROBUSTVLM = ("Schlarmann, Singh, Croce and Hein, Robust CLIP: Unsupervised Adversarial Fine-Tuning of Vision "
+             "Embeddings for Robust Large Vision-Language Models, ICML 2024")
+ROBUSTVLM_BIBTEX = """@inproceedings{schlarmann2024robustclip,
+  title={Robust CLIP: Unsupervised Adversarial Fine-Tuning of Vision Embeddings for Robust Large
+         Vision-Language Models},
+  author={Schlarmann, Christian and Singh, Naman Deep and Croce, Francesco and Hein, Matthias},
+  booktitle={ICML}, year={2024}}"""
+#: RobustVLM README, "Summary of results": average zero-shot accuracy (%) over its 13 datasets, APGD.
+ROBUSTVLM_L14 = "RobustVLM README: mean zero-shot accuracy over 13 datasets, APGD-CE + APGD-T 100 steps, Linf"
+#: RobustVLM README, "Additional Models" (base-size models).
+ROBUSTVLM_BASE = "RobustVLM README (Additional Models): mean zero-shot accuracy, APGD, Linf"
+
+
+def load_from_hub(card: ModelCard, device=None, weights: bool = True) -> VLM:
+    """A catalog entry on the Hub; ``weights=False`` builds its base architecture (no download)."""
+    if not weights:
+        return VLM.from_open_clip(card.arch, None, device=device, name=card.name)
+    return hub.load(card.source.removeprefix(hub.PREFIX), device=device)
+
+
+def _robust(name, repo, arch, base, method, eps, data, clean, robust) -> ModelCard:
+    return ModelCard(
+        name, arch=arch, method=method, base_model=base, threat_model={"norm": "Linf", "eps": f"{eps}/255"},
+        training_data=data, source=f"hf-hub:{repo}", license="MIT", loader=load_from_hub, paper=ROBUSTVLM,
+        bibtex=ROBUSTVLM_BIBTEX,
+        description=f"{'FARE' if method == 'fare' else 'TeCoA (Mao et al., ICLR 2023)'} at eps {eps}/255 on "
+                    f"ImageNet, from {base}; trained and released by RobustVLM.",
+        metrics={"protocol": ROBUSTVLM_L14 if arch == "ViT-L-14" else ROBUSTVLM_BASE, "clean": clean,
+                 "robust": robust})
+
+
+ROBUST_MODELS = (
+    _robust("fare2-vitl14", "chs20/fare2-clip", "ViT-L-14", "ViT-L-14/openai", "fare", 2, "ImageNet, 2 epochs",
+            67.0, {"2/255": 43.1, "4/255": 20.5}),
+    _robust("fare4-vitl14", "chs20/fare4-clip", "ViT-L-14", "ViT-L-14/openai", "fare", 4, "ImageNet, 2 epochs",
+            61.1, {"2/255": 45.9, "4/255": 32.4}),
+    _robust("tecoa2-vitl14", "chs20/tecoa2-clip", "ViT-L-14", "ViT-L-14/openai", "tecoa", 2, "ImageNet, 2 epochs",
+            60.0, {"2/255": 43.6, "4/255": 27.0}),
+    _robust("tecoa4-vitl14", "chs20/tecoa4-clip", "ViT-L-14", "ViT-L-14/openai", "tecoa", 4, "ImageNet, 2 epochs",
+            54.2, {"2/255": 42.3, "4/255": 31.9}),
+    _robust("fare4-vitb32-laion2b", "chs20/FARE4-ViT-B-32-laion2B-s34B-b79K", "ViT-B-32", "ViT-B-32/laion2b_s34b_b79k",
+            "fare", 4, "ImageNet", 53.8, {"1/255": 44.4, "2/255": 35.5, "4/255": 21.2}),
+    _robust("tecoa4-vitb32-laion2b", "chs20/TeCoA4-ViT-B-32-laion2B-s34B-b79K", "ViT-B-32",
+            "ViT-B-32/laion2b_s34b_b79k", "tecoa", 4, "ImageNet", 46.8, {"1/255": 40.6, "2/255": 34.5, "4/255": 23.3}),
+    _robust("fare4-vitb16-laion2b", "chs20/FARE4-ViT-B-16-laion2B-s34B-b88K", "ViT-B-16", "ViT-B-16/laion2b_s34b_b88k",
+            "fare", 4, "ImageNet", 56.6, {"1/255": 47.7, "2/255": 39.2, "4/255": 23.5}),
+    _robust("tecoa4-vitb16-laion2b", "chs20/TeCoA4-ViT-B-16-laion2B-s34B-b88K", "ViT-B-16",
+            "ViT-B-16/laion2b_s34b_b88k", "tecoa", 4, "ImageNet", 51.5, {"1/255": 45.0, "2/255": 38.4, "4/255": 26.4}),
+    _robust("fare4-convnextb-laion2b", "chs20/FARE4-convnext_base_w-laion2B-s13B-b82K-augreg", "convnext_base_w",
+            "convnext_base_w/laion2b_s13b_b82k_augreg", "fare", 4, "ImageNet", 60.2,
+            {"1/255": 52.3, "2/255": 44.1, "4/255": 28.4}),
+    _robust("tecoa4-convnextb-laion2b", "chs20/TeCoA4-convnext_base_w-laion2B-s13B-b82K-augreg", "convnext_base_w",
+            "convnext_base_w/laion2b_s13b_b82k_augreg", "tecoa", 4, "ImageNet", 56.2,
+            {"1/255": 50.4, "2/255": 44.1, "4/255": 31.8}),
+)
+
+
 @hookimpl
 def register_models(register):
-    for card in BASE_MODELS:
+    for card in (*BASE_MODELS, *ROBUST_MODELS):
         register(card)
