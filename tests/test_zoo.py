@@ -84,3 +84,11 @@ def test_cli_lists_models_by_method_and_architecture(capsys):
     assert main(["list", "models", "--method", "FARE", "--arch", "ViT-L-14"]) == 0
     assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == ["fare2-vitl14", "fare4-vitl14"]
     assert main(["list", "attacks", "--method", "fare"]) == 2
+
+
+def test_a_recipe_entry_says_which_command_trains_it():
+    card = vs.core.ModelCard("hpt-gpd-vitb32", arch="ViT-B-32", method="hpt-gpd", source="recipe",
+                        recipe="vlmshield train hpt-gpd --model clip-vitb32 --proxy clip-vitb16")
+    with pytest.raises(VlmshieldError, match="not published yet; `vlmshield train hpt-gpd --model clip-vitb32"):
+        card.load()
+    assert card.load(weights=False).name == "hpt-gpd-vitb32"
