@@ -36,7 +36,8 @@ ROBUSTVLM_BIBTEX = """@inproceedings{schlarmann2024robustclip,
   author={Schlarmann, Christian and Singh, Naman Deep and Croce, Francesco and Hein, Matthias},
   booktitle={ICML}, year={2024}}"""
 #: RobustVLM README, "Summary of results": average zero-shot accuracy (%) over its 13 datasets, APGD.
-ROBUSTVLM_L14 = "RobustVLM README: mean zero-shot accuracy over 13 datasets, APGD-CE + APGD-T 100 steps, Linf"
+ROBUSTVLM_L14 = ("RobustVLM README: mean zero-shot accuracy over its 13 datasets (presumably), APGD-CE (100 steps,"
+                 " 5 restarts) + APGD-T (100 steps, 9 targets), 1000 images per dataset, Linf")
 #: RobustVLM README, "Additional Models" (base-size models).
 ROBUSTVLM_BASE = "RobustVLM README (Additional Models): mean zero-shot accuracy, APGD, Linf"
 
