@@ -2,9 +2,8 @@
 
 Captions mention a varying subset of a scene's factors, as web captions do: each factor is mentioned
 with its own probability (``MENTION``), in a small grammar with a few phrasings. The tokenizer knows
-only the world's words (under a hundred), so the text tower's embedding table is tiny; it follows
-open_clip's conventions (a start token, an end token with the largest id, where the text transformer
-pools, then padding).
+only the world's 49 words, so the text tower's embedding table is tiny; it is the core's
+``WordTokenizer`` (open_clip's token layout) over that vocabulary.
 """
 
 from __future__ import annotations
