@@ -28,7 +28,7 @@ demo: install
 	$(VENV)/bin/vlmshield demo --out demo
 
 # Re-run the world's pretraining recipe for every tiny architecture and copy the weights and cards into
-# the package (what ships in src/vlmshield/world/weights). About 10 minutes per model on 2 CPU cores.
+# the package (what ships in src/vlmshield/world/weights). 7-19 minutes per model on 2 CPU cores.
 WORLD_ARCHS := tinyvit8 tinyvit4 tinyrn
 world-weights: install
 	for arch in $(WORLD_ARCHS); do \
