@@ -67,13 +67,16 @@ def write_weights(path: str | os.PathLike, state: dict[str, torch.Tensor], metad
     return sha256_file(path)
 
 
-def read_checked(path: str | os.PathLike, sha256: str | None) -> str:
-    """The sha256 of ``path``, once it exists and (when ``sha256`` is given) has that one; else one sentence."""
+def read_checked(path: str | os.PathLike, sha256: str | None) -> str | None:
+    """Check that ``path`` exists and, when ``sha256`` is given, has that sha256 (then returned; a file with
+    no recorded sha256 is not hashed); else one sentence."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"weight file {path} does not exist.")
+    if sha256 is None:
+        return None
     actual = sha256_file(path)
-    if sha256 is not None and actual != sha256:
+    if actual != sha256:
         raise WeightsError(f"weight file {path} has sha256 {actual[:12]}..., not the {sha256[:12]}... recorded "
                            f"for it: it is corrupt or was modified; reinstall or re-download it.")
     return actual

@@ -52,20 +52,27 @@ def save(vlm: VLM, directory: str | os.PathLike, card: ModelCard | None = None, 
     return directory
 
 
-def load(directory: str | os.PathLike, device=None, weights: bool = True) -> VLM:
-    """The model of a folder written by ``save`` (or any open_clip Hub folder with safetensors weights)."""
-    directory = Path(directory)
-    config_path = directory / CONFIG
+def read_config(directory: str | os.PathLike) -> dict:
+    """The ``open_clip_config.json`` of a model folder, checked to hold a ``model_cfg``."""
+    config_path = Path(directory) / CONFIG
     if not config_path.is_file():
         raise WeightsError(f"{directory} is not a model folder: it has no {CONFIG}.")
     try:
         config = json.loads(config_path.read_text())
-        model_cfg = config["model_cfg"]
-    except (ValueError, KeyError) as error:
+        if not isinstance(config["model_cfg"], dict):
+            raise TypeError("model_cfg is not a mapping")
+    except (ValueError, KeyError, TypeError) as error:
         raise WeightsError(f"{config_path} is not an open_clip config ({type(error).__name__}).") from error
+    return config
+
+
+def load(directory: str | os.PathLike, device=None, weights: bool = True) -> VLM:
+    """The model of a folder written by ``save`` (or any open_clip Hub folder with safetensors weights)."""
+    directory = Path(directory)
+    config = read_config(directory)
     section = config.get("vlmshield", {})
     tokenizer = section.get("tokenizer")
-    vlm = VLM.from_config(model_cfg, preprocess_cfg=config.get("preprocess_cfg"),
+    vlm = VLM.from_config(config["model_cfg"], preprocess_cfg=config.get("preprocess_cfg"),
                           tokenizer=None if tokenizer is None else WordTokenizer.from_config(tokenizer),
                           name=section.get("name", directory.name))
     if weights:

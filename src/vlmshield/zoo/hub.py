@@ -8,7 +8,6 @@ repo, the file, and how to make it available.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from huggingface_hub import HfApi, hf_hub_download
@@ -16,7 +15,7 @@ from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntr
 
 from vlmshield._version import __version__
 from vlmshield.core import VLM, ParameterError
-from vlmshield.core.weights import WeightsError, read_checked
+from vlmshield.core.weights import WeightsError, read_checked, sha256_file
 
 from . import folder
 
@@ -74,16 +73,16 @@ def publish(directory, repo_id: str, revision: str | None = None, private: bool 
     directory = Path(directory)
     if repo_id.count("/") != 1 or not all(repo_id.split("/")):
         raise ParameterError(f"a Hub repo id is ORG/NAME; got {repo_id!r}.")
-    vlm = folder.load(directory, weights=False)  # the config must be a model's, before the weights are checked
-    recorded = json.loads((directory / folder.CONFIG).read_text()).get("vlmshield", {}).get("weights_sha256")
+    section = folder.read_config(directory).get("vlmshield", {})
+    recorded, name = section.get("weights_sha256"), section.get("name", directory.name)
     files = [{"path": p.relative_to(directory).as_posix(), "bytes": p.stat().st_size,
-              "sha256": read_checked(p, recorded if p.name == folder.WEIGHTS else None)}
+              "sha256": read_checked(p, recorded) if p.name == folder.WEIGHTS and recorded else sha256_file(p)}
              for p in sorted(directory.rglob("*")) if p.is_file()]
-    result = {"repo_id": repo_id, "name": vlm.name, "files": files, "dry_run": dry_run}
+    result = {"repo_id": repo_id, "name": name, "files": files, "dry_run": dry_run}
     if dry_run:
         return result
     api = HfApi(token=token, library_name="vlmshield", library_version=__version__)
     api.create_repo(repo_id, private=private, exist_ok=True)
     commit = api.upload_folder(repo_id=repo_id, folder_path=directory, revision=revision, create_pr=create_pr,
-                               commit_message=f"Upload {vlm.name} (vlmshield {__version__})")
+                               commit_message=f"Upload {name} (vlmshield {__version__})")
     return {**result, "revision": commit.oid, "commit_url": commit.commit_url, "pr_url": commit.pr_url}
