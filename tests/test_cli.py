@@ -111,13 +111,18 @@ def test_plugins_add_subcommands(host, capsys):
     ([*PGD_EVAL, "--steps", "-1"], "steps must be 0 or more"),
     (["eval", "--model", "tiny-clip", "--dataset", "fakedata", "--n", "0"], "n must be"),
     (["eval", "--model", "tiny-clip", "--dataset", "fakedata", "--n", "ten"], "invalid int value"),
-    (["eval", "--model", "tiny-clip", "--dataset", "cifar10"], "unknown dataset 'cifar10'"),
+    (["eval", "--model", "tiny-clip", "--dataset", "cifar-ten"], "unknown dataset 'cifar-ten'"),
     (["eval", "--model", "tiny-clipp", "--dataset", "fakedata"], "Did you mean 'tiny-clip'"),
     (["eval", "--model", "tiny-clip", "--dataset", "fakedata", "--attack", "pdg"], "Did you mean 'pgd'"),
     (["eval", "--model", "tiny-clip", "--dataset", "imagefolder"], "needs its files"),
     (["eval", "--model", "tiny-clip", "--dataset", "imagefolder:/does/not/exist"], "does not exist"),
     (["eval", "--model", "tiny-clip", "--dataset", "fakedata", "--attack-params", "alpha=1"], "needs --attack"),
-    (["eval", "--model", "tiny-clip"], "required: --dataset"),
+    (["eval", "--model", "tiny-clip"], "give --dataset (or --protocol"),
+    (["eval", "--model", "tiny-clip", "--protocol", "world", "--attack", "pgd"], "--protocol fixes the attack"),
+    (["eval", "--model", "tiny-clip", "--protocol", "wrold"], "Did you mean 'world'"),
+    (["eval", "--model", "tiny-clip", "--protocol", "tecoa", "--dataset", "fakedata"], "no 'single' prompt"),
+    (["report", "/does/not/exist.json"], "cannot read a run record"),
+    (["bench", "--models", "tiny-clip", "--protocol", "world"], "required: --out"),
     (["list", "widgets"], "cannot list 'widgets'"),
     (["info", "pdg"], "Did you mean 'pgd'"),
     (["frobnicate"], "invalid choice"),
@@ -179,3 +184,11 @@ def test_an_empty_dataset_is_one_line(host, capsys, tmp_path):
     (tmp_path / "dog").mkdir()
     code, _, err = run(capsys, "eval", "--model", "tiny-clip", "--dataset", f"imagefolder:{tmp_path}")
     assert code == 2 and err.count("\n") == 1 and "error:" in err
+
+
+def test_protocols_are_listed_and_described(host, capsys):
+    code, out, _ = run(capsys, "list", "protocols")
+    assert code == 0 and all(name in out for name in ("tecoa", "robustvlm", "clean", "world"))
+    code, out, _ = run(capsys, "info", "robustvlm", "--json")
+    info = json.loads(out)
+    assert code == 0 and info["kind"] == "protocol" and info["eps"] == ["2/255", "4/255"] and info["n"] == 1000

@@ -14,6 +14,7 @@ import json
 import sys
 import traceback
 import warnings
+from pathlib import Path
 
 from ._version import __version__
 from .core import (
@@ -31,8 +32,10 @@ from .core import (
     parse_params,
     plugin_hint,
 )
+from .core.distributed import init_from_env, is_main_process
 from .core.params import signature_defaults
 from .core.registry import KINDS, Registration, canonical_name
+from .core.report import format_run
 
 
 class UsageError(VlmshieldError):
@@ -71,6 +74,8 @@ def describe(registration: Registration) -> dict:
     elif registration.kind == "dataset":
         info.update(description=obj.description, needs_root=obj.needs_root, splits=list(obj.splits),
                     homepage=obj.homepage)
+    elif registration.kind == "protocol":
+        info.update({k: v for k, v in obj.config().items() if k != "name"})
     elif registration.kind == "command":
         info["description"] = obj.help
     return info
@@ -159,31 +164,43 @@ def _eval(args) -> int:
             raise UsageError("--defense-params needs --defense.")
         cls = host.get("defense", args.defense).obj
         defense_params = parse_params(cls, args.defense_params, f"defense {cls.name!r}")
+    if args.protocol is None and args.dataset is None:
+        raise UsageError("give --dataset (or --protocol, which names its datasets).")
+    init_from_env()
+    common = dict(defense=args.defense, defense_params=defense_params, n=args.n, batch_size=args.batch_size,
+                  seed=args.seed, device=args.device, weights=not args.no_weights, out=args.out,
+                  progress=False if args.no_progress else None, download=args.download)
     try:
-        record = evaluate(
-            args.model, args.dataset, evaluator=args.evaluator, attack=args.attack, eps=eps,
-            steps=args.steps, attack_params=attack_params, defense=args.defense,
-            defense_params=defense_params, n=args.n, batch_size=args.batch_size, seed=args.seed,
-            device=args.device, weights=not args.no_weights, out=args.out,
-            progress=False if args.no_progress else None, num_workers=args.workers,
-        )
+        if args.protocol is not None:
+            if args.attack or args.eps or args.steps or args.attack_params or args.evaluator != "zero-shot":
+                raise UsageError("--protocol fixes the attack, eps, steps and evaluator; drop those options.")
+            record = evaluate(args.model, args.dataset, protocol=args.protocol, **common)
+        else:
+            record = evaluate(args.model, args.dataset, evaluator=args.evaluator, attack=args.attack, eps=eps,
+                              steps=args.steps, attack_params=attack_params, num_workers=args.workers, **common)
     except KeyboardInterrupt:
         if args.out:
-            print(f"vlmshield: interrupted; finished batches are kept in {args.out}.partial; "
+            print(f"vlmshield: interrupted; finished batches are kept beside {args.out} (*.partial); "
                   f"run the same command again to resume.", file=sys.stderr)
         raise
+    if not is_main_process():
+        return 0
     if args.json:
         _print_json(record)
     else:
-        print(format_table(record))
+        print(format_run(record) if args.protocol else format_table(record))
         if args.out:
-            print(f"record: {args.out}")
+            print(f"record: {Path(args.out) / 'run.json' if args.protocol else args.out}")
     return 0
 
 
 def _eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="zoo name (see `vlmshield list models`)")
-    parser.add_argument("--dataset", required=True, help="NAME or NAME:/root; several separated by commas")
+    parser.add_argument("--protocol", help="a named protocol (tecoa, robustvlm, clean, world; `vlmshield list "
+                                           "protocols`): fixes attack, eps, steps, n and prompts")
+    parser.add_argument("--dataset", help="NAME or NAME:/root; several separated by commas (a protocol's own "
+                                          "datasets by default)")
+    parser.add_argument("--download", action="store_true", help="let datasets fetch missing files (torchvision)")
     parser.add_argument("--evaluator", default="zero-shot", help="zero-shot (default), accuracy, asr, ...")
     parser.add_argument("--attack", help="attack name (see `vlmshield list attacks`); none: clean only")
     parser.add_argument("--eps", help="budget: 4/255, 0.0157, or 4 (a bare number above 1 is 255ths)")
@@ -191,14 +208,16 @@ def _eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--attack-params", help="more attack parameters: key=value,key=value")
     parser.add_argument("--defense", help="a test-time defense to wrap the classifier in")
     parser.add_argument("--defense-params", help="defense parameters: key=value,key=value")
-    parser.add_argument("--n", type=int, help="samples per dataset (a seeded subset; all by default)")
+    parser.add_argument("--n", "--n-samples", dest="n", type=int,
+                        help="samples per dataset (a seeded subset; all by default); under torchrun write --n-samples")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
     parser.add_argument("--workers", type=int, default=0, help="data loading processes")
     parser.add_argument("--no-weights", action="store_true",
                         help="build the architecture with random weights (no download): a smoke run")
-    parser.add_argument("--out", help="write the JSON record here; an interrupted run resumes from it")
+    parser.add_argument("--out", help="write the JSON record here (with --protocol: a folder); an interrupted "
+                                      "run resumes from it")
     parser.add_argument("--json", action="store_true", help="print the record as JSON")
     parser.add_argument("--no-progress", action="store_true")
 

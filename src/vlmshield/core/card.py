@@ -5,9 +5,10 @@ architecture and pretrained tag, or a ``loader`` of the plugin's own) and what i
 cards through the ``register_models`` hook; ``vs.zoo.load(name)`` builds them.
 
 ``source`` says where the weights come from: ``open_clip`` (its pretrained registry), ``hf-hub:ORG/NAME[@REV]``,
-``package`` (files shipped in an installed package), or ``recipe`` (known but not published yet: loading it
-says which command produces it). ``metrics`` are the numbers the model was published with, with the
-protocol that measured them.
+``package`` (files shipped in an installed package), ``manual`` (files a person downloads from
+``homepage`` into the weights folder, such as vision-only checkpoints on a university server), or
+``recipe`` (known but not published yet: loading it says which command produces it). ``metrics`` are the
+numbers the model was published with, with the protocol that measured them.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from .errors import ParameterError
 from .model import VLM
 
-SOURCES = ("open_clip", "hf-hub:", "package", "recipe")
+SOURCES = ("open_clip", "hf-hub:", "package", "manual", "recipe")
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,8 @@ class ModelCard:
     metrics: dict = field(default_factory=dict)
     #: For ``source="recipe"``: the command that produces the weights.
     recipe: str = ""
+    #: For ``source="manual"``: the page where a person downloads ``files``.
+    homepage: str = ""
 
     def load(self, device=None, weights: bool = True) -> VLM:
         """Build the model; ``weights=False`` gives the architecture with random weights (no download)."""

@@ -39,12 +39,18 @@ class _WrappedDataset(Dataset):
 
 
 class LabelledImages(_WrappedDataset):
-    """(image in [0, 1], label) items with the class names and prompt templates of the task."""
+    """(image in [0, 1], label) items with the class names and prompt templates of the task.
 
-    def __init__(self, data: Dataset, classnames: Sequence[str], templates: Sequence[str], name: str):
+    ``templates`` are the prompts zero-shot evaluation uses by default; ``template_sets`` holds the
+    other conventions the dataset knows (``{"single": ["This is a photo of a {}."]}``)."""
+
+    def __init__(self, data: Dataset, classnames: Sequence[str], templates: Sequence[str], name: str,
+                 template_sets: dict[str, Sequence[str]] | None = None):
         super().__init__(data, name)
         self.classnames = list(classnames)
         self.templates = list(templates)
+        #: Other prompt conventions a protocol may ask for, by name ("single": TeCoA/TTC's one prompt).
+        self.template_sets = {k: list(v) for k, v in (template_sets or {}).items()}
 
     def __repr__(self) -> str:
         return f"LabelledImages({self.name!r}, {len(self)} images, {len(self.classnames)} classes)"
@@ -71,6 +77,8 @@ class DatasetEntry:
     needs_root: bool = False
     splits: tuple[str, ...] = ("test",)
     homepage: str = ""
+    #: Whether ``build`` takes ``download=True`` and fetches missing files (torchvision's datasets).
+    can_download: bool = False
     #: For a collection: the names of its member datasets (and no ``build``).
     members: tuple[str, ...] = ()
 
@@ -87,8 +95,12 @@ def parse_dataset_spec(spec: str) -> tuple[str, Path | None]:
     return name.strip(), (Path(root).expanduser() if sep and root else None)
 
 
-def dataset(spec: str, split: str = "test", image_size: int = 224, **params) -> LabelledImages | CaptionedImages:
-    """Build a registered dataset: ``dataset('cifar10:/data/cifar10')``, ``dataset('fakedata')``."""
+def dataset(spec: str, split: str = "test", image_size: int = 224, download: bool = False,
+            **params) -> LabelledImages | CaptionedImages:
+    """Build a registered dataset: ``dataset('cifar10:/data/cifar10')``, ``dataset('fakedata')``.
+
+    ``download=True`` lets a dataset that can (``can_download``) fetch its missing files into its root.
+    """
     name, root = parse_dataset_spec(spec)
     entry: DatasetEntry = get_host().get("dataset", name).obj
     if entry.members:
@@ -104,6 +116,9 @@ def dataset(spec: str, split: str = "test", image_size: int = 224, **params) -> 
                 f"dataset {entry.name!r} needs its files: give the folder as {entry.name}:/path/to/data "
                 f"or set {DATA_ENV} to a folder that holds {entry.name}/."
             )
+        if download and entry.can_download:
+            root.mkdir(parents=True, exist_ok=True)
+            params["download"] = True
         if not root.exists():
             raise DataError(f"dataset {entry.name!r}: the folder {root} does not exist.")
     data = entry.build(root=root, split=split, image_size=image_size, **params)
@@ -112,7 +127,7 @@ def dataset(spec: str, split: str = "test", image_size: int = 224, **params) -> 
     return data
 
 
-def datasets(specs: str | Sequence, split: str = "test", image_size: int = 224) -> list:
+def datasets(specs: str | Sequence, split: str = "test", image_size: int = 224, download: bool = False) -> list:
     """Build several datasets: 'a,b:/root,c', a list of specs or built datasets; collections expand."""
     if isinstance(specs, Dataset):
         specs = [specs]
@@ -125,9 +140,9 @@ def datasets(specs: str | Sequence, split: str = "test", image_size: int = 224) 
             continue
         entry: DatasetEntry = get_host().get("dataset", parse_dataset_spec(spec)[0]).obj
         if entry.members:
-            built.extend(datasets(list(entry.members), split, image_size))
+            built.extend(datasets(list(entry.members), split, image_size, download))
         else:
-            built.append(dataset(spec, split=split, image_size=image_size))
+            built.append(dataset(spec, split=split, image_size=image_size, download=download))
     if not built:
         raise ParameterError("no dataset given.")
     names = [d.name for d in built]

@@ -7,6 +7,11 @@ seed, so its numbers do not depend on which batches ran before it; with ``out=..
 batch is logged, an interrupted run resumes where it stopped, and the record (the full configuration,
 the numbers per dataset and their average, versions) is written atomically at the end.
 
+Under torchrun (``torchrun --nproc_per_node N vlmshield eval ...``) each process scores every N-th
+batch of each dataset and the per-batch values are gathered on every process: since a batch's seed
+depends only on its index, the numbers are those of one process. Each process keeps its own log of
+finished batches (``OUT.rankR-of-N.partial``); the first process writes the record.
+
 Against a test-time defense, a non-adaptive attack is crafted on the undefended classifier and the
 defended one classifies the result (the protocol of the TTC paper); attacks marked ``adaptive`` see
 the defended classifier.
@@ -30,11 +35,13 @@ from .attack import Attack
 from .data import LabelledImages
 from .data import datasets as build_datasets
 from .defense import TestTimeDefense
+from .distributed import default_device, gather_objects, is_main_process, rank_and_world
 from .errors import ParameterError
 from .model import VLM
 from .params import Configurable, format_eps
 from .plugins import get_host
 from .record import RunLog, atomic_write_json, derive_seed, environment, fingerprint
+from .sanity import check_classifier, check_results, format_flag
 
 
 class Evaluator(Configurable, abc.ABC):
@@ -115,28 +122,40 @@ def _mean(values: list) -> float | None:
     return sum(counted) / len(counted) if counted else None
 
 
-def evaluate(model, dataset, *, evaluator: str | Evaluator = "zero-shot", attack=None, eps=None,
+def evaluate(model, dataset=None, *, protocol=None, evaluator: str | Evaluator = "zero-shot", attack=None, eps=None,
              steps: int | None = None, attack_params: dict | None = None, defense=None,
              defense_params: dict | None = None, n: int | None = None, batch_size: int = 64, seed: int = 0,
              device=None, weights: bool = True, out=None, progress: bool | None = None,
-             num_workers: int = 0) -> dict:
+             num_workers: int = 0, download: bool = False) -> dict:
     """Evaluate ``model`` (a zoo name or a module) on ``dataset`` (a name, 'a,b,c', or LabelledImages).
 
     Returns the record: configuration, per-dataset numbers (fractions in [0, 1]) and their average.
+    ``protocol="robustvlm"`` runs a named protocol instead (``run_protocol``): it fixes the attack, eps,
+    steps, n and prompts, and ``dataset`` and ``n``, when given, are recorded as overrides.
     """
+    if protocol is not None:
+        if attack is not None or eps is not None or steps is not None or attack_params:
+            raise ParameterError("a protocol fixes the attack, eps and steps; give either a protocol or an attack.")
+        from .protocol import run_protocol  # the protocol runner builds on this function
+
+        return run_protocol(model, protocol, dataset, n=n, defense=defense, defense_params=defense_params,
+                            out=out, device=device, batch_size=batch_size, seed=seed, weights=weights,
+                            progress=progress, download=download)
+    if dataset is None:
+        raise ParameterError("no dataset given: name one or several (or a protocol, which names its own).")
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
         raise ParameterError(f"n must be a whole number of samples, 1 or more; got {n!r}.")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ParameterError(f"batch size must be 1 or more; got {batch_size!r}.")
     if isinstance(evaluator, str):
         evaluator = get_host().create("evaluator", evaluator)
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = torch.device(device) if device else default_device()
     attack = _attack(attack, evaluator, eps, steps, attack_params)
     defense = _defense(defense, defense_params)
     model, model_info = _model(model, device, weights)
     model.eval()
     image_size = model.image_size[0] if isinstance(model, VLM) else 224
-    datasets = build_datasets(dataset, image_size=image_size)
+    datasets = build_datasets(dataset, image_size=image_size, download=download)
     for data in datasets:
         if not isinstance(data, LabelledImages):
             raise ParameterError(f"{data.name} has no labels to evaluate on; give a labelled dataset.")
@@ -147,7 +166,11 @@ def evaluate(model, dataset, *, evaluator: str | Evaluator = "zero-shot", attack
         "datasets": [d.name for d in datasets], "n": n, "seed": seed, "batch_size": batch_size,
         "device": device.type,
     }
-    log = RunLog(out, fingerprint(config)) if out is not None else None
+    rank, world = rank_and_world()
+    log = None
+    if out is not None:
+        shard = {} if world == 1 else {"shard": [rank, world]}
+        log = RunLog(out, fingerprint({**config, **shard}), part=f"rank{rank}-of-{world}" if shard else "")
     started, clock = datetime.now(timezone.utc), time.perf_counter()
     results = {}
     try:
@@ -159,13 +182,20 @@ def evaluate(model, dataset, *, evaluator: str | Evaluator = "zero-shot", attack
             log.close()
     average = {m: _mean([r[m] for r in results.values()]) for m in evaluator.metrics
                if any(m in r for r in results.values())}
+    flags = [f for r in results.values() for f in r.pop("flags", [])]
+    if attack is not None and "robust_acc" in average:
+        label = format_eps(attack.eps) if hasattr(attack, "eps") else attack.name
+        flags += check_results({name: {"clean_acc": r.get("clean_acc"), "robust_acc": {label: r.get("robust_acc")}}
+                                for name, r in results.items()}, defense, attack)
     record = {
-        "record": "evaluation", **config, "results": results, "average": average,
+        "record": "evaluation", **config, "processes": world, "results": results, "average": average,
+        "flags": flags,
         "environment": environment(), "started_at": started.isoformat(timespec="seconds"),
         "wall_time_s": round(time.perf_counter() - clock, 3),
     }
     if out is not None:
-        atomic_write_json(out, record)
+        if is_main_process():
+            atomic_write_json(out, record)
         log.finish()
     return record
 
@@ -177,11 +207,17 @@ def _evaluate_one(model, data, evaluator, attack, defense, n, batch_size, seed, 
     defended = defense.wrap(classifier) if defense is not None else classifier
     attack_model = defended if attack is None or defense is None or getattr(attack, "adaptive", False) else classifier
     batches = [indices[i:i + batch_size] for i in range(0, len(indices), batch_size)]
-    values = {b: log.get(data.name, b) for b in range(len(batches))} if log else {}
-    todo = [b for b in range(len(batches)) if values.get(b) is None]
+    rank, world = rank_and_world()
+    mine = range(rank, len(batches), world)  # this process's share
+    values = {b: log.get(data.name, b) for b in mine} if log else {}
+    todo = [b for b in mine if values.get(b) is None]
+    flags = []
+    if attack is not None and indices:  # AutoAttack's checks, on a few clean images, before the attack
+        x, y = next(iter(DataLoader(data, batch_sampler=[indices[:8]])))
+        flags = check_classifier(defended, x.to(device), y.to(device), data.name)
     loader = DataLoader(data, batch_sampler=[batches[b] for b in todo], num_workers=num_workers)
-    bar = tqdm(total=len(batches), initial=len(batches) - len(todo), desc=data.name, unit="batch",
-               disable=None if progress is None else not progress, leave=False)
+    bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc=data.name, unit="batch",
+               disable=(None if progress is None else not progress) or rank > 0, leave=False)
     devices = [device.index or 0] if device.type == "cuda" else []
     for b, (x, y) in zip(todo, loader, strict=True):
         batch_seed = derive_seed(seed, data.name, b)
@@ -194,11 +230,13 @@ def _evaluate_one(model, data, evaluator, attack, defense, n, batch_size, seed, 
             log.put(data.name, b, values[b])
         bar.update()
     bar.close()
+    values = {b: v for shard in gather_objects(values) for b, v in shard.items()}
     result: dict = {"n": len(indices), "num_classes": len(data.classnames), "templates": len(data.templates)}
     for metric in evaluator.metrics:
         if all(metric in values[b] for b in values):
             result[metric] = _mean([v for b in sorted(values) for v in values[b][metric]])
     result["subset_sha256"] = hashlib.sha256(",".join(map(str, indices)).encode()).hexdigest()[:16]
+    result["flags"] = flags
     return result
 
 
@@ -223,4 +261,5 @@ def format_table(record: dict) -> str:
         lines.append(f"\nattack: {attack['name']} ({shown})")
     if record.get("defense"):
         lines.append(f"defense: {record['defense']['name']}")
+    lines += [format_flag(f) for f in record.get("flags", [])]
     return "\n".join(lines)

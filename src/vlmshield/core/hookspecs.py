@@ -25,6 +25,7 @@ What each hook registers:
   domain-adapted classifier, ...).
 - datasets: a ``DatasetEntry`` (a name, a builder, class names and prompt templates).
 - models: a ``ModelCard`` (a zoo entry: architecture, weights source, threat model, numbers).
+- protocols: a ``Protocol`` (a named evaluation setting: attack, eps values, steps, n, prompts, datasets).
 - commands: a ``Command`` (a ``vlmshield`` subcommand: name, help, arguments, run function).
 """
 
@@ -61,6 +62,11 @@ def register_datasets(register):
 @hookspec
 def register_models(register):
     """Register zoo entries: ``register(ModelCard(...), aliases=())``."""
+
+
+@hookspec
+def register_protocols(register):
+    """Register evaluation protocols: ``register(Protocol(...), aliases=())``."""
 
 
 @hookspec

@@ -32,8 +32,8 @@ from .registry import KINDS, Registration, Registry, canonical_name
 
 ENTRY_POINT_GROUP = "vlmshield"
 BUILTIN_PLUGINS = (
-    "vlmshield.attacks", "vlmshield.datasets", "vlmshield.evaluators", "vlmshield.zoo.catalog",
-    "vlmshield.world.plugin", "vlmshield.cli",
+    "vlmshield.attacks", "vlmshield.datasets", "vlmshield.evaluators", "vlmshield.protocols", "vlmshield.zoo.catalog",
+    "vlmshield.world.plugin", "vlmshield.leaderboard", "vlmshield.cli",
 )
 HOOKS = {kind: f"register_{kind}s" for kind in KINDS}
 
@@ -77,9 +77,10 @@ def _validate(kind: str, obj: object) -> str:
     from .data import DatasetEntry
     from .defense import Defense
     from .evaluate import Evaluator
+    from .protocol import Protocol
 
     expected = {"attack": (Attack, BackdoorAttack), "defense": (Defense,), "evaluator": (Evaluator,)}
-    instances = {"dataset": DatasetEntry, "model": ModelCard, "command": Command}
+    instances = {"dataset": DatasetEntry, "model": ModelCard, "protocol": Protocol, "command": Command}
     if kind in expected:
         if not (isinstance(obj, type) and issubclass(obj, expected[kind])):
             names = " or ".join(t.__name__ for t in expected[kind])

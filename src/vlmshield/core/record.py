@@ -74,15 +74,16 @@ def environment() -> dict:
 
 
 class RunLog:
-    """Finished pieces of an unfinished run, one JSON line each, in ``OUT.partial`` beside the record.
+    """Finished pieces of an unfinished run, one JSON line each, in ``OUT.partial`` beside the record
+    (``OUT.PART.partial`` for one process's part of a distributed run).
 
     The first line holds the run's configuration fingerprint; a log from another configuration is
     refused rather than mixed in. A last line cut short by a crash is dropped on reading.
     """
 
-    def __init__(self, out: str | os.PathLike, config_fingerprint: str):
+    def __init__(self, out: str | os.PathLike, config_fingerprint: str, part: str = ""):
         out = Path(out)
-        self.path = out.with_name(out.name + ".partial")
+        self.path = out.with_name(out.name + (f".{part}" if part else "") + ".partial")
         self.done: dict[tuple[str, int], dict] = {}
         entries: list[str] = []
         if self.path.exists():

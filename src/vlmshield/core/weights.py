@@ -92,6 +92,11 @@ def read_weights(path: str | os.PathLike, sha256: str | None = None) -> dict[str
         raise WeightsError(f"weight file {path} is not a readable safetensors file ({error}).") from error
 
 
+#: Keys under which known trainers nest a state dict: PyTorch Lightning and many scripts use
+#: ``state_dict``; TeCoA's checkpoints hold the image tower under ``vision_encoder_state_dict``.
+NESTED_KEYS = ("state_dict", "vision_encoder_state_dict")
+
+
 def read_legacy_weights(path: str | os.PathLike, sha256: str | None = None) -> dict[str, torch.Tensor]:
     """The state dict of a legacy PyTorch file (``.bin``, ``.pt``), read with ``weights_only=True``: a file
     that needs anything but tensors to unpickle (code, arbitrary objects) is refused, never executed."""
@@ -102,7 +107,9 @@ def read_legacy_weights(path: str | os.PathLike, sha256: str | None = None) -> d
     except Exception as error:  # UnpicklingError for foreign objects, RuntimeError/EOFError for truncation
         raise WeightsError(f"weight file {path} was refused: it is truncated, or holds more than tensors "
                            f"({type(error).__name__}); only plain state dicts are read.") from error
-    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    for key in NESTED_KEYS:  # trainers that wrap the state dict in a dict of their own
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightsError(f"weight file {path} holds no state dict of tensors.")
     return state

@@ -1,11 +1,13 @@
-"""The built-in datasets, a plugin like any other. The real zero-shot suite comes with its own issue."""
+"""The built-in datasets, a plugin like any other: fakedata, imagefolder and the zero-shot suite."""
 
 from vlmshield.core import hookimpl
 
-from . import fakedata, imagefolder
+from . import fakedata, imagefolder, zeroshot
 
 
 @hookimpl
 def register_datasets(register):
     register(fakedata.ENTRY)
     register(imagefolder.ENTRY)
+    for entry in zeroshot.ENTRIES:
+        register(entry)

@@ -12,23 +12,28 @@ from vlmshield.core import VLM, ModelCard, get_host
 from . import folder, hub
 from .folder import save
 from .hub import publish
+from .visual import load_visual
 
 __all__ = ["load", "list", "info", "save", "publish"]
 LOCAL_DIR = "local-dir:"
 
 
-def load(name: str, device=None, weights: bool = True) -> VLM:
+def load(name: str, device=None, weights: bool = True, visual=None) -> VLM:
     """Build the model ``name`` in eval mode; ``weights=False`` gives random weights (no download).
 
     ``local-dir:PATH`` loads a model folder (what ``save`` writes, open_clip's Hub layout), and
     ``hf-hub:ORG/NAME[@REVISION]`` one on the Hugging Face Hub, from its cache when it is there.
+    ``visual=PATH`` then replaces the image tower with a vision-only checkpoint (RobustVLM's ``.pt``
+    files): ``load("clip-vitl14", visual="fare_eps_2.pt")``.
     """
     if name.startswith(LOCAL_DIR):
-        return folder.load(name[len(LOCAL_DIR):], device=device, weights=weights)
-    if name.startswith(hub.PREFIX):
-        return hub.load(name[len(hub.PREFIX):], device=device, weights=weights)
-    card: ModelCard = get_host().get("model", name).obj
-    return card.load(device=device, weights=weights)
+        vlm = folder.load(name[len(LOCAL_DIR):], device=device, weights=weights)
+    elif name.startswith(hub.PREFIX):
+        vlm = hub.load(name[len(hub.PREFIX):], device=device, weights=weights)
+    else:
+        card: ModelCard = get_host().get("model", name).obj
+        vlm = card.load(device=device, weights=weights)
+    return vlm if visual is None else load_visual(vlm, visual)
 
 
 def list(method: str | None = None, arch: str | None = None) -> builtins.list[ModelCard]:  # noqa: A001

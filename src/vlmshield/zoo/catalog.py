@@ -1,5 +1,6 @@
 """The core's catalog: the base (vanilla) CLIP models from open_clip's pretrained registry, and the robust
-CLIPs that exist publicly today (RobustVLM's FARE and TeCoA checkpoints on the Hugging Face Hub).
+CLIPs that exist publicly today (RobustVLM's FARE and TeCoA checkpoints: on the Hugging Face Hub, and the
+OpenAI-initialised ViT-B/32 ones as vision-only files to download by hand).
 
 A built-in plugin. Models that a method plugin trains (``hpt-gpd-vitb16``, the world's defended models)
 are registered by that plugin. The Hub entries are not pinned to a commit yet: the Hub could not be
@@ -9,6 +10,7 @@ reached when they were written, so their revision is the repo's default branch u
 from vlmshield.core import VLM, ModelCard, hookimpl
 
 from . import hub
+from .visual import load_manual
 
 OPENAI_CLIP = "Radford et al., Learning Transferable Visual Models From Natural Language Supervision, ICML 2021"
 
@@ -86,7 +88,31 @@ ROBUST_MODELS = (
 )
 
 
+#: RobustVLM README (Additional Models): the OpenAI-initialised ViT-B/32 models exist only as vision-only
+#: ``.pt`` files on the Tuebingen Nextcloud, linked from the README; their sha256 is not published.
+ROBUSTVLM_README = "https://github.com/chs20/RobustVLM#additional-models"
+
+
+def _manual(name, filename, method, eps, clean, robust) -> ModelCard:
+    return ModelCard(
+        name, arch="ViT-B-32", method=method, base_model="ViT-B-32/openai",
+        threat_model={"norm": "Linf", "eps": f"{eps}/255"}, training_data="ImageNet", source="manual",
+        files={filename: None}, homepage=ROBUSTVLM_README, license="MIT", loader=load_manual, paper=ROBUSTVLM,
+        bibtex=ROBUSTVLM_BIBTEX,
+        description=f"{'FARE' if method == 'fare' else 'TeCoA'} at eps {eps}/255 on ImageNet, from OpenAI's "
+                    f"ViT-B/32; a vision-only checkpoint released by RobustVLM, loaded into its base model.",
+        metrics={"protocol": ROBUSTVLM_BASE, "clean": clean, "robust": robust})
+
+
+VISION_ONLY_MODELS = (
+    _manual("tecoa1-vitb32", "vitb32_tecoa_eps_1.pt", "tecoa", 1, 53.1, {"1/255": 38.8, "2/255": 26.6, "4/255": 9.6}),
+    _manual("fare1-vitb32", "vitb32_fare_eps_1.pt", "fare", 1, 60.5, {"1/255": 38.0, "2/255": 20.1, "4/255": 2.9}),
+    _manual("tecoa4-vitb32", "vitb32_tecoa_eps_4.pt", "tecoa", 4, 44.0, {"1/255": 38.2, "2/255": 33.1, "4/255": 23.6}),
+    _manual("fare4-vitb32", "vitb32_fare_eps_4.pt", "fare", 4, 48.6, {"1/255": 40.6, "2/255": 33.7, "4/255": 21.9}),
+)
+
+
 @hookimpl
 def register_models(register):
-    for card in (*BASE_MODELS, *ROBUST_MODELS):
+    for card in (*BASE_MODELS, *ROBUST_MODELS, *VISION_ONLY_MODELS):
         register(card)

@@ -1,0 +1,166 @@
+"""Named evaluation protocols: the attack, budgets, iterations, sample count and prompts of a paper's table.
+
+A ``Protocol`` is data, registered by plugins like models and datasets (the built-in ones: ``tecoa``,
+``robustvlm``, ``clean``, ``world``). ``run_protocol(model, "robustvlm")`` runs one ``evaluate`` per
+eps (clean accuracy comes with each: the same seeded subset) and combines them into one run record:
+per dataset and on average, clean accuracy and robust accuracy by eps, the sanity flags, the model's
+card (paper, architecture, threat model) and the protocol with every parameter. Overriding ``n`` or
+the datasets is allowed for smoke runs and is written into the record as an override, so that a
+number is never passed off as the protocol's. With ``out=DIR`` each evaluation resumes where it
+stopped and the run record is ``DIR/run.json``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from .data import LabelledImages
+from .data import datasets as build_datasets
+from .defense import TestTimeDefense
+from .distributed import default_device, is_main_process
+from .errors import ParameterError
+from .evaluate import _defense, _mean, _model, evaluate
+from .model import VLM
+from .params import parse_eps
+from .plugins import get_host
+from .record import atomic_write_json, environment
+
+#: Template conventions: each dataset's own prompts (CLIP's ensembles for the real datasets), or the
+#: single prompt per dataset of TeCoA, PMG-AFT and TTC (the dataset's ``template_sets["single"]``).
+TEMPLATE_CONVENTIONS = ("dataset", "single")
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How a paper measures robustness, fixed so that numbers from different runs compare."""
+
+    name: str
+    description: str
+    #: A registered attack name, or None for clean accuracy only.
+    attack: str | None = None
+    #: Budgets, as written in papers ("4/255").
+    eps: tuple[str, ...] = ()
+    steps: int | None = None
+    attack_params: dict = field(default_factory=dict)
+    #: Samples per dataset (a seeded subset); None: the whole test split.
+    n: int | None = None
+    templates: str = "dataset"
+    #: The datasets (or collection) the papers run it on.
+    datasets: str = ""
+    #: Who uses it.
+    papers: str = ""
+
+    def __post_init__(self):
+        if self.templates not in TEMPLATE_CONVENTIONS:
+            raise ParameterError(f"protocol {self.name!r}: templates must be one of "
+                                 f"{', '.join(TEMPLATE_CONVENTIONS)}; got {self.templates!r}.")
+        if (self.attack is None) != (not self.eps):
+            raise ParameterError(f"protocol {self.name!r}: an attack needs its eps values, and eps an attack.")
+        for eps in self.eps:
+            parse_eps(eps)
+
+    def config(self) -> dict:
+        return {**asdict(self), "eps": list(self.eps)}
+
+
+def get_protocol(protocol: str | Protocol) -> Protocol:
+    return protocol if isinstance(protocol, Protocol) else get_host().get("protocol", protocol).obj
+
+
+def apply_templates(data: LabelledImages, convention: str) -> LabelledImages:
+    """Use the dataset's prompts of ``convention`` ('dataset' keeps them as built)."""
+    if convention == "dataset":
+        return data
+    sets = getattr(data, "template_sets", None) or {}
+    if convention not in sets:
+        raise ParameterError(f"{data.name} has no {convention!r} prompt templates (it has "
+                             f"{', '.join(sets) or 'only its own'}); choose a protocol with templates='dataset'.")
+    data.templates = list(sets[convention])
+    return data
+
+
+def _model_info(model, loaded: VLM) -> dict:
+    """What a leaderboard keeps about a model (RobustBench's model_info): its card, when it has one."""
+    info = {"name": getattr(loaded, "name", None) or type(loaded).__name__}
+    if isinstance(model, str) and model in get_host().registries["model"]:
+        card = get_host().get("model", model).obj
+        info.update(name=card.name, arch=card.arch, method=card.method, base_model=card.base_model,
+                    paper=card.paper, threat_model=card.threat_model, source=card.source,
+                    published=card.metrics)
+    elif isinstance(model, str):
+        info["source"] = model
+    return info
+
+
+def _slug(eps: str) -> str:
+    return eps.replace("/", "-").replace(".", "p")
+
+
+def run_protocol(model, protocol: str | Protocol, dataset=None, *, n: int | None = None, defense=None,
+                 defense_params: dict | None = None, out=None, device=None, batch_size: int = 64, seed: int = 0,
+                 weights: bool = True, progress: bool | None = None, download: bool = False) -> dict:
+    """Evaluate ``model`` (a zoo name or a VLM) under ``protocol``; returns the run record.
+
+    ``dataset`` and ``n`` override the protocol's (recorded as overrides); ``out`` is a folder.
+    """
+    protocol = get_protocol(protocol)
+    overrides = {k: v for k, v in (("datasets", dataset), ("n", n)) if v is not None}
+    n = protocol.n if n is None else n
+    vlm, _ = _model(model, torch.device(device) if device else default_device(), weights)
+    info = _model_info(model, vlm)
+    if not weights:
+        info["weights"] = "random (smoke run)"
+    defense_obj = _defense(defense, defense_params)
+    spec = dataset if dataset is not None else protocol.datasets
+    if not spec:
+        raise ParameterError(f"protocol {protocol.name!r} names no datasets; give some.")
+    image_size = vlm.image_size[0] if isinstance(vlm, VLM) else 224
+    built = [apply_templates(d, protocol.templates)
+             for d in build_datasets(spec, image_size=image_size, download=download)]
+    out = Path(out) if out is not None else None
+    started, clock = datetime.now(timezone.utc), time.perf_counter()
+
+    def one(eps: str | None) -> dict:
+        where = None if out is None else out / ("clean.json" if eps is None else f"eps-{_slug(eps)}.json")
+        attack = {} if eps is None else {"attack": protocol.attack, "eps": parse_eps(eps), "steps": protocol.steps,
+                                         "attack_params": dict(protocol.attack_params) or None}
+        return evaluate(vlm, built, **attack, defense=defense_obj, n=n,
+                        batch_size=batch_size, seed=seed, device=device, out=where, progress=progress)
+
+    records = [one(eps) for eps in protocol.eps] if protocol.attack else [one(None)]
+    results = {}
+    for data in built:
+        first = records[0]["results"][data.name]
+        results[data.name] = {"n": first["n"], "num_classes": first["num_classes"], "templates": first["templates"],
+                              "clean_acc": first["clean_acc"],
+                              "robust_acc": {eps: r["results"][data.name]["robust_acc"]
+                                             for eps, r in zip(protocol.eps, records, strict=False)}}
+    average = {"clean_acc": _mean([r["clean_acc"] for r in results.values()]),
+               "robust_acc": {eps: _mean([r["robust_acc"][eps] for r in results.values()]) for eps in protocol.eps}}
+    flags = _unique([f for r in records for f in r["flags"]])
+    record = {
+        "record": "protocol-run", "protocol": protocol.config(), "overrides": overrides, "model": info,
+        "defense": defense_obj.config() if defense_obj else None,
+        "test_time_defense": isinstance(defense_obj, TestTimeDefense),
+        "datasets": [d.name for d in built], "n": n, "seed": seed, "results": results, "average": average,
+        "flags": flags, "evaluations": [r["attack"] for r in records], "environment": environment(),
+        "started_at": started.isoformat(timespec="seconds"), "wall_time_s": round(time.perf_counter() - clock, 3),
+    }
+    if out is not None and is_main_process():
+        atomic_write_json(out / "run.json", record)
+    return record
+
+
+def _unique(flags: list[dict]) -> list[dict]:
+    seen, kept = set(), []
+    for entry in flags:
+        key = (entry["flag"], entry.get("dataset"), entry["detail"])
+        if key not in seen:
+            seen.add(key)
+            kept.append(entry)
+    return kept

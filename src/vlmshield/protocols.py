@@ -1,0 +1,35 @@
+"""The built-in evaluation protocols, a plugin like any other.
+
+- ``tecoa``: PGD-10 (step 1/255, random start) at eps 1/255, every test image, one prompt per dataset:
+  how TeCoA, PMG-AFT, HPT-GPD and TTC report zero-shot robustness (on TTC's 16 datasets);
+- ``robustvlm``: APGD-CE (100 iterations, 5 restarts) then APGD-T (100 iterations, 9 target classes;
+  APGD-CE alone on binary tasks) at 2/255 and 4/255, 1,000 images per dataset, CLIP's prompt
+  ensembles: RobustVLM's zero-shot table (FARE) on its 13 datasets;
+- ``clean``: zero-shot accuracy on every test image with CLIP's ensembles;
+- ``world``: the embedded world's threat model: APGD-CE (50 iterations) at 1/255, 2/255 and 4/255,
+  500 images per task, each task's own prompts, on the whole world suite.
+"""
+
+from vlmshield.core import hookimpl
+from vlmshield.core.protocol import Protocol
+
+PROTOCOLS = (
+    Protocol("tecoa", "PGD-10, step 1/255, eps 1/255, all test images, a single prompt per dataset.",
+             attack="pgd", eps=("1/255",), steps=10, attack_params={"alpha": 1 / 255, "random_start": True},
+             templates="single", datasets="zs-suite", papers="TeCoA (ICLR 2023), PMG-AFT (CVPR 2024), HPT-GPD, TTC"),
+    Protocol("robustvlm", "APGD-CE (5 restarts) + APGD-T (9 targets), 100 iterations each, eps 2/255 and 4/255, "
+             "1000 images per dataset, CLIP's prompt ensembles.",
+             attack="aa-lite", eps=("2/255", "4/255"), steps=100,
+             attack_params={"n_restarts": 5, "n_target_classes": 9}, n=1000, datasets="robustvlm-13",
+             papers="RobustVLM / FARE (ICML 2024)"),
+    Protocol("clean", "Zero-shot accuracy on every test image, CLIP's prompt ensembles.", datasets="zs-suite"),
+    Protocol("world", "The world's threat model: APGD-CE, 50 iterations, eps 1/255, 2/255, 4/255, 500 images per "
+             "task, each task's prompts.", attack="apgd-ce", eps=("1/255", "2/255", "4/255"), steps=50, n=500,
+             datasets="world", papers="vlmshield's embedded world"),
+)
+
+
+@hookimpl
+def register_protocols(register):
+    for protocol in PROTOCOLS:
+        register(protocol)

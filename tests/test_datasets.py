@@ -1,0 +1,432 @@
+"""The zero-shot suite's adapters, each read from a tiny fixture written in the dataset's real on-disk format.
+
+Every fixture is the release's extracted layout (or what torchvision's ``download=True`` leaves on disk)
+with a handful of images; nothing is downloaded. Where torchvision checks the md5 of extracted files
+(CIFAR, STL-10, Flowers-102), the fixture's files cannot have the release's checksums, so the test pins the
+class's checksum table to the fixture's own md5s (``pin_md5``): torchvision's integrity check still runs,
+on the fixture. Where the release has a metadata file listing every class (CIFAR's meta, SUN397's
+ClassName.txt, ...), the fixture lists them all too, because the adapters refuse a copy with fewer classes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision import datasets as tv
+
+import vlmshield.core as vs
+from vlmshield.core import DataError, ParameterError
+from vlmshield.datasets import prompts, zeroshot
+from vlmshield.datasets.prompts import SINGLE_TEMPLATE, templates_for
+
+SIZE = 48  # the model input size the tests ask for: resized datasets come out SIZE x SIZE
+
+CLASS_COUNTS = {
+    "cifar10": 10, "cifar100": 100, "stl10": 10, "imagenet": 1000, "caltech101": 101, "caltech256": 257,
+    "oxford-pets": 37, "flowers102": 102, "fgvc-aircraft": 100, "stanford-cars": 196, "sun397": 397, "food101": 101,
+    "eurosat": 10, "dtd": 47, "pcam": 2, "country211": 211, "imagenet-r": 200, "imagenet-sketch": 1000,
+    "tinyimagenet": 200,
+}
+#: Ensemble sizes as RobustVLM's notes count them (CLIP_benchmark's templates; 80 ImageNet ones as fallback).
+ENSEMBLE_SIZES = {
+    "cifar10": 18, "cifar100": 18, "stl10": 2, "imagenet": 80, "caltech101": 34, "caltech256": 80, "oxford-pets": 1,
+    "flowers102": 1, "fgvc-aircraft": 2, "stanford-cars": 8, "sun397": 2, "food101": 1, "eurosat": 3, "dtd": 8,
+    "pcam": 2, "country211": 5, "imagenet-r": 80, "imagenet-sketch": 80, "tinyimagenet": 80,
+}
+NATIVE = {"cifar10": 32, "cifar100": 32, "stl10": 96, "pcam": 96, "eurosat": 64, "tinyimagenet": 64}
+
+
+def jpeg(path, size=(40, 30), mode="RGB"):
+    """A gradient image (grey-scale with mode "L"), so that a decoded image is never constant."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grey = Image.linear_gradient("L").resize(size)
+    image = grey if mode == "L" else Image.merge("RGB", (grey, grey.transpose(Image.Transpose.FLIP_TOP_BOTTOM), grey))
+    image.save(path, "JPEG")
+
+
+def md5(path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def pickle_to(path, obj):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(pickle.dumps(obj))
+
+
+def write_lines(path, lines):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{line}\n" for line in lines))
+
+
+def pin_md5(monkeypatch, cls, attribute, folder):
+    """Point a torchvision checksum list ([file, md5], ...) at the fixture's files; drop files it lacks."""
+    pinned = [[name, md5(folder / name)] for name, _ in getattr(cls, attribute) if (folder / name).exists()]
+    monkeypatch.setattr(cls, attribute, pinned)
+
+
+def cifar_batch(labels, key):
+    pixels = np.random.default_rng(0).integers(0, 256, (len(labels), 3 * 32 * 32), dtype=np.uint8)
+    return {"data": pixels, key: list(labels)}
+
+
+# Each writer lays out one dataset under ``root`` and returns the labels of its items, in item order.
+
+def write_cifar10(root, monkeypatch):
+    folder = root / "cifar-10-batches-py"
+    pickle_to(folder / "test_batch", cifar_batch([3, 9, 0], "labels"))
+    pickle_to(folder / "data_batch_1", cifar_batch([1], "labels"))
+    pickle_to(folder / "batches.meta", {"label_names": [f"class{i}" for i in range(10)]})
+    for attribute in ("train_list", "test_list"):
+        pin_md5(monkeypatch, tv.CIFAR10, attribute, folder)
+    monkeypatch.setattr(tv.CIFAR10, "meta", {**tv.CIFAR10.meta, "md5": md5(folder / "batches.meta")})
+    return [3, 9, 0]
+
+
+def write_cifar100(root, monkeypatch):
+    folder = root / "cifar-100-python"
+    pickle_to(folder / "test", {**cifar_batch([42, 99], "fine_labels"), "coarse_labels": [0, 1]})
+    pickle_to(folder / "train", {**cifar_batch([7], "fine_labels"), "coarse_labels": [0]})
+    pickle_to(folder / "meta", {"fine_label_names": [f"class{i}" for i in range(100)]})
+    for attribute in ("train_list", "test_list"):
+        pin_md5(monkeypatch, tv.CIFAR100, attribute, folder)
+    monkeypatch.setattr(tv.CIFAR100, "meta", {**tv.CIFAR100.meta, "md5": md5(folder / "meta")})
+    return [42, 99]
+
+
+def write_stl10(root, monkeypatch):
+    """STL-10's binaries: uint8 images (N, 3, 96, 96) column-major, labels 1-10; only the test files here."""
+    folder = root / "stl10_binary"
+    folder.mkdir(parents=True)
+    np.random.default_rng(0).integers(0, 256, (2, 3, 96, 96), dtype=np.uint8).tofile(folder / "test_X.bin")
+    np.array([10, 1], dtype=np.uint8).tofile(folder / "test_y.bin")
+    write_lines(folder / "class_names.txt", [f"class{i}" for i in range(10)])
+    for attribute in ("train_list", "test_list"):
+        pin_md5(monkeypatch, tv.STL10, attribute, folder)
+    return [9, 0]
+
+
+def write_pcam(root, monkeypatch):
+    """PCAM's HDF5 pair, as torchvision's download leaves it (no checksum is checked on the .h5 files)."""
+    h5py = pytest.importorskip("h5py")
+    folder = root / "pcam"
+    folder.mkdir(parents=True)
+    with h5py.File(folder / "camelyonpatch_level_2_split_test_x.h5", "w") as f:
+        f["x"] = np.random.default_rng(0).integers(0, 256, (3, 96, 96, 3), dtype=np.uint8)
+    with h5py.File(folder / "camelyonpatch_level_2_split_test_y.h5", "w") as f:
+        f["y"] = np.array([1, 0, 1], dtype=np.uint8).reshape(3, 1, 1, 1)
+    return [1, 0, 1]
+
+
+def write_caltech101(root, monkeypatch):
+    """101_ObjectCategories with all 101 folders and BACKGROUND_Google (which torchvision drops)."""
+    folder = root / "caltech101" / "101_ObjectCategories"
+    names = ["BACKGROUND_Google", "Faces", "Faces_easy", "Leopards", "Motorbikes"] + [f"cat{i:03d}" for i in range(97)]
+    for name in names:
+        (folder / name).mkdir(parents=True)
+    jpeg(folder / "Leopards" / "image_0001.jpg")
+    jpeg(folder / "Leopards" / "image_0002.jpg")
+    jpeg(folder / "cat000" / "image_0001.jpg", mode="L")  # Caltech has grey-scale images
+    return [2, 2, 4]
+
+
+def write_caltech256(root, monkeypatch):
+    folder = root / "caltech256" / "256_ObjectCategories"
+    for i in range(1, 258):
+        (folder / f"{i:03d}.category{i}").mkdir(parents=True)
+    jpeg(folder / "001.category1" / "001_0001.jpg")
+    jpeg(folder / "257.category257" / "257_0001.jpg", mode="L")
+    jpeg(folder / "257.category257" / "257_0002.jpg")
+    return [0, 256, 256]
+
+
+def write_oxford_pets(root, monkeypatch):
+    """images/ and annotations/test.txt ("<image id> <class 1-37> <species> <breed id>"), one image per breed."""
+    base = root / "oxford-iiit-pet"
+    lines = [f"breed{i:02d}_1 {i} 1 {i}" for i in range(1, 38)]
+    write_lines(base / "annotations" / "test.txt", lines)
+    for i in range(1, 38):
+        jpeg(base / "images" / f"breed{i:02d}_1.jpg")
+    return list(range(37))
+
+
+def write_flowers102(root, monkeypatch):
+    sio = pytest.importorskip("scipy.io")
+    base = root / "flowers-102"
+    for i in (1, 2, 3):
+        jpeg(base / "jpg" / f"image_{i:05d}.jpg")
+    sio.savemat(base / "imagelabels.mat", {"labels": np.array([102, 5, 1])})
+    sio.savemat(base / "setid.mat", {"tstid": np.array([2, 1]), "trnid": np.array([3]), "valid": np.array([3])})
+    monkeypatch.setattr(tv.Flowers102, "_file_dict", {
+        "image": tv.Flowers102._file_dict["image"],  # the archive: checked only when downloading
+        "label": ("imagelabels.mat", md5(base / "imagelabels.mat")),
+        "setid": ("setid.mat", md5(base / "setid.mat")),
+    })
+    return [4, 101]
+
+
+def write_fgvc_aircraft(root, monkeypatch):
+    data = root / "fgvc-aircraft-2013b" / "data"
+    write_lines(data / "variants.txt", [f"variant-{i:03d}" for i in range(100)])
+    write_lines(data / "images_variant_test.txt", ["0034309 variant-099", "1514522 variant-007"])
+    jpeg(data / "images" / "0034309.jpg")
+    jpeg(data / "images" / "1514522.jpg")
+    return [99, 7]
+
+
+def write_stanford_cars(root, monkeypatch):
+    sio = pytest.importorskip("scipy.io")
+    base = root / "stanford_cars"
+    (base / "devkit").mkdir(parents=True)
+    sio.savemat(base / "devkit" / "cars_meta.mat",
+                {"class_names": np.array([f"Car {i} Sedan 2012" for i in range(196)], dtype=object)})
+    annotations = np.array([("00001.jpg", 196), ("00002.jpg", 1)], dtype=[("fname", object), ("class", object)])
+    sio.savemat(base / "cars_test_annos_withlabels.mat", {"annotations": annotations})
+    jpeg(base / "cars_test" / "00001.jpg")
+    jpeg(base / "cars_test" / "00002.jpg")
+    return [195, 0]
+
+
+def write_sun397(root, monkeypatch):
+    """ClassName.txt lists all 397 "/<letter>/<scene>" paths; the images are <letter>/<scene>/sun_*.jpg."""
+    base = root / "SUN397"
+    write_lines(base / "ClassName.txt", [f"/s/scene_{i:03d}" for i in range(397)])
+    jpeg(base / "s" / "scene_396" / "sun_aaa.jpg")
+    jpeg(base / "s" / "scene_396" / "sun_aab.jpg")
+    return [396, 396]
+
+
+def write_food101(root, monkeypatch):
+    base = root / "food-101"
+    meta = {f"dish_{i:03d}": [] for i in range(101)}
+    meta["dish_100"] = ["dish_100/1001"]
+    meta["dish_000"] = ["dish_000/7"]
+    write_lines(base / "meta" / "test.json", [json.dumps(meta)])
+    jpeg(base / "images" / "dish_100" / "1001.jpg")
+    jpeg(base / "images" / "dish_000" / "7.jpg")
+    return [0, 100]
+
+
+def write_eurosat(root, monkeypatch):
+    classes = ["AnnualCrop", "Forest", "HerbaceousVegetation", "Highway", "Industrial", "Pasture", "PermanentCrop",
+               "Residential", "River", "SeaLake"]
+    for name in classes:
+        jpeg(root / "eurosat" / "2750" / name / f"{name}_1.jpg", size=(64, 64))
+    return list(range(10))
+
+
+def write_dtd(root, monkeypatch):
+    """dtd/dtd/images/<texture>/ and labels/test1.txt (partition 1), one image of each of the 47 textures."""
+    data = root / "dtd" / "dtd"
+    lines = [f"texture{i:02d}/texture{i:02d}_0001.jpg" for i in reversed(range(47))]
+    write_lines(data / "labels" / "test1.txt", lines)
+    for line in lines:
+        jpeg(data / "images" / line)
+    return list(reversed(range(47)))
+
+
+def write_country211(root, monkeypatch):
+    for i in range(211):
+        jpeg(root / "country211" / "test" / f"C{i:03d}" / "1.jpg", size=(12, 10))
+    return list(range(211))
+
+
+def write_imagenet(root, monkeypatch):
+    """ImageNet val sorted into wnid folders; two of the 1000 are enough, labels follow the standard index."""
+    jpeg(root / "val" / "n01440764" / "ILSVRC2012_val_00000293.JPEG")
+    jpeg(root / "val" / "n15075141" / "ILSVRC2012_val_00000001.JPEG", mode="L")
+    return [0, 999]
+
+
+def write_imagenet_r(root, monkeypatch):
+    jpeg(root / "imagenet-r" / "n01443537" / "art_0.jpg")
+    jpeg(root / "imagenet-r" / "n12267677" / "cartoon_3.jpg")
+    return [0, 199]
+
+
+def write_imagenet_sketch(root, monkeypatch):
+    jpeg(root / "sketch" / "n01443537" / "sketch_1.JPEG", mode="L")
+    return [1]
+
+
+def write_tinyimagenet(root, monkeypatch):
+    """tiny-imagenet-200/ as released: wnids.txt (unsorted), words.txt, val/images + val_annotations.txt."""
+    base = root / "tiny-imagenet-200"
+    wnids = prompts.wnids("tinyimagenet")
+    write_lines(base / "wnids.txt", reversed(wnids))
+    write_lines(base / "words.txt", [f"{wnid}\tsomething" for wnid in wnids])
+    write_lines(base / "val" / "val_annotations.txt",
+                [f"val_0.JPEG\t{wnids[-1]}\t0\t0\t63\t63", f"val_1.JPEG\t{wnids[0]}\t4\t4\t60\t60"])
+    jpeg(base / "val" / "images" / "val_0.JPEG", size=(64, 64))
+    jpeg(base / "val" / "images" / "val_1.JPEG", size=(64, 64))
+    return [199, 0]
+
+
+WRITERS = {
+    "cifar10": write_cifar10, "cifar100": write_cifar100, "stl10": write_stl10, "imagenet": write_imagenet,
+    "caltech101": write_caltech101, "caltech256": write_caltech256, "oxford-pets": write_oxford_pets,
+    "flowers102": write_flowers102, "fgvc-aircraft": write_fgvc_aircraft, "stanford-cars": write_stanford_cars,
+    "sun397": write_sun397, "food101": write_food101, "eurosat": write_eurosat, "dtd": write_dtd, "pcam": write_pcam,
+    "country211": write_country211, "imagenet-r": write_imagenet_r, "imagenet-sketch": write_imagenet_sketch,
+    "tinyimagenet": write_tinyimagenet,
+}
+ADAPTER_NAMES = sorted(adapter.name for adapter in zeroshot.ADAPTERS)
+
+
+def test_every_adapter_has_a_fixture_and_the_issues_names():
+    assert sorted(WRITERS) == ADAPTER_NAMES == sorted(CLASS_COUNTS)
+
+
+@pytest.mark.parametrize("name", ADAPTER_NAMES)
+def test_adapter_reads_the_release_layout(name, tmp_path, monkeypatch):
+    labels = WRITERS[name](tmp_path, monkeypatch)
+    data = vs.dataset(f"{name}:{tmp_path}", image_size=SIZE)
+    assert data.name == name and len(data) == len(labels)
+    assert [int(data[i][1]) for i in range(len(data))] == labels
+    image = data[0][0]
+    side = NATIVE.get(name, SIZE)
+    assert image.shape == (3, side, side) and image.dtype == torch.float32
+    assert 0 <= image.min() and image.max() <= 1 and image.max() > image.min()
+    assert len(data.classnames) == CLASS_COUNTS[name]
+    assert data.templates == templates_for(name, "ensemble") and len(data.templates) == ENSEMBLE_SIZES[name]
+    assert data.template_sets == {"single": templates_for(name, "single")}
+
+
+def test_low_resolution_sets_upsample_on_request(tmp_path, monkeypatch):
+    write_cifar10(tmp_path, monkeypatch)
+    assert vs.dataset(f"cifar10:{tmp_path}", image_size=SIZE, upsample=True)[0][0].shape == (3, SIZE, SIZE)
+
+
+@pytest.mark.parametrize("name", ADAPTER_NAMES)
+def test_missing_files_are_one_sentence_that_names_the_folder(name, tmp_path):
+    with pytest.raises(DataError) as caught:
+        vs.dataset(f"{name}:{tmp_path}")
+    message = str(caught.value)
+    assert message.startswith(f"{name}: no complete copy in {tmp_path} (expected ")
+    assert message.endswith(".") and ". " not in message
+    adapter = next(a for a in zeroshot.ADAPTERS if a.name == name)
+    assert ("--download" in message) == adapter.downloadable
+    assert adapter.downloadable or adapter.homepage in message
+
+
+def test_torchvision_not_found_error_becomes_the_data_error(tmp_path):
+    (tmp_path / "cifar-10-batches-py").mkdir()  # extracted folder present, batches missing
+    with pytest.raises(DataError, match=r"cifar-10-batches-py/ .*rerun with --download"):
+        vs.dataset(f"cifar10:{tmp_path}")
+
+
+def test_download_goes_to_torchvision_where_it_can(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(tv.CIFAR10, "download", lambda self: calls.append(Path(self.root)))
+    with pytest.raises(DataError):  # the stub fetched nothing
+        vs.dataset(f"cifar10:{tmp_path}", download=True)
+    assert calls == [tmp_path]
+    with pytest.raises(DataError, match="torchvision cannot download it"):  # its own download raises ValueError
+        vs.dataset(f"stanford-cars:{tmp_path}", download=True)
+
+
+def test_tinyimagenet_train_split(tmp_path, monkeypatch):
+    write_tinyimagenet(tmp_path, monkeypatch)
+    wnids = prompts.wnids("tinyimagenet")
+    jpeg(tmp_path / "tiny-imagenet-200" / "train" / wnids[5] / "images" / f"{wnids[5]}_0.JPEG", size=(64, 64))
+    data = vs.dataset(f"tinyimagenet:{tmp_path}", split="train")
+    assert len(data) == 1 and data[0][1] == 5 and data[0][0].shape == (3, 64, 64)
+
+
+def test_a_copy_with_fewer_classes_is_refused(tmp_path):
+    data = tmp_path / "dtd" / "dtd"
+    write_lines(data / "labels" / "test1.txt", ["banded/banded_0001.jpg", "woven/woven_0001.jpg"])
+    with pytest.raises(DataError, match="has 2 classes where the dataset has 47"):
+        vs.dataset(f"dtd:{tmp_path}")
+
+
+def test_imagenet_folders_must_be_wordnet_ids(tmp_path):
+    jpeg(tmp_path / "val" / "goldfish" / "1.JPEG")
+    with pytest.raises(DataError, match="only WordNet-id folders .* goldfish"):
+        vs.dataset(f"imagenet:{tmp_path}")
+
+
+def test_tinyimagenet_checks_its_class_list(tmp_path):
+    write_lines(tmp_path / "wnids.txt", ["n01443537", "n01629819"])
+    with pytest.raises(DataError, match="does not list TinyImageNet's 200 classes"):
+        vs.dataset(f"tinyimagenet:{tmp_path}")
+
+
+def test_a_missing_package_is_named(tmp_path, monkeypatch):
+    monkeypatch.setattr(zeroshot.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(DataError, match=r"pcam needs the Python package h5py .*vlmshield\[data\]"):
+        vs.dataset(f"pcam:{tmp_path}")
+
+
+def test_the_data_root_comes_from_the_environment(tmp_path, monkeypatch):
+    write_imagenet_r(tmp_path / "imagenet-r", monkeypatch)
+    monkeypatch.setenv(vs.DATA_ENV, str(tmp_path))
+    assert len(vs.dataset("imagenet-r")) == 2
+
+
+def test_collections_are_ttcs_16_and_robustvlms_13():
+    assert zeroshot.ZS_SUITE == ("cifar10", "cifar100", "stl10", "imagenet", "caltech101", "caltech256",
+                                 "oxford-pets", "flowers102", "fgvc-aircraft", "stanford-cars", "sun397",
+                                 "country211", "food101", "eurosat", "dtd", "pcam")
+    assert len(zeroshot.ROBUSTVLM_13) == 13 and set(zeroshot.ROBUSTVLM_13) <= set(ADAPTER_NAMES)
+    assert {"imagenet-r", "imagenet-sketch"} <= set(zeroshot.ROBUSTVLM_13)
+
+
+@pytest.mark.parametrize("collection, first", [("zs-suite", "cifar10"), ("robustvlm-13", "cifar10")])
+def test_a_collection_expands_and_stops_at_its_first_missing_member(collection, first, tmp_path, monkeypatch):
+    monkeypatch.setenv(vs.DATA_ENV, str(tmp_path))
+    with pytest.raises(DataError, match=re.escape(f"dataset '{first}': the folder {tmp_path / first} does not exist")):
+        vs.datasets(collection)
+    (tmp_path / first).mkdir()
+    with pytest.raises(DataError, match=re.escape(f"{first}: no complete copy in {tmp_path / first} ")):
+        vs.datasets(collection)
+
+
+def test_a_collection_builds_every_member(tmp_path, monkeypatch):
+    for name in zeroshot.ROBUSTVLM_13:
+        WRITERS[name](tmp_path / name, monkeypatch)
+    monkeypatch.setenv(vs.DATA_ENV, str(tmp_path))
+    assert [d.name for d in vs.datasets("robustvlm-13", image_size=SIZE)] == list(zeroshot.ROBUSTVLM_13)
+
+
+@pytest.mark.parametrize("name", ADAPTER_NAMES)
+def test_metadata_has_names_and_both_prompt_conventions(name):
+    names = prompts.classnames(name)
+    assert len(names) == CLASS_COUNTS[name] and all(isinstance(n, str) and n.strip() for n in names)
+    for convention in ("ensemble", "single"):
+        templates = templates_for(name, convention)
+        assert templates and all("{}" in t for t in templates)
+    assert len(templates_for(name, "single")) == 1
+
+
+def test_single_templates_are_ttcs():
+    assert SINGLE_TEMPLATE == "This is a photo of a {}"
+    assert templates_for("cifar10", "single") == ["This is a photo of a {}."]
+    assert templates_for("dtd", "single") == ["A surface with a {} texture."]
+    assert templates_for("oxford-pets", "single") == ["A photo of a {}, a type of pet."]
+    assert prompts.single_templates("world-shapes") == [SINGLE_TEMPLATE]
+
+
+def test_labels_follow_the_standard_orders():
+    assert prompts.classnames("imagenet")[:2] == ["tench", "goldfish"]
+    assert prompts.wnids("imagenet") == sorted(prompts.wnids("imagenet"))
+    assert prompts.classnames("oxford-pets")[:2] == ["Abyssinian", "American Bulldog"]  # torchvision's order
+    assert prompts.classnames("eurosat")[0] == "annual crop land"  # AnnualCrop sorts first
+    assert prompts.classnames("caltech101")[:2] == ["off-center face", "centered face"]  # Faces, Faces_easy
+    imagenet = dict(zip(prompts.wnids("imagenet"), prompts.classnames("imagenet"), strict=True))
+    for name in ("imagenet-r", "tinyimagenet"):
+        assert prompts.classnames(name) == [imagenet[w] for w in prompts.wnids(name)]
+
+
+def test_an_unknown_convention_or_dataset_is_a_parameter_error():
+    with pytest.raises(ParameterError, match="ensemble, single"):
+        templates_for("cifar10", "dataset")
+    with pytest.raises(ParameterError, match="no templates for dataset 'mnist'"):
+        templates_for("mnist")
