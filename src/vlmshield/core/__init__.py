@@ -22,7 +22,7 @@ from .attack import (
     squared_l2_loss,
     targeted_dlr_loss,
 )
-from .card import ModelCard
+from .card import ModelCard, recipe_card
 from .data import DATA_ENV, CaptionedImages, DatasetEntry, LabelledImages, dataset, datasets
 from .defense import DEFENSE_KINDS, Defense, TestTimeDefense, TrainingDefense
 from .errors import (
@@ -37,11 +37,14 @@ from .errors import (
 from .evaluate import Evaluator, evaluate, format_table, subset_indices
 from .hookspecs import hookimpl
 from .model import DEFAULT_TEMPLATES, VLM, ZeroShotClassifier, check_images, eval_mode, frozen
+from .packaged import export_packaged, packaged_cards
 from .params import Configurable, eps_note, format_eps, parse_eps, parse_params
 from .plugins import Command, PluginHost, get_host, plugins, reset_host, temporary_host
 from .record import RunLog, atomic_write_json, derive_seed, environment, fingerprint
 from .registry import Registration, canonical_name, plugin_hint
 from .tokenizer import WordTokenizer
+from .train import AdversarialFineTuning, ImageEncoder, Stage, TrainConfig, frozen_copy, learning_rate, train
+from .weights import WeightsError, load_state, read_weights, write_weights
 
 __all__ = [
     "LOSSES", "Attack", "BackdoorAttack", "ascent_direction", "ce_loss", "check_logits", "clean_logits", "dlr_loss",
@@ -53,5 +56,7 @@ __all__ = [
     "VLM", "ZeroShotClassifier", "check_images", "eval_mode", "frozen", "Configurable", "eps_note", "format_eps",
     "parse_eps", "parse_params", "Command", "PluginHost", "get_host", "plugins", "reset_host", "temporary_host",
     "RunLog", "atomic_write_json", "derive_seed", "environment", "fingerprint", "Registration", "canonical_name",
-    "plugin_hint", "WordTokenizer",
+    "plugin_hint", "WordTokenizer", "export_packaged", "packaged_cards", "AdversarialFineTuning", "ImageEncoder",
+    "Stage", "TrainConfig", "frozen_copy", "learning_rate", "train", "WeightsError", "load_state", "read_weights",
+    "write_weights", "recipe_card",
 ]

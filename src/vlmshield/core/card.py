@@ -68,3 +68,12 @@ class ModelCard:
         data = asdict(self)
         data["loader"] = None if self.loader is None else getattr(self.loader, "__qualname__", repr(self.loader))
         return data
+
+
+def recipe_card(name: str, method: str, base: str, arch: str, eps: str, *, paper: str, description: str,
+                dataset: str = "imagenet:/path/to/imagenet", training_data: str = "ImageNet") -> ModelCard:
+    """A known-but-unpublished model: loading it names the ``vlmshield train`` command that produces it."""
+    return ModelCard(name, arch=arch, method=method, base_model=base, source="recipe",
+                     recipe=f"vlmshield train {method} --model {base} --dataset {dataset} --eps {eps}",
+                     threat_model={"norm": "Linf", "eps": eps}, training_data=training_data, paper=paper,
+                     license="MIT", description=description)

@@ -33,7 +33,8 @@ from .registry import KINDS, Registration, Registry, canonical_name
 ENTRY_POINT_GROUP = "vlmshield"
 BUILTIN_PLUGINS = (
     "vlmshield.attacks", "vlmshield.datasets", "vlmshield.evaluators", "vlmshield.protocols", "vlmshield.zoo.catalog",
-    "vlmshield.world.plugin", "vlmshield.leaderboard", "vlmshield.cli",
+    "vlmshield.world.plugin", "vlmshield.leaderboard", "vlmshield.finetune",
+    "vlmshield.cli",
 )
 HOOKS = {kind: f"register_{kind}s" for kind in KINDS}
 

@@ -22,7 +22,7 @@ def _pretrain(args) -> int:
     out = Path(args.out or f"runs/world-pretrain-{args.arch}")
     clock = time.perf_counter()
     try:
-        vlm, losses = pretrain(args.arch, out, progress=False if args.no_progress else None,
+        vlm, losses = pretrain(args.arch, out, progress=False if args.no_progress else None, device=args.device,
                                log=lambda line: print(line, file=sys.stderr), **overrides)
     except KeyboardInterrupt:
         print(f"vlmshield: interrupted; the last checkpoint is in {out}; run the same command again to resume.",
@@ -62,6 +62,7 @@ def _world_arguments(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--batch-size", type=int)
     train.add_argument("--lr", type=float)
     train.add_argument("--seed", type=int)
+    train.add_argument("--device", help="where to train (default cpu, where the shipped weights were trained)")
     train.add_argument("--no-eval", action="store_true", help="skip measuring the card's clean and robust accuracy")
     train.add_argument("--no-progress", action="store_true")
     train.set_defaults(action_run=_pretrain)

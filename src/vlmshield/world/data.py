@@ -3,8 +3,9 @@ zero-shot evaluation suite.
 
 - ``world-pretrain``: 2^20 captioned scenes (the web-data analogue). Nine color-shape compositions
   (``HELD_OUT``: red, green or purple stars, hearts and bars) never occur in it.
-- ``world-finetune``: shapes labelled with their class (the ImageNet analogue): 2^17 for training,
-  2,000 for testing.
+- ``world-finetune``: shapes labelled with their class (the ImageNet analogue): 2^15 for training,
+  2,000 for testing. Fine-tuning reads it in a random order, so the whole split is generated once
+  per process and kept (400 MB at 32 px), like the test sets.
 - the zero-shot suite (the CIFAR/DTD/... analogue), 1,000 test images each: ``world-shapes``,
   ``world-colors``, ``world-textures``, ``world-positions``, and ``world-compositions``, whose nine
   classes are exactly the held-out compositions, so that only a model that composes what it learnt
@@ -127,7 +128,7 @@ TASKS = (
 )
 FINETUNE = _factor_task("world-finetune", "shape", ("a photo of a {}.",),
                         "Shapes with their labels, for (adversarial) fine-tuning: the ImageNet analogue.")
-SIZES = {"world-finetune": {"train": 2 ** 17, "test": 2000}, "world-pretrain": {"train": 2 ** 20}}
+SIZES = {"world-finetune": {"train": 2 ** 15, "test": 2000}, "world-pretrain": {"train": 2 ** 20}}
 TEST_SIZE = 1000
 
 
@@ -170,7 +171,7 @@ def _captioned_chunk(count: int, generator: torch.Generator, resolution: int):
 
 
 @lru_cache(maxsize=32)
-def _test_set(task_name: str, split: str, resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _fixed_set(task_name: str, split: str, resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
     task = next(t for t in (*TASKS, FINETUNE) if t.name == task_name)
     size = SIZES.get(task_name, {}).get(split, TEST_SIZE)
     data = WorldSplit(task_name, split, size, _labelled_chunk(task), resolution)
@@ -188,11 +189,8 @@ def _check_resolution(resolution: int) -> int:
 def build_task(task: Task):
     def build(root=None, split: str = "test", image_size: int = RESOLUTION, resolution: int = RESOLUTION):
         resolution = _check_resolution(resolution)
-        if task is FINETUNE and split == "train":
-            data = WorldSplit(task.name, split, SIZES[task.name][split], _labelled_chunk(task), resolution)
-        else:  # a fixed test set, generated once per process
-            images, labels = _test_set(task.name, split, resolution)
-            data = torch.utils.data.TensorDataset(images, labels)
+        images, labels = _fixed_set(task.name, split, resolution)  # generated once per process
+        data = torch.utils.data.TensorDataset(images, labels)
         return LabelledImages(data, task.classnames, task.templates, name=task.name)
     return build
 

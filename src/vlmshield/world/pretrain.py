@@ -126,15 +126,16 @@ def _load_checkpoint(path: Path, recipe: Recipe) -> dict:
 
 def pretrain(arch: str | Recipe, out: str | os.PathLike | None = None, *, checkpoint_every: int = 100,
              progress: bool | None = None, log: Callable[[str], None] | None = None,
-             stop_after: int | None = None, **overrides) -> tuple[VLM, list[float]]:
+             stop_after: int | None = None, device=None, **overrides) -> tuple[VLM, list[float]]:
     """Pretrain a world model; returns it (eval mode, float32) and the loss of every step.
 
     ``out`` keeps ``checkpoint.pt`` (every ``checkpoint_every`` steps, written atomically) and the run
     resumes from it. ``overrides`` change the recipe (``steps=2``); ``stop_after`` ends the run early
-    after that many steps (a checkpoint is written), as an interruption would.
+    after that many steps (a checkpoint is written), as an interruption would. ``device`` trains there
+    (the shipped weights were trained on the CPU; another device gives other numbers).
     """
     recipe = recipe_for(arch, **overrides)
-    vlm = initial_model(recipe).train()
+    vlm = initial_model(recipe).to(device or "cpu").train()
     optimizer = _optimizer(vlm, recipe)
     loss_fn = open_clip.ClipLoss()
     pairs = world_data.build_pretrain()
@@ -153,6 +154,7 @@ def pretrain(arch: str | Recipe, out: str | os.PathLike | None = None, *, checkp
     clock = time.perf_counter()
     for step in bar:
         images, texts = _batch(pairs, step, recipe.batch_size)
+        images = images.to(vlm.device)
         rate = learning_rate(recipe, step)
         for group in optimizer.param_groups:
             group["lr"] = rate * group["scale"]

@@ -1,0 +1,1 @@
+"""vlmshield-fare: the FARE defense and its zoo entries (see plugin.py)."""

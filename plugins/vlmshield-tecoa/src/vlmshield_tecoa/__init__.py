@@ -1,0 +1,1 @@
+"""vlmshield-tecoa: the TeCoA defense and its zoo entries (see plugin.py)."""

@@ -1,0 +1,172 @@
+"""``vlmshield train METHOD``: run a fine-tuning defense's preset (the paper's, or the world's) with the engine.
+
+    vlmshield train fare --model clip-vitl14 --dataset imagenet:/data --eps 2/255     # the paper's run
+    vlmshield train tecoa --preset world --out runs/tecoa-tinyvit4                      # minutes on a CPU
+
+The method is any registered ``AdversarialFineTuning`` defense; its preset gives the model, the dataset
+and the ``TrainConfig``, and the options override them (recorded in the card). The run resumes from
+``OUT/checkpoint.pt`` when started again. At the end the model is saved as a zoo folder
+(``OUT/model``: open_clip's layout, ``vs.zoo.load("local-dir:OUT/model")``) and, with ``--package``, as
+a packaged weight file and card (``OUT/NAME.safetensors``, ``OUT/NAME.json``) of the kind a plugin ships
+in its ``weights/`` folder; ``--evaluate PROTOCOL`` measures it and writes the numbers into both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from vlmshield.core import (
+    AdversarialFineTuning,
+    Command,
+    ParameterError,
+    TrainConfig,
+    dataset,
+    export_packaged,
+    get_host,
+    hookimpl,
+    parse_eps,
+    train,
+)
+from vlmshield.core.distributed import init_from_env, is_main_process
+from vlmshield.core.protocol import get_protocol, run_protocol
+
+
+def _method(name: str):
+    cls = get_host().get("defense", name).obj
+    if not issubclass(cls, AdversarialFineTuning):
+        raise ParameterError(f"{cls.name!r} is a {cls.defense_kind} defense that the fine-tuning engine does not run.")
+    return cls
+
+
+def plan(method: str, preset: str = "paper", *, model=None, data=None, eps=None, steps=None, batch_size=None,
+         lr=None, seed=None) -> dict:
+    """The run a preset and its overrides describe: model, dataset, method parameters and TrainConfig."""
+    cls = _method(method)
+    if preset not in cls.presets:
+        raise ParameterError(f"{cls.name} has no preset {preset!r}; it has {', '.join(cls.presets)}.")
+    chosen = cls.presets[preset]
+    config = dict(chosen.get("config", {}))
+    config["stages"] = tuple(config.get("stages", TrainConfig().stages))
+    if steps is not None:
+        if len(config["stages"]) != 1:
+            raise ParameterError(f"{cls.name} trains in {len(config['stages'])} stages; set each stage's steps.")
+        stage = config["stages"][0]
+        config["stages"] = (replace(stage, steps=steps, warmup=min(stage.warmup, steps)),)
+    if lr is not None:
+        config["stages"] = tuple(replace(s, lr=lr) for s in config["stages"])
+    for key, value in (("eps", None if eps is None else parse_eps(eps)), ("batch_size", batch_size),
+                       ("seed", seed)):
+        if value is not None:
+            config[key] = value
+    overrides = {k: v for k, v in (("model", model), ("dataset", data), ("eps", eps), ("steps", steps),
+                                   ("batch_size", batch_size), ("lr", lr), ("seed", seed)) if v is not None}
+    return {"method": cls(**chosen.get("params", {})), "preset": preset, "overrides": overrides,
+            "model": model or chosen["model"], "dataset": data or chosen["dataset"],
+            "val_dataset": chosen.get("val_dataset"), "config": TrainConfig(**config).check()}
+
+
+def command_line(run: dict) -> str:
+    """The command that reproduces ``run``."""
+    flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in run["overrides"].items())
+    preset = "" if run["preset"] == "paper" else f" --preset {run['preset']}"
+    return f"vlmshield train {run['method'].name}{preset}{' ' + flags if flags else ''}"
+
+
+def run_training(run: dict, out, *, name: str | None = None, device=None, progress=None, evaluate_with=None,
+                 package: bool = False, log=None) -> dict:
+    """Train ``run`` (from ``plan``) into ``out``; returns the card written beside the weights."""
+    from vlmshield import zoo  # the command builds on the zoo, like the user's own script would
+
+    out = Path(out)
+    vlm = zoo.load(run["model"], device=device)
+    image_size = vlm.image_size[0]
+    data = dataset(run["dataset"], split="train", image_size=image_size)
+    val = dataset(run["val_dataset"], split="test", image_size=image_size) if run["val_dataset"] else None
+    clock = time.perf_counter()
+    train(vlm, data, run["method"], run["config"], out=out, val_data=val, device=device, progress=progress, log=log)
+    seconds = round(time.perf_counter() - clock, 1)
+    method, config = run["method"], run["config"]
+    eps_label = f"{round(config.eps * 255, 2):g}/255"
+    name = name or f"{method.name}-{run['model'].removeprefix('clip-')}"
+    base = get_host().get("model", run["model"]).obj
+    info = {"arch": base.arch, "method": method.name, "base_model": base.name,
+            "description": f"{method.name} fine-tuning of {base.name} on {run['dataset']} at eps {eps_label} "
+                           f"({run['preset']} preset).",
+            "threat_model": {"norm": "Linf", "eps": eps_label}, "training_data": run["dataset"],
+            "command": command_line(run), "method_params": method.config()["params"], "config": config.to_dict(),
+            "train_time_s": seconds}
+    if evaluate_with:
+        protocol = get_protocol(evaluate_with)
+        measured = run_protocol(vlm, protocol, progress=progress, out=out / f"eval-{protocol.name}")
+        info["metrics"] = {
+            "protocol": protocol.name, "protocol_description": f"{protocol.name}: {protocol.description}",
+            "clean": {d: r["clean_acc"] for d, r in measured["results"].items()},
+            "clean_mean": measured["average"]["clean_acc"],
+            "robust": {e: {d: r["robust_acc"][e] for d, r in measured["results"].items()} for e in protocol.eps},
+            "robust_mean": measured["average"]["robust_acc"]}
+    if is_main_process():
+        from vlmshield.core import ModelCard
+
+        card = ModelCard(name, arch=base.arch, method=method.name, base_model=base.name, paper=method.paper,
+                         threat_model=info["threat_model"], training_data=run["dataset"], recipe=info["command"],
+                         description=info["description"], license="MIT")
+        zoo.save(vlm, out / "model", card, info.get("metrics"))
+        if package:
+            info = export_packaged(vlm, name, out, info)
+    return info
+
+
+def _train(args) -> int:
+    init_from_env()
+    run = plan(args.method, args.preset, model=args.model, data=args.dataset, eps=args.eps, steps=args.steps,
+               batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    out = Path(args.out or f"runs/{args.method}-{args.preset}")
+    try:
+        info = run_training(run, out, name=args.name, device=args.device,
+                            progress=False if args.no_progress else None, evaluate_with=args.evaluate,
+                            package=args.package, log=lambda line: print(line, file=sys.stderr))
+    except KeyboardInterrupt:
+        print(f"vlmshield: interrupted; the last checkpoint is in {out}; run the same command again to resume.",
+              file=sys.stderr)
+        raise
+    if is_main_process():
+        print(f"trained {run['method'].name} on {run['model']} in {info['train_time_s']} s; "
+              f"model folder {out / 'model'}")
+        if "metrics" in info:
+            metrics = info["metrics"]
+            print(f"{metrics['protocol']}: clean {100 * metrics['clean_mean']:.1f}, robust "
+                  + ", ".join(f"{e} {100 * v:.1f}" for e, v in metrics["robust_mean"].items()))
+    return 0
+
+
+def _train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("method", help="a fine-tuning defense (tecoa, fare, ...; `vlmshield list defenses`)")
+    parser.add_argument("--preset", default="paper", help="the paper's run (default) or a small one (world)")
+    parser.add_argument("--model", help="zoo name of the model to fine-tune (the preset's by default)")
+    parser.add_argument("--dataset", help="training data, NAME or NAME:/root (the preset's by default)")
+    parser.add_argument("--eps", help="the training budget: 2/255, 4/255, ...")
+    parser.add_argument("--steps", type=int, help="optimizer steps (one-stage methods)")
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--lr", type=float, help="peak learning rate of every stage")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--out", help="folder: checkpoint (resumable), log, model folder; default runs/METHOD-PRESET")
+    parser.add_argument("--name", help="zoo name of the result (default METHOD-ARCH)")
+    parser.add_argument("--evaluate", metavar="PROTOCOL", help="measure the result under a protocol (world, ...)")
+    parser.add_argument("--package", action="store_true", help="also write NAME.safetensors and NAME.json, as a "
+                                                               "plugin ships them")
+    parser.add_argument("--device")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+COMMANDS = (Command("train", "fine-tune a model with a training-time defense (its paper's or the world's preset)",
+                    _train, _train_arguments),)
+
+
+@hookimpl
+def register_commands(register):
+    for command in COMMANDS:
+        register(command)

@@ -1,0 +1,172 @@
+"""The fine-tuning engine: schedules, determinism and resume, declared parameters, distributed training."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from vlmshield.core import (
+    AdversarialFineTuning,
+    ImageEncoder,
+    ParameterError,
+    Stage,
+    TrainConfig,
+    WeightsError,
+    learning_rate,
+    temporary_host,
+    train,
+)
+from vlmshield.testing import tensor_dataset, tiny_vlm, toy_task
+
+
+class EmbeddingPull(AdversarialFineTuning):
+    """A FARE-like method for the engine's tests: pull adversarial embeddings to the clean frozen ones."""
+
+    name = "embedding-pull"
+
+    def references(self, vlm, data):
+        return {"original": ImageEncoder(vlm)}
+
+    def attack_target(self, vlm, x, y, refs):
+        return vlm, refs["original"](x), "l2"
+
+    def loss(self, vlm, x_adv, x, y, target, refs):
+        return (vlm(x_adv) - target).pow(2).sum(1).mean()
+
+
+def _data(n=32):
+    x, y = toy_task(n=n, size=32)
+    return tensor_dataset(x, y, ["circle", "square", "star", "wave"])
+
+
+def _config(**overrides):
+    fields = dict(stages=(Stage("a", steps=4, lr=1e-3, warmup=1, weight_decay=0.0),), batch_size=8, attack_steps=2,
+                  checkpoint_every=2, log_every=1)
+    return TrainConfig(**{**fields, **overrides})
+
+
+def test_each_stage_warms_up_then_decays_to_zero():
+    stage = Stage("s", steps=10, lr=1.0, warmup=2)
+    assert [learning_rate(stage, i) for i in range(3)] == [0.5, 1.0, 1.0]
+    assert learning_rate(stage, 9) == pytest.approx(0.5 * (1 + torch.cos(torch.tensor(7 / 8 * torch.pi)).item()))
+    config = TrainConfig(stages=(Stage("first", steps=3), Stage("second", steps=2)))
+    assert [config.stage_at(i)[0].name for i in range(5)] == ["first"] * 3 + ["second"] * 2
+    assert config.stage_at(3)[1] == 0 and config.total_steps == 5
+
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    ({"stages": ()}, "at least one stage"),
+    ({"stages": (Stage(steps=0),)}, "steps must be a whole number"),
+    ({"stages": (Stage(steps=5, warmup=6),)}, "warm-up within"),
+    ({"batch_size": 0}, "batch_size must be"),
+    ({"eps": "4/0"}, "eps"),
+])
+def test_bad_configurations_are_one_sentence(kwargs, fragment):
+    with pytest.raises(ParameterError, match=fragment):
+        TrainConfig(**kwargs).check()
+
+
+def test_only_the_declared_parameters_train_and_the_reference_stays_frozen():
+    with temporary_host():
+        vlm = tiny_vlm()
+        before = {k: v.clone() for k, v in vlm.model.state_dict().items()}
+        method = EmbeddingPull()
+        train(vlm, _data(), method, _config(), progress=False)
+    after = vlm.model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("visual.") for k in changed)
+    assert all(p.requires_grad for p in vlm.parameters())  # restored as they were
+
+
+def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path):
+    with temporary_host():
+        whole = train(tiny_vlm(), _data(), EmbeddingPull(), _config(), progress=False)
+        train(tiny_vlm(), _data(), EmbeddingPull(), _config(), out=tmp_path, progress=False, stop_after=3)
+        assert json.loads((tmp_path / "log.jsonl").read_text().splitlines()[-1])["step"] == 3
+        resumed = train(tiny_vlm(), _data(), EmbeddingPull(), _config(), out=tmp_path, progress=False)
+    for key, value in whole.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
+    steps = [json.loads(line)["step"] for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
+
+
+def test_a_checkpoint_of_another_run_or_a_broken_one_is_refused(tmp_path):
+    with temporary_host():
+        train(tiny_vlm(), _data(), EmbeddingPull(), _config(), out=tmp_path, progress=False, stop_after=2)
+        with pytest.raises(ParameterError, match="another configuration"):
+            train(tiny_vlm(), _data(), EmbeddingPull(), _config(seed=1), out=tmp_path, progress=False)
+        (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
+        with pytest.raises(WeightsError, match="unreadable"):
+            train(tiny_vlm(), _data(), EmbeddingPull(), _config(), out=tmp_path, progress=False)
+
+
+def test_stages_set_their_own_learning_rate(tmp_path):
+    config = _config(stages=(Stage("warm", steps=2, lr=1e-3, warmup=0, weight_decay=0.0),
+                             Stage("main", steps=2, lr=1e-2, warmup=2, weight_decay=0.1)))
+    with temporary_host():
+        train(tiny_vlm(), _data(), EmbeddingPull(), config, out=tmp_path, progress=False)
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [e["stage"] for e in log] == ["warm", "warm", "main", "main"]
+    assert [e["lr"] for e in log] == pytest.approx([1e-3, 5e-4, 5e-3, 1e-2])
+
+
+def test_the_inner_attack_raises_and_the_outer_steps_lower_the_method_loss():
+    with temporary_host():
+        vlm, method, data = tiny_vlm(), EmbeddingPull(), _data()
+        x = torch.stack([data[i][0] for i in range(8)])
+        refs = method.references(vlm, data)
+        target = refs["original"](x)
+        from vlmshield.core.train import inner_attack
+
+        x_adv = inner_attack(_config(attack_steps=5))(vlm, x, target, seed=0)
+        with torch.no_grad():
+            assert method.loss(vlm, x_adv, x, None, target, refs) > method.loss(vlm, x, x, None, target, refs)
+        losses = []
+        config = _config(stages=(Stage("a", steps=12, lr=3e-4, warmup=0, weight_decay=0.0),), batch_size=32)
+        train(vlm, data, method, config, progress=False, log=lambda line: losses.append(float(line.split()[4])))
+    assert losses[-1] < losses[0]
+
+
+SCRIPT = textwrap.dedent('''
+    import sys, torch
+    torch.set_num_threads(1)
+    from vlmshield.core import Stage, TrainConfig, train
+    from vlmshield.core.distributed import init_from_env, rank_and_world
+    sys.path.insert(0, sys.argv[2])
+    from test_train import EmbeddingPull, _data
+    from vlmshield.testing import tiny_vlm
+    init_from_env()
+    config = TrainConfig(stages=(Stage("a", steps=3, lr=1e-3, warmup=1, weight_decay=0.01),), batch_size=8,
+                         attack_steps=2, attack_params={"random_start": False})
+    vlm = train(tiny_vlm(), _data(), EmbeddingPull(), config, progress=False, device="cpu")
+    if rank_and_world()[0] == 0:
+        torch.save(vlm.model.visual.state_dict(), sys.argv[1])
+''')
+
+
+@pytest.mark.slow
+def test_two_processes_train_the_weights_of_one_with_the_whole_batch(tmp_path):
+    """The attack starts without random noise here: its random start is drawn per process."""
+    script = tmp_path / "run.py"
+    script.write_text(SCRIPT)
+    tests = str(__import__("pathlib").Path(__file__).parent)
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    for name, prefix in (("one", [sys.executable]), ("two", torchrun)):
+        done = subprocess.run([*prefix, str(script), str(tmp_path / f"{name}.pt"), tests], capture_output=True,
+                              text=True, timeout=300, env=env)
+        assert done.returncode == 0, done.stderr[-3000:]
+    one, two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
+    for key in one:
+        if key.endswith("attn.in_proj_bias"):
+            # The key bias has no effect on attention (softmax ignores a shift shared by all keys): its gradient
+            # is rounding noise, which Adam's normalisation turns into full-size steps, different in each run.
+            width = one[key].numel() // 3
+            torch.testing.assert_close(two[key][:width], one[key][:width], rtol=1e-4, atol=1e-6, msg=key)
+            torch.testing.assert_close(two[key][2 * width:], one[key][2 * width:], rtol=1e-4, atol=1e-6, msg=key)
+        else:
+            torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-6, msg=key)
+    assert any(not torch.equal(one[k], tiny_vlm().model.visual.state_dict()[k]) for k in one)
