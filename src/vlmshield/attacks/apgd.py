@@ -7,7 +7,9 @@ the iterate restarted from the best point so far, for every sample whose loss in
 whose step size was not halved at the last checkpoint although its best loss did not improve since
 (a test skipped at the first checkpoint). Each step moves with momentum 0.75 (none on the first step).
 For labels, a point counts as fooled as soon as any iterate is misclassified, and that iterate is
-kept; for other targets (embedding losses) the highest-loss iterate is returned.
+kept; for other targets (embedding losses) the highest-loss iterate is returned. A fooled point's result
+can no longer change, so later iterations compute the model only on the points still standing (and stop
+when none is left): the same numbers, at a fraction of the cost on an undefended model.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from __future__ import annotations
 import torch
 
 from vlmshield.core import (
+    LOSSES,
     Attack,
+    TargetedLoss,
     ascent_direction,
     clean_logits,
     is_labels,
@@ -71,6 +75,8 @@ class APGD(Attack):
         interval = max(int(0.22 * n_iter), 1)
         interval_min, interval_decrease = max(int(0.06 * n_iter), 1), max(int(0.03 * n_iter), 1)
 
+        # a fooled point's result is final: compute only the others, when the loss is per-sample (a known loss)
+        compact = labels and (loss_fn in LOSSES.values() or isinstance(loss_fn, TargetedLoss))
         x_adv = self.start(x, generator)
         loss, grad, output = loss_and_grad(classifier, x_adv, y, loss_fn, check=True)
         fooled = output.argmax(1) != y if labels else torch.zeros_like(loss, dtype=torch.bool)
@@ -88,10 +94,16 @@ class APGD(Attack):
                 z = project(x_adv + step * ascent_direction(grad, norm), x, eps, norm)
                 x_new = project(x_adv + momentum * (z - x_adv) + (1 - momentum) * (x_adv - x_prev), x, eps, norm)
                 x_prev, x_adv = x_adv, x_new
-            loss, grad, output = loss_and_grad(classifier, x_adv, y, loss_fn)
+            if compact and fooled.all():  # nothing left to attack: what is returned can no longer change
+                break
+            loss, grad = loss.clone(), grad.clone()
+            active = (~fooled).nonzero().squeeze(1) if compact else torch.arange(x.shape[0], device=x.device)
+            active_loss = loss_fn.subset(active) if isinstance(loss_fn, TargetedLoss) else loss_fn
+            loss[active], grad[active], output = loss_and_grad(classifier, x_adv[active], y[active], active_loss)
             with torch.no_grad():
                 if labels:
-                    wrong = output.argmax(1) != y
+                    wrong = torch.zeros_like(fooled)
+                    wrong[active] = output.argmax(1) != y[active]
                     x_fooled[wrong] = x_adv[wrong]
                     fooled |= wrong
                 improved = loss > loss_best

@@ -5,16 +5,18 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from vlmshield.core import Attack, ParameterError, clean_logits, targeted_dlr_loss
+from vlmshield.core import Attack, ParameterError, TargetedLoss, clean_logits, targeted_dlr_loss
 
 from .apgd import APGD
 
 
-def targeted_ce_loss(target: torch.Tensor):
+def _targeted_ce(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return -F.cross_entropy(logits, target, reduction="none")
+
+
+def targeted_ce_loss(target: torch.Tensor) -> TargetedLoss:
     """Minus the cross-entropy towards ``target``: the targeted loss when DLR is undefined (< 4 classes)."""
-    def loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return -F.cross_entropy(logits, target, reduction="none")
-    return loss
+    return TargetedLoss(_targeted_ce, target)
 
 
 class APGDT(APGD):

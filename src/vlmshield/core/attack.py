@@ -59,14 +59,30 @@ def dlr_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return -(true - other) / (top[:, -1] - top[:, -3] + 1e-12)
 
 
-def targeted_dlr_loss(target: torch.Tensor) -> LossFn:
+class TargetedLoss:
+    """A loss towards per-sample ``target`` classes; ``subset(idx)`` is the loss of those samples alone
+    (attacks that stop computing fooled points call it)."""
+
+    def __init__(self, fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor], target: torch.Tensor):
+        self.fn, self.target = fn, target
+
+    def __call__(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.fn(logits, y, self.target)
+
+    def subset(self, index: torch.Tensor) -> TargetedLoss:
+        return TargetedLoss(self.fn, self.target[index])
+
+
+def _targeted_dlr(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    top = logits.sort(dim=1).values
+    true = logits.gather(1, y[:, None]).squeeze(1)
+    aim = logits.gather(1, target[:, None]).squeeze(1)
+    return -(true - aim) / (top[:, -1] - 0.5 * (top[:, -3] + top[:, -4]) + 1e-12)
+
+
+def targeted_dlr_loss(target: torch.Tensor) -> TargetedLoss:
     """Targeted DLR towards ``target`` classes; needs 4 classes."""
-    def loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        top = logits.sort(dim=1).values
-        true = logits.gather(1, y[:, None]).squeeze(1)
-        aim = logits.gather(1, target[:, None]).squeeze(1)
-        return -(true - aim) / (top[:, -1] - 0.5 * (top[:, -3] + top[:, -4]) + 1e-12)
-    return loss
+    return TargetedLoss(_targeted_dlr, target)
 
 
 def squared_l2_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
