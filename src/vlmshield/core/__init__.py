@@ -6,8 +6,8 @@ A plugin imports from ``vlmshield.core`` and from its own files, nothing else of
 from .attack import (
     LOSSES,
     Attack,
-    TargetedLoss,
     BackdoorAttack,
+    TargetedLoss,
     ascent_direction,
     ce_loss,
     check_logits,
@@ -48,7 +48,8 @@ from .train import AdversarialFineTuning, ImageEncoder, Stage, TrainConfig, froz
 from .weights import WeightsError, load_state, read_weights, write_weights
 
 __all__ = [
-    "LOSSES", "TargetedLoss", "Attack", "BackdoorAttack", "ascent_direction", "ce_loss", "check_logits", "clean_logits", "dlr_loss",
+    "LOSSES", "TargetedLoss", "Attack", "BackdoorAttack", "ascent_direction", "ce_loss", "check_logits",
+    "clean_logits", "dlr_loss",
     "is_labels", "loss_and_grad", "margin_loss", "per_sample_norm", "project", "random_start", "resolve_loss",
     "squared_l2_loss", "targeted_dlr_loss", "ModelCard", "DATA_ENV", "CaptionedImages", "DatasetEntry",
     "LabelledImages", "dataset", "datasets", "DEFENSE_KINDS", "Defense", "TestTimeDefense", "TrainingDefense",
