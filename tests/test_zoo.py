@@ -29,6 +29,12 @@ def test_unknown_names_suggest_and_offline_downloads_fail_in_one_sentence():
 
 
 def test_names_of_a_method_plugin_say_which_distribution_to_install(monkeypatch, capsys):
+    import importlib.metadata
+
+    def not_installed(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", not_installed)  # as on a machine without plugins
     for load in (lambda: vs.zoo.load("hpt-gpd-vitb16"), lambda: vs.zoo.load("FARE2_ViTB32")):
         with pytest.raises(UnknownNameError, match=r"plugin vlmshield-(hpt-gpd|fare): `pip install vlmshield-"):
             load()
@@ -36,8 +42,6 @@ def test_names_of_a_method_plugin_say_which_distribution_to_install(monkeypatch,
         vs.defense("ttc")
     assert vs.core.plugin_hint("parrot") == "" and vs.core.plugin_hint("clip-vitb32") == ""
     # installed but not loaded (disabled, or failing to import): the message says where to look instead
-    import importlib.metadata
-
     monkeypatch.setattr(importlib.metadata, "distribution", lambda name: object())
     assert "installed but not loaded" in vs.core.plugin_hint("tecoa4-vitb32")
     from vlmshield.cli import main
@@ -71,7 +75,8 @@ def test_every_catalog_entry_validates():
 def test_hub_entries_build_offline_without_weights_and_say_how_to_get_them():
     vlm = vs.zoo.load("fare4-vitb32-laion2b", weights=False)
     assert vlm.name == "fare4-vitb32-laion2b" and vlm.image_size == (224, 224)
-    with pytest.raises(VlmshieldError, match="chs20/FARE4-ViT-B-32-laion2B-s34B-b79K .*local-dir:PATH") as error:
+    with pytest.raises(VlmshieldError, match="chs20/FARE4-ViT-B-32-laion2B-s34B-b79K .*local-dir:PATH") as error, \
+            pytest.warns(UserWarning, match="does not pin chs20/FARE4-ViT-B-32-laion2B-s34B-b79K to a commit"):
         vs.zoo.load("fare4-vitb32-laion2b")
     assert "\n" not in str(error.value)
     info = vs.zoo.info("TeCoA4-ViTL14")

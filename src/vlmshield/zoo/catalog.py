@@ -7,6 +7,8 @@ are registered by that plugin. The Hub entries are not pinned to a commit yet: t
 reached when they were written, so their revision is the repo's default branch until someone pins it.
 """
 
+import warnings
+
 from vlmshield.core import VLM, ModelCard, hookimpl
 
 from . import hub
@@ -48,7 +50,12 @@ def load_from_hub(card: ModelCard, device=None, weights: bool = True) -> VLM:
     """A catalog entry on the Hub; ``weights=False`` builds its base architecture (no download)."""
     if not weights:
         return VLM.from_open_clip(card.arch, None, device=device, name=card.name)
-    return hub.load(card.source.removeprefix(hub.PREFIX), device=device)
+    spec = card.source.removeprefix(hub.PREFIX)
+    if hub.parse(spec)[1] is None:
+        warnings.warn(f"{card.name}: the catalog does not pin {spec} to a commit yet (the Hub could not be reached "
+                      f"when the entry was written), so its default branch is loaded; pin it with "
+                      f"hf-hub:{spec}@COMMIT for a reproducible run.", stacklevel=3)
+    return hub.load(spec, device=device)
 
 
 def _robust(name, repo, arch, base, method, eps, data, clean, robust) -> ModelCard:
