@@ -103,7 +103,7 @@ def run_training(run: dict, out, *, name: str | None = None, device=None, progre
         protocol = get_protocol(evaluate_with)
         measured = run_protocol(vlm, protocol, progress=progress, out=out / f"eval-{protocol.name}")
         info["metrics"] = {
-            "protocol": protocol.name, "protocol_description": f"{protocol.name}: {protocol.description}",
+            "protocol": protocol.config(),
             "clean": {d: r["clean_acc"] for d, r in measured["results"].items()},
             "clean_mean": measured["average"]["clean_acc"],
             "robust": {e: {d: r["robust_acc"][e] for d, r in measured["results"].items()} for e in protocol.eps},
@@ -138,7 +138,7 @@ def _train(args) -> int:
               f"model folder {out / 'model'}")
         if "metrics" in info:
             metrics = info["metrics"]
-            print(f"{metrics['protocol']}: clean {100 * metrics['clean_mean']:.1f}, robust "
+            print(f"{metrics['protocol']['name']}: clean {100 * metrics['clean_mean']:.1f}, robust "
                   + ", ".join(f"{e} {100 * v:.1f}" for e, v in metrics["robust_mean"].items()))
     return 0
 

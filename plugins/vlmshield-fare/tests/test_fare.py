@@ -10,7 +10,8 @@ from vlmshield_fare.plugin import FARE
 import vlmshield as vs
 from vlmshield.cli import main
 from vlmshield.core import TrainConfig, packaged_cards, temporary_host, train
-from vlmshield.testing import tensor_dataset, tiny_vlm, toy_task
+from vlmshield.core.protocol import Protocol
+from vlmshield.testing import make_plugin, tensor_dataset, tiny_vlm, toy_task
 
 
 @pytest.fixture
@@ -72,17 +73,24 @@ def test_the_paper_preset_is_robustvlms_run(host):
         vs.zoo.load("fare2-vitb32")
 
 
+QUICK = Protocol("quick", "a smoke protocol", attack="apgd-ce", eps=("4/255",), steps=2, n=4, datasets="world-shapes")
+
+
 @pytest.mark.slow
-def test_a_two_step_world_run_from_the_command_line_writes_a_loadable_model_and_card(host, tmp_path, capsys):
-    assert main(["train", "fare", "--preset", "world", "--steps", "2", "--batch-size", "8", "--out",
-                 str(tmp_path), "--package", "--name", "fare-test", "--no-progress"]) == 0
-    assert "trained fare on clip-tinyvit4" in capsys.readouterr().out
+def test_a_two_step_world_run_from_the_command_line_writes_a_loadable_model_and_card(tmp_path, capsys):
+    with temporary_host(plugin, make_plugin("quick", register_protocols=lambda register: register(QUICK))):
+        assert main(["train", "fare", "--preset", "world", "--steps", "2", "--batch-size", "8", "--out",
+                     str(tmp_path), "--package", "--name", "fare-test", "--no-progress", "--evaluate", "quick"]) == 0
+        packaged, = packaged_cards(tmp_path)
+    out = capsys.readouterr().out
+    assert "trained fare on clip-tinyvit4" in out and "quick: clean" in out
+    assert packaged.metrics["protocol"] == "quick: a smoke protocol" and set(packaged.metrics["robust"]) == {"4/255"}
+    assert "robust accuracy (apgd-ce, Linf eps 4/255, n 4)" in (tmp_path / "model" / "README.md").read_text()
     card = json.loads((tmp_path / "fare-test.json").read_text())
     assert card["method"] == "fare" and card["base_model"] == "clip-tinyvit4"
     assert card["config"]["stages"][0]["steps"] == 2
     assert card["command"] == "vlmshield train fare --preset world --steps 2 --batch-size 8"
     folder = vs.zoo.load(f"local-dir:{tmp_path / 'model'}")
-    packaged, = packaged_cards(tmp_path)
     shipped = packaged.load()
     images = torch.rand(2, 3, 32, 32)
     with torch.no_grad():  # the half-precision package and the folder hold the same model

@@ -56,7 +56,8 @@ def packaged_cards(directory: str | os.PathLike, **fields) -> list[ModelCard]:
             training_data=info.get("training_data", ""), source="package", files={info["file"]: info["sha256"]},
             loader=partial(load_packaged, directory=directory), recipe=info.get("command", ""),
             metrics={} if not metrics else {
-                "protocol": metrics["protocol_description"], "clean": round(100 * metrics["clean_mean"], 1),
+                "protocol": f"{metrics['protocol']['name']}: {metrics['protocol']['description']}",
+                "clean": round(100 * metrics["clean_mean"], 1),
                 "robust": {e: round(100 * v, 1) for e, v in metrics["robust_mean"].items()}},
             **fields))
     return found

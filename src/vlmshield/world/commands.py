@@ -12,7 +12,7 @@ from vlmshield.core import Command, atomic_write_json, parse_eps
 
 from .demo import DEMO_N, DEMO_STEPS, run_demo, summary_table
 from .models import ARCHS
-from .pretrain import export, pretrain, recipe_for
+from .pretrain import export, pretrain, recipe_for, training_time
 from .transfer import format_matrix, transfer_matrix
 
 
@@ -28,11 +28,11 @@ def _pretrain(args) -> int:
         print(f"vlmshield: interrupted; the last checkpoint is in {out}; run the same command again to resume.",
               file=sys.stderr)
         raise
-    seconds = round(time.perf_counter() - clock, 1)
+    seconds = round(training_time(out) or time.perf_counter() - clock, 1)  # all parts of a resumed run
     recipe = recipe_for(args.arch, **overrides)
     card = export(vlm, recipe, out, train_time_s=seconds, metrics=not args.no_eval,
                   progress=False if args.no_progress else None)
-    print(f"trained {args.arch} in {seconds} s (this session); final loss {losses[-1]:.4f}; "
+    print(f"trained {args.arch} in {seconds} s; final loss {losses[-1]:.4f}; "
           f"weights {out / card['file']} (sha256 {card['sha256'][:12]}...)")
     if "metrics" in card:
         metrics = card["metrics"]

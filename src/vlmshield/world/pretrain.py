@@ -105,10 +105,11 @@ def _batch(pairs, step: int, batch_size: int) -> tuple[torch.Tensor, list[str]]:
     return torch.stack([image for image, _ in items]), [caption for _, caption in items]
 
 
-def _save_checkpoint(path: Path, step: int, vlm: VLM, optimizer, recipe: Recipe, losses: list[float]) -> None:
+def _save_checkpoint(path: Path, step: int, vlm: VLM, optimizer, recipe: Recipe, losses: list[float],
+                     elapsed_s: float) -> None:
     temporary = path.with_suffix(".tmp")
     torch.save({"step": step, "model": vlm.model.state_dict(), "optimizer": optimizer.state_dict(),
-                "recipe": asdict(recipe), "losses": losses}, temporary)
+                "recipe": asdict(recipe), "losses": losses, "elapsed_s": elapsed_s}, temporary)
     os.replace(temporary, path)
 
 
@@ -139,7 +140,7 @@ def pretrain(arch: str | Recipe, out: str | os.PathLike | None = None, *, checkp
     optimizer = _optimizer(vlm, recipe)
     loss_fn = open_clip.ClipLoss()
     pairs = world_data.build_pretrain()
-    start, losses = 0, []
+    start, losses, elapsed = 0, [], 0.0
     checkpoint = Path(out) / "checkpoint.pt" if out is not None else None
     if checkpoint is not None:
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
@@ -147,7 +148,7 @@ def pretrain(arch: str | Recipe, out: str | os.PathLike | None = None, *, checkp
             state = _load_checkpoint(checkpoint, recipe)
             vlm.model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
-            start, losses = state["step"], list(state["losses"])
+            start, losses, elapsed = state["step"], list(state["losses"]), state.get("elapsed_s", 0.0)
     end = recipe.steps if stop_after is None else min(recipe.steps, start + stop_after)
     bar = tqdm(range(start, end), initial=start, total=recipe.steps, desc=f"pretrain {recipe.arch}", unit="step",
                disable=None if progress is None else not progress)
@@ -169,11 +170,20 @@ def pretrain(arch: str | Recipe, out: str | os.PathLike | None = None, *, checkp
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
         done = step + 1
         if checkpoint is not None and (done % checkpoint_every == 0 or done == end):
-            _save_checkpoint(checkpoint, done, vlm, optimizer, recipe, losses)
+            _save_checkpoint(checkpoint, done, vlm, optimizer, recipe, losses,
+                             elapsed + time.perf_counter() - clock)
         if log is not None and (done % max(1, recipe.steps // 10) == 0 or done == end):
             log(f"step {done}/{recipe.steps} loss {losses[-1]:.4f} ({time.perf_counter() - clock:.0f} s)")
     bar.close()
     return vlm.eval(), losses
+
+
+def training_time(out: str | os.PathLike) -> float | None:
+    """Seconds of training in ``out``'s checkpoint, summed over every resumed part of the run."""
+    path = Path(out) / "checkpoint.pt"
+    if not path.exists():
+        return None
+    return torch.load(path, map_location="cpu", weights_only=True).get("elapsed_s")
 
 
 #: The world's threat model, with which every card's robust accuracy is measured.
