@@ -97,7 +97,8 @@ def test_record_has_configuration_numbers_and_environment(host, tmp_path):
     assert not (tmp_path / "record.json.partial").exists()
     assert record["model"] == {"name": "tiny-clip", "weights": True}
     assert record["attack"] == {"name": "pgd", "params": {"eps": 4 / 255, "alpha": 1 / 255, "steps": 2, "norm": "Linf",
-                                                          "random_start": True, "loss": "ce", "seed": 0}}
+                                                          "random_start": True, "loss": "ce", "momentum": 0.0,
+                                                          "seed": 0}}
     result = record["results"]["fakedata"]
     assert result["n"] == 20 and result["num_classes"] == 10
     assert 0 <= result["robust_acc"] <= result["clean_acc"] <= 1

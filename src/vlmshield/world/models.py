@@ -37,8 +37,8 @@ VISION_CFGS = {
     "tinyrn": {"image_size": 32, "layers": [2, 2, 2, 2], "width": 16, "head_width": 32},
 }
 ARCHS = tuple(VISION_CFGS)
-#: Normalization inside the model: the world's pixels are centred near 0.5 with a spread near 0.25.
-PREPROCESS = {"mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25), "size": 32}
+#: Normalization inside the model: the world's hazy pixels are centred near 0.5 with a spread near 0.065.
+PREPROCESS = {"mean": (0.5, 0.5, 0.5), "std": (0.065, 0.065, 0.065), "size": 32}
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
 
