@@ -22,6 +22,7 @@ from pathlib import Path
 from vlmshield.core import (
     AdversarialFineTuning,
     Command,
+    ModelCard,
     ParameterError,
     TrainConfig,
     dataset,
@@ -109,8 +110,6 @@ def run_training(run: dict, out, *, name: str | None = None, device=None, progre
             "robust": {e: {d: r["robust_acc"][e] for d, r in measured["results"].items()} for e in protocol.eps},
             "robust_mean": measured["average"]["robust_acc"]}
     if is_main_process():
-        from vlmshield.core import ModelCard
-
         card = ModelCard(name, arch=base.arch, method=method.name, base_model=base.name, paper=method.paper,
                          threat_model=info["threat_model"], training_data=run["dataset"], recipe=info["command"],
                          description=info["description"], license="MIT")

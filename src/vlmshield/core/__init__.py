@@ -44,7 +44,16 @@ from .plugins import Command, PluginHost, get_host, plugins, reset_host, tempora
 from .record import RunLog, atomic_write_json, derive_seed, environment, fingerprint
 from .registry import Registration, canonical_name, plugin_hint
 from .tokenizer import WordTokenizer
-from .train import AdversarialFineTuning, ImageEncoder, Stage, TrainConfig, frozen_copy, learning_rate, train
+from .train import (
+    ROBUSTVLM_ATTACK,
+    AdversarialFineTuning,
+    ImageEncoder,
+    Stage,
+    TrainConfig,
+    frozen_copy,
+    learning_rate,
+    train,
+)
 from .weights import WeightsError, load_state, read_weights, write_weights
 
 __all__ = [
@@ -60,5 +69,5 @@ __all__ = [
     "RunLog", "atomic_write_json", "derive_seed", "environment", "fingerprint", "Registration", "canonical_name",
     "plugin_hint", "WordTokenizer", "export_packaged", "packaged_cards", "AdversarialFineTuning", "ImageEncoder",
     "Stage", "TrainConfig", "frozen_copy", "learning_rate", "train", "WeightsError", "load_state", "read_weights",
-    "write_weights", "recipe_card",
+    "write_weights", "recipe_card", "ROBUSTVLM_ATTACK",
 ]

@@ -24,6 +24,7 @@ The engine owns everything else:
 from __future__ import annotations
 
 import abc
+import copy
 import json
 import math
 import os
@@ -45,7 +46,7 @@ from .errors import ParameterError
 from .model import VLM
 from .params import parse_eps, signature_defaults
 from .plugins import get_host
-from .record import derive_seed, environment
+from .record import derive_seed
 from .weights import WeightsError
 
 
@@ -125,6 +126,12 @@ class TrainConfig:
         return {**asdict(self), "stages": [asdict(s) for s in self.stages]}
 
 
+#: RobustVLM's training attack, shared by its FARE and TeCoA runs: Linf PGD-10, step 1/255, sign momentum
+#: 0.9, random start (``TrainConfig`` fields, for presets).
+ROBUSTVLM_ATTACK = {"attack": "pgd", "attack_steps": 10, "attack_alpha": 1 / 255,
+                    "attack_params": {"momentum": 0.9, "random_start": True}}
+
+
 def learning_rate(stage: Stage, step: int) -> float:
     """Linear warm-up over the stage's first ``warmup`` steps, then cosine decay to zero."""
     if step < stage.warmup:
@@ -168,8 +175,6 @@ class AdversarialFineTuning(TrainingDefense):
 
 def frozen_copy(module: nn.Module) -> nn.Module:
     """A deep copy in eval mode with no parameter requiring gradients: a reference that never trains."""
-    import copy
-
     copied = copy.deepcopy(module).eval()
     for parameter in copied.parameters():
         parameter.requires_grad_(False)
@@ -367,9 +372,3 @@ def _mean_loss(loss: torch.Tensor) -> float:
         dist.all_reduce(value)
         value /= world
     return value.item()
-
-
-def run_summary(method, config: TrainConfig, seconds: float) -> dict:
-    """What a trained model's card records about its training."""
-    return {"method": method.config(), "config": config.to_dict(), "train_time_s": round(seconds, 1),
-            "processes": rank_and_world()[1], "environment": environment()}

@@ -17,14 +17,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vlmshield.core import AdversarialFineTuning, ImageEncoder, Stage, hookimpl, packaged_cards, recipe_card
+from vlmshield.core import (
+    ROBUSTVLM_ATTACK,
+    AdversarialFineTuning,
+    ImageEncoder,
+    Stage,
+    hookimpl,
+    packaged_cards,
+    recipe_card,
+)
 
 PAPER = ("Schlarmann, Singh, Croce and Hein, Robust CLIP: Unsupervised Adversarial Fine-Tuning of Vision "
          "Embeddings for Robust Large Vision-Language Models, ICML 2024")
 WEIGHTS = Path(__file__).parent / "weights"
-#: RobustVLM's training attack: 10-step Linf PGD, step 1/255, sign momentum 0.9, random start.
-PAPER_ATTACK = {"attack": "pgd", "attack_steps": 10, "attack_alpha": 1 / 255,
-                "attack_params": {"momentum": 0.9, "random_start": True}}
 
 
 def squared_l2(embedding, target):
@@ -40,10 +45,10 @@ class FARE(AdversarialFineTuning):
     presets = {
         "paper": {"model": "clip-vitl14", "dataset": "imagenet", "config": {
             "stages": [Stage("fare", steps=20000, lr=1e-5, warmup=1400, weight_decay=1e-4)], "batch_size": 128,
-            **PAPER_ATTACK, "val_every": 500, "val_n": 128, "val_steps": 50}},
+            **ROBUSTVLM_ATTACK, "val_every": 500, "val_n": 128, "val_steps": 50}},
         "world": {"model": "clip-tinyvit4", "dataset": "world-finetune", "val_dataset": "world-finetune", "config": {
             "stages": [Stage("fare", steps=300, lr=1e-4, warmup=20, weight_decay=1e-4)], "batch_size": 64,
-            **PAPER_ATTACK, "checkpoint_every": 50, "log_every": 25, "val_every": 100, "val_n": 100,
+            **ROBUSTVLM_ATTACK, "checkpoint_every": 50, "log_every": 25, "val_every": 100, "val_n": 100,
             "val_steps": 10}},
     }
 

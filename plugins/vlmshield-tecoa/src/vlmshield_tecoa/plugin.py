@@ -21,14 +21,20 @@ from pathlib import Path
 
 import torch.nn.functional as F
 
-from vlmshield.core import AdversarialFineTuning, ParameterError, Stage, hookimpl, packaged_cards, recipe_card
+from vlmshield.core import (
+    ROBUSTVLM_ATTACK,
+    AdversarialFineTuning,
+    ParameterError,
+    Stage,
+    hookimpl,
+    packaged_cards,
+    recipe_card,
+)
 
 PAPER = ("Mao, Geng, Yang, Wang and Vondrick, Understanding Zero-Shot Adversarial Robustness for Large-Scale "
          "Models, ICLR 2023")
 WEIGHTS = Path(__file__).parent / "weights"
 TEMPLATE = "This is a photo of a {}"
-PAPER_ATTACK = {"attack": "pgd", "attack_steps": 10, "attack_alpha": 1 / 255,
-                "attack_params": {"momentum": 0.9, "random_start": True}}
 
 
 class TeCoA(AdversarialFineTuning):
@@ -39,11 +45,11 @@ class TeCoA(AdversarialFineTuning):
     presets = {
         "paper": {"model": "clip-vitl14", "dataset": "imagenet", "config": {
             "stages": [Stage("tecoa", steps=20000, lr=1e-5, warmup=1400, weight_decay=1e-4)], "batch_size": 128,
-            **PAPER_ATTACK, "val_every": 500, "val_n": 128, "val_steps": 50}},
+            **ROBUSTVLM_ATTACK, "val_every": 500, "val_n": 128, "val_steps": 50}},
         "world": {"model": "clip-tinyvit4", "dataset": "world-finetune", "val_dataset": "world-finetune",
                   "params": {"template": "a photo of a {}."}, "config": {
                       "stages": [Stage("tecoa", steps=300, lr=1e-4, warmup=20, weight_decay=1e-4)], "batch_size": 64,
-                      **PAPER_ATTACK, "checkpoint_every": 50, "log_every": 25, "val_every": 100, "val_n": 100,
+                      **ROBUSTVLM_ATTACK, "checkpoint_every": 50, "log_every": 25, "val_every": 100, "val_n": 100,
                       "val_steps": 10}},
     }
 
