@@ -63,7 +63,7 @@ def describe(registration: Registration) -> dict:
         info["description"] = obj.description
         info["class"] = f"{obj.__module__}.{obj.__qualname__}"
         info["params"] = _params(obj)
-        for attribute in ("defense_kind", "paper", "adaptive", "randomized", "metrics"):
+        for attribute in ("defense_kind", "paper", "adaptive", "randomized", "adaptive_attacks", "metrics"):
             if hasattr(obj, attribute):
                 value = getattr(obj, attribute)
                 info[attribute] = list(value) if isinstance(value, tuple) else value
@@ -163,13 +163,14 @@ def _eval(args) -> int:
         if args.defense is None:
             raise UsageError("--defense-params needs --defense.")
         cls = host.get("defense", args.defense).obj
-        defense_params = parse_params(cls, args.defense_params, f"defense {cls.name!r}")
+        defense_params = parse_params(cls, args.defense_params, f"defense {cls.name!r}", cls.pixel_params)
     if args.protocol is None and args.dataset is None:
         raise UsageError("give --dataset (or --protocol, which names its datasets).")
     init_from_env()
     common = dict(defense=args.defense, defense_params=defense_params, n=args.n, batch_size=args.batch_size,
                   seed=args.seed, device=args.device, weights=not args.no_weights, out=args.out,
-                  progress=False if args.no_progress else None, download=args.download)
+                  progress=False if args.no_progress else None, download=args.download,
+                  adaptive=not args.no_adaptive)
     try:
         if args.protocol is not None:
             if args.attack or args.eps or args.steps or args.attack_params or args.evaluator != "zero-shot":
@@ -208,6 +209,8 @@ def _eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--attack-params", help="more attack parameters: key=value,key=value")
     parser.add_argument("--defense", help="a test-time defense to wrap the classifier in")
     parser.add_argument("--defense-params", help="defense parameters: key=value,key=value")
+    parser.add_argument("--no-adaptive", action="store_true",
+                        help="with a test-time defense: skip its adaptive attacks (reported beside by default)")
     parser.add_argument("--n", "--n-samples", dest="n", type=int,
                         help="samples per dataset (a seeded subset; all by default); under torchrun write --n-samples")
     parser.add_argument("--batch-size", type=int, default=64)

@@ -62,7 +62,7 @@ def _defense_params(args):
     from vlmshield.core import get_host
 
     cls = get_host().get("defense", args.defense).obj
-    return parse_params(cls, args.defense_params, f"defense {cls.name!r}")
+    return parse_params(cls, args.defense_params, f"defense {cls.name!r}", cls.pixel_params)
 
 
 def _bench(args) -> int:

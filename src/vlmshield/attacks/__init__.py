@@ -5,11 +5,12 @@ from vlmshield.core import hookimpl
 from .aa_lite import AALite
 from .apgd import APGD
 from .apgd_t import APGDT
+from .bpda_eot import BPDAEOT
 from .cw import CW
 from .fgsm import FGSM
 from .pgd import PGD
 
-__all__ = ["AALite", "APGD", "APGDT", "CW", "FGSM", "PGD"]
+__all__ = ["AALite", "APGD", "APGDT", "BPDAEOT", "CW", "FGSM", "PGD"]
 
 
 @hookimpl
@@ -20,3 +21,4 @@ def register_attacks(register):
     register(APGD, aliases=("apgd",))
     register(APGDT)
     register(AALite)
+    register(BPDAEOT)

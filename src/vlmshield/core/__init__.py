@@ -7,6 +7,7 @@ from .attack import (
     LOSSES,
     Attack,
     BackdoorAttack,
+    EOTAttack,
     TargetedLoss,
     ascent_direction,
     ce_loss,
@@ -25,7 +26,7 @@ from .attack import (
 )
 from .card import ModelCard, recipe_card
 from .data import DATA_ENV, CaptionedImages, DatasetEntry, LabelledImages, dataset, datasets
-from .defense import DEFENSE_KINDS, Defense, TestTimeDefense, TrainingDefense
+from .defense import DEFENSE_KINDS, Defense, Purifier, TestTimeDefense, TrainingDefense
 from .errors import (
     DataError,
     InputError,
@@ -57,11 +58,12 @@ from .train import (
 from .weights import WeightsError, load_state, read_weights, write_weights
 
 __all__ = [
-    "LOSSES", "TargetedLoss", "Attack", "BackdoorAttack", "ascent_direction", "ce_loss", "check_logits",
+    "LOSSES", "TargetedLoss", "Attack", "EOTAttack", "BackdoorAttack", "ascent_direction", "ce_loss", "check_logits",
     "clean_logits", "dlr_loss",
     "is_labels", "loss_and_grad", "margin_loss", "per_sample_norm", "project", "random_start", "resolve_loss",
     "squared_l2_loss", "targeted_dlr_loss", "ModelCard", "DATA_ENV", "CaptionedImages", "DatasetEntry",
-    "LabelledImages", "dataset", "datasets", "DEFENSE_KINDS", "Defense", "TestTimeDefense", "TrainingDefense",
+    "LabelledImages", "dataset", "datasets", "DEFENSE_KINDS", "Defense", "Purifier", "TestTimeDefense",
+    "TrainingDefense",
     "DataError", "InputError", "ParameterError", "PluginError", "UnknownNameError", "VlmshieldError",
     "did_you_mean", "Evaluator", "evaluate", "format_table", "subset_indices", "hookimpl", "DEFAULT_TEMPLATES",
     "VLM", "ZeroShotClassifier", "check_images", "eval_mode", "frozen", "Configurable", "eps_note", "format_eps",

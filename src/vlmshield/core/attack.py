@@ -199,13 +199,15 @@ class Attack(Configurable, abc.ABC):
                     raise ParameterError(f"{key} must be a positive number; got {value!r}.")
                 else:
                     params[key] = float(value)
-        for key in ("steps", "seed", "n_restarts"):
+        for key in ("steps", "seed", "n_restarts", "eot"):
             if key in params and (isinstance(params[key], bool) or not isinstance(params[key], int)):
                 raise ParameterError(f"{key} must be an integer; got {params[key]!r}.")
         if params.get("steps", 0) < 0:
             raise ParameterError(f"steps must be 0 or more; got {params['steps']}.")
         if params.get("n_restarts", 1) < 1:
             raise ParameterError(f"n_restarts must be 1 or more; got {params['n_restarts']}.")
+        if params.get("eot", 1) < 1:
+            raise ParameterError(f"eot must be 1 or more draws; got {params['eot']}.")
         if "loss" in params:
             resolve_loss(params["loss"])
         super().__init__(**params)
@@ -226,6 +228,30 @@ class Attack(Configurable, abc.ABC):
     @abc.abstractmethod
     def perturb(self, classifier, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Return adversarial images for (x, y). Called by ``__call__`` with everything checked."""
+
+
+class EOTAttack(Attack):
+    """PGD on an objective averaged over ``eot`` draws of a randomized classifier (Expectation over
+    Transformation): the base of adaptive attacks on test-time defenses. Subclasses define ``objective``
+    and take ``eps``, ``alpha``, ``steps``, ``eot``, ``norm``, ``random_start`` and ``seed``."""
+
+    adaptive: ClassVar[bool] = True
+
+    @abc.abstractmethod
+    def objective(self, classifier, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """The per-sample value to maximise at ``x`` (differentiable in x), for one draw of the randomness."""
+
+    def perturb(self, classifier, x, y, generator: torch.Generator) -> torch.Tensor:
+        if is_labels(y):
+            with torch.no_grad():
+                check_logits(classifier(x[:1]), y[:1])
+        x_adv = random_start(x, self.eps, self.norm, generator) if self.random_start else x.clone()
+        for _ in range(self.steps):
+            x_adv = x_adv.detach().requires_grad_(True)
+            total = sum(self.objective(classifier, x_adv, y, generator).sum() for _ in range(self.eot)) / self.eot
+            (grad,) = torch.autograd.grad(total, x_adv)
+            x_adv = project(x_adv.detach() + self.alpha * ascent_direction(grad, self.norm), x, self.eps, self.norm)
+        return x_adv
 
 
 class BackdoorAttack(Configurable, abc.ABC):

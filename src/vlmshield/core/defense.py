@@ -8,7 +8,12 @@ A defense's ``kind`` says what it consumes and what it produces:
 - ``test-time``: a classifier in, a wrapped classifier out that defends each input at inference (TTC).
 
 The first three are ``TrainingDefense`` subclasses and implement ``fit``; test-time defenses are
-``TestTimeDefense`` subclasses and implement ``wrap``.
+``TestTimeDefense`` subclasses and implement ``wrap``. A test-time defense that changes the input and
+then classifies it (TTC, random noise) wraps into a ``Purifier``: ``purify(x)`` is the defended input,
+which is what adaptive attacks such as ``bpda-eot`` differentiate around (BPDA). Each test-time defense
+names the adaptive attacks that must be reported beside a non-adaptive number (``adaptive_attacks``);
+one whose settings depend on the task (TTC's ``tau_thres="auto"``) asks for clean calibration images
+(``calibration_size``) and receives them in ``wrap(classifier, calibration=images)``.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import abc
 from typing import ClassVar
 
+import torch
 from torch import nn
 
 from .errors import PluginError
@@ -29,6 +35,8 @@ class Defense(Configurable, abc.ABC):
     """Base of all defenses; subclass TrainingDefense or TestTimeDefense."""
 
     kind: ClassVar[str] = "defense"
+    #: Parameters in pixel units (budgets, step sizes), read with the eps rule on the command line.
+    pixel_params: ClassVar[frozenset[str]] = frozenset()
     #: One of DEFENSE_KINDS.
     defense_kind: ClassVar[str] = ""
     #: The paper the defaults come from (a citation or URL).
@@ -64,7 +72,35 @@ class TestTimeDefense(Defense):
     defense_kind: ClassVar[str] = "test-time"
     #: Whether the wrapped classifier draws random numbers (its numbers need EOT-style attacks).
     randomized: ClassVar[bool] = False
+    #: The adaptive attacks whose robust accuracy is reported beside a non-adaptive attack's.
+    adaptive_attacks: ClassVar[tuple[str, ...]] = ("bpda-eot",)
+
+    def calibration_size(self) -> int:
+        """How many clean images of the task ``wrap`` needs (``calibration=``); 0 for none."""
+        return 0
 
     @abc.abstractmethod
-    def wrap(self, classifier: nn.Module) -> nn.Module:
-        """Return a module with the classifier's interface ([0, 1] images -> logits), defended."""
+    def wrap(self, classifier: nn.Module, calibration: torch.Tensor | None = None) -> nn.Module:
+        """Return a module with the classifier's interface ([0, 1] images -> logits), defended.
+        ``calibration`` holds clean images of the task when ``calibration_size()`` asks for them."""
+
+
+class Purifier(nn.Module, abc.ABC):
+    """A defended classifier that changes its input, then classifies: ``classifier(purify(x))``."""
+
+    def __init__(self, classifier: nn.Module):
+        super().__init__()
+        self.classifier = classifier
+
+    @abc.abstractmethod
+    def purify(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The defended input, in [0, 1]; random draws come from ``generator`` when one is given."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.purify(x))
+
+    def straight_through(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The defended output, with the gradient w.r.t. ``x`` passed through ``purify`` as the identity
+        (BPDA, Athalye et al. 2018): the classifier's gradient at the purified input."""
+        purified = self.purify(x.detach(), generator)
+        return self.classifier(x + (purified - x).detach())

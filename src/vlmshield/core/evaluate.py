@@ -14,7 +14,12 @@ finished batches (``OUT.rankR-of-N.partial``); the first process writes the reco
 
 Against a test-time defense, a non-adaptive attack is crafted on the undefended classifier and the
 defended one classifies the result (the protocol of the TTC paper); attacks marked ``adaptive`` see
-the defended classifier.
+the defended classifier. Beside a non-adaptive number, the defense's own adaptive attacks
+(``adaptive_attacks``, e.g. ``bpda-eot``) run with the same eps, steps and step size, each reported as
+``robust_acc:NAME``, and ``adaptive_robust_acc`` counts the images that survive all of them and the
+non-adaptive attack too (an adaptive attacker may also transfer); ``adaptive=False`` skips them. A
+defense that asks for clean calibration images receives a seeded sample of the dataset, disjoint from
+the evaluated subset when the dataset has enough images left.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from .defense import TestTimeDefense
 from .distributed import default_device, gather_objects, is_main_process, rank_and_world
 from .errors import ParameterError
 from .model import VLM
-from .params import Configurable, format_eps
+from .params import Configurable, format_eps, signature_defaults
 from .plugins import get_host
 from .record import RunLog, atomic_write_json, derive_seed, environment, fingerprint
 from .sanity import check_classifier, check_results, format_flag
@@ -109,6 +114,35 @@ def _defense(defense, params: dict | None):
     return defense
 
 
+def _adaptive_attacks(defense, attack, enabled: bool) -> list[Attack]:
+    """The defense's adaptive attacks, with the non-adaptive attack's budget, steps and step size."""
+    if not enabled or defense is None or attack is None or attack.adaptive:
+        return []
+    host, attacks = get_host(), []
+    for name in defense.adaptive_attacks:
+        accepted = signature_defaults(host.get("attack", name).obj)
+        shared = {k: v for k, v in attack.params.items() if k in ("eps", "steps", "alpha", "norm") and k in accepted}
+        if "alpha" in accepted and "alpha" not in shared and "eps" in shared:
+            shared["alpha"] = shared["eps"] / 4
+        attacks.append(host.create("attack", name, **shared))
+    return attacks
+
+
+def _calibration(defense, data, indices: list[int], seed: int, device) -> tuple[torch.Tensor | None, dict | None]:
+    """Clean images the defense calibrates on: outside the evaluated subset when enough are left."""
+    size = defense.calibration_size() if defense is not None else 0
+    if not size:
+        return None, None
+    chosen = set(indices)
+    pool = [i for i in range(len(data)) if i not in chosen]
+    disjoint = len(pool) >= size
+    pool = pool if disjoint else list(range(len(data)))
+    order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(derive_seed(seed, data.name, "calib")))
+    picked = [pool[i] for i in order[:size].tolist()]
+    images = torch.stack([data[i][0] for i in picked]).to(device)
+    return images, {"n": len(picked), "disjoint": disjoint}
+
+
 def subset_indices(size: int, n: int | None, seed: int) -> list[int]:
     """The sorted indices of a seeded random subset of ``n`` of ``size`` samples (all when n is None)."""
     if n is None or n >= size:
@@ -126,12 +160,13 @@ def evaluate(model, dataset=None, *, protocol=None, evaluator: str | Evaluator =
              steps: int | None = None, attack_params: dict | None = None, defense=None,
              defense_params: dict | None = None, n: int | None = None, batch_size: int = 64, seed: int = 0,
              device=None, weights: bool = True, out=None, progress: bool | None = None,
-             num_workers: int = 0, download: bool = False) -> dict:
+             num_workers: int = 0, download: bool = False, adaptive: bool = True) -> dict:
     """Evaluate ``model`` (a zoo name or a module) on ``dataset`` (a name, 'a,b,c', or LabelledImages).
 
     Returns the record: configuration, per-dataset numbers (fractions in [0, 1]) and their average.
     ``protocol="robustvlm"`` runs a named protocol instead (``run_protocol``): it fixes the attack, eps,
-    steps, n and prompts, and ``dataset`` and ``n``, when given, are recorded as overrides.
+    steps, n and prompts, and ``dataset`` and ``n``, when given, are recorded as overrides. Against a
+    test-time defense, ``adaptive`` (the default) also runs the defense's adaptive attacks.
     """
     if protocol is not None:
         if attack is not None or eps is not None or steps is not None or attack_params:
@@ -140,7 +175,7 @@ def evaluate(model, dataset=None, *, protocol=None, evaluator: str | Evaluator =
 
         return run_protocol(model, protocol, dataset, n=n, defense=defense, defense_params=defense_params,
                             out=out, device=device, batch_size=batch_size, seed=seed, weights=weights,
-                            progress=progress, download=download)
+                            progress=progress, download=download, adaptive=adaptive)
     if dataset is None:
         raise ParameterError("no dataset given: name one or several (or a protocol, which names its own).")
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
@@ -152,6 +187,7 @@ def evaluate(model, dataset=None, *, protocol=None, evaluator: str | Evaluator =
     device = torch.device(device) if device else default_device()
     attack = _attack(attack, evaluator, eps, steps, attack_params)
     defense = _defense(defense, defense_params)
+    adaptive_attacks = _adaptive_attacks(defense, attack, adaptive)
     model, model_info = _model(model, device, weights)
     model.eval()
     image_size = model.image_size[0] if isinstance(model, VLM) else 224
@@ -163,6 +199,7 @@ def evaluate(model, dataset=None, *, protocol=None, evaluator: str | Evaluator =
     config = {
         "model": model_info, "evaluator": evaluator.config(),
         "attack": attack.config() if attack else None, "defense": defense.config() if defense else None,
+        **({"adaptive_attacks": [a.config() for a in adaptive_attacks]} if adaptive_attacks else {}),
         "datasets": [d.name for d in datasets], "n": n, "seed": seed, "batch_size": batch_size,
         "device": device.type,
     }
@@ -176,17 +213,19 @@ def evaluate(model, dataset=None, *, protocol=None, evaluator: str | Evaluator =
     try:
         for data in datasets:
             results[data.name] = _evaluate_one(model, data, evaluator, attack, defense, n, batch_size,
-                                               seed, device, log, progress, num_workers)
+                                               seed, device, log, progress, num_workers, adaptive_attacks)
     finally:
         if log is not None:
             log.close()
-    average = {m: _mean([r[m] for r in results.values()]) for m in evaluator.metrics
-               if any(m in r for r in results.values())}
+    metrics = list(dict.fromkeys(m for r in results.values() for m in r.get("metrics", ())))
+    average = {m: _mean([r[m] for r in results.values()]) for m in metrics if all(m in r for r in results.values())}
+    for r in results.values():
+        r.pop("metrics", None)
     flags = [f for r in results.values() for f in r.pop("flags", [])]
     if attack is not None and "robust_acc" in average:
         label = format_eps(attack.eps) if hasattr(attack, "eps") else attack.name
         flags += check_results({name: {"clean_acc": r.get("clean_acc"), "robust_acc": {label: r.get("robust_acc")}}
-                                for name, r in results.items()}, defense, attack)
+                                for name, r in results.items()}, defense, attack, adaptive_attacks)
     record = {
         "record": "evaluation", **config, "processes": world, "results": results, "average": average,
         "flags": flags,
@@ -201,10 +240,15 @@ def evaluate(model, dataset=None, *, protocol=None, evaluator: str | Evaluator =
 
 
 def _evaluate_one(model, data, evaluator, attack, defense, n, batch_size, seed, device, log,
-                  progress, num_workers) -> dict:
+                  progress, num_workers, adaptive_attacks=()) -> dict:
     indices = subset_indices(len(data), n, seed)
     classifier = evaluator.classifier(model, data)
-    defended = defense.wrap(classifier) if defense is not None else classifier
+    calibration, calibration_info = _calibration(defense, data, indices, seed, device)
+    if defense is None:
+        defended = classifier
+    else:
+        defended = defense.wrap(classifier, calibration=calibration) if calibration is not None \
+            else defense.wrap(classifier)
     attack_model = defended if attack is None or defense is None or getattr(attack, "adaptive", False) else classifier
     batches = [indices[i:i + batch_size] for i in range(0, len(indices), batch_size)]
     rank, world = rank_and_world()
@@ -223,8 +267,15 @@ def _evaluate_one(model, data, evaluator, attack, defense, n, batch_size, seed, 
         batch_seed = derive_seed(seed, data.name, b)
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(batch_seed)
-            scores = evaluator.score(defended, x.to(device), y.to(device), data=data, attack=attack,
-                                     attack_model=attack_model, seed=batch_seed)
+            x, y = x.to(device), y.to(device)
+            scores = evaluator.score(defended, x, y, data=data, attack=attack, attack_model=attack_model,
+                                     seed=batch_seed)
+            for adaptive in adaptive_attacks:
+                scores[f"robust_acc:{adaptive.name}"] = evaluator.score(
+                    defended, x, y, data=data, attack=adaptive, attack_model=defended, seed=batch_seed)["robust_acc"]
+            if adaptive_attacks:  # an adaptive attacker may also transfer: the worst case of all
+                scores["adaptive_robust_acc"] = torch.stack(
+                    [scores["robust_acc"], *(scores[f"robust_acc:{a.name}"] for a in adaptive_attacks)]).amin(dim=0)
         values[b] = {m: [None if math.isnan(v) else v for v in t.tolist()] for m, t in scores.items()}
         if log is not None:
             log.put(data.name, b, values[b])
@@ -232,9 +283,13 @@ def _evaluate_one(model, data, evaluator, attack, defense, n, batch_size, seed, 
     bar.close()
     values = {b: v for shard in gather_objects(values) for b, v in shard.items()}
     result: dict = {"n": len(indices), "num_classes": len(data.classnames), "templates": len(data.templates)}
-    for metric in evaluator.metrics:
-        if all(metric in values[b] for b in values):
-            result[metric] = _mean([v for b in sorted(values) for v in values[b][metric]])
+    metrics = [*evaluator.metrics, *(f"robust_acc:{a.name}" for a in adaptive_attacks)]
+    metrics += ["adaptive_robust_acc"] if adaptive_attacks else []
+    result["metrics"] = [m for m in metrics if all(m in values[b] for b in values)]
+    for metric in result["metrics"]:
+        result[metric] = _mean([v for b in sorted(values) for v in values[b][metric]])
+    if calibration_info:
+        result["calibration"] = calibration_info
     result["subset_sha256"] = hashlib.sha256(",".join(map(str, indices)).encode()).hexdigest()[:16]
     result["flags"] = flags
     return result

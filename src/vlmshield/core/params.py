@@ -106,11 +106,13 @@ def check_param_names(cls, params: dict, what: str) -> None:
 def parse_params(cls, text: str | None, what: str, pixel_params: frozenset[str] = frozenset()) -> dict:
     """Read 'key=value,key=value' for ``cls``, converting each value to the type of its default.
 
-    Parameters named in ``pixel_params`` (eps, step sizes) follow the eps rule.
+    Parameters named in ``pixel_params`` (eps, step sizes) follow the eps rule; a parameter that takes
+    a number or a word (TTC's ``tau_thres=auto``) lists its words in the class's ``keywords``.
     """
     if not text:
         return {}
     defaults = signature_defaults(cls)
+    keywords = getattr(cls, "keywords", {})
     params: dict[str, object] = {}
     for item in text.split(","):
         if not item.strip():
@@ -120,6 +122,9 @@ def parse_params(cls, text: str | None, what: str, pixel_params: frozenset[str] 
         if not sep or not key:
             raise ParameterError(f"{what} parameters must be written key=value; got {item.strip()!r}.")
         check_param_names(cls, {key: raw}, what)
+        if raw.lower() in keywords.get(key, ()):
+            params[key] = raw.lower()
+            continue
         params[key] = convert_value(raw, defaults[key], f"{what} parameter {key!r}",
                                     pixel=key in pixel_params)
     return params

@@ -103,10 +103,12 @@ def _slug(eps: str) -> str:
 
 def run_protocol(model, protocol: str | Protocol, dataset=None, *, n: int | None = None, defense=None,
                  defense_params: dict | None = None, out=None, device=None, batch_size: int = 64, seed: int = 0,
-                 weights: bool = True, progress: bool | None = None, download: bool = False) -> dict:
+                 weights: bool = True, progress: bool | None = None, download: bool = False,
+                 adaptive: bool = True) -> dict:
     """Evaluate ``model`` (a zoo name or a VLM) under ``protocol``; returns the run record.
 
-    ``dataset`` and ``n`` override the protocol's (recorded as overrides); ``out`` is a folder.
+    ``dataset`` and ``n`` override the protocol's (recorded as overrides); ``out`` is a folder. Around a
+    test-time defense, ``adaptive`` also runs its adaptive attacks (``adaptive_robust_acc`` per eps).
     """
     protocol = get_protocol(protocol)
     overrides = {k: v for k, v in (("datasets", dataset), ("n", n)) if v is not None}
@@ -129,8 +131,8 @@ def run_protocol(model, protocol: str | Protocol, dataset=None, *, n: int | None
         where = None if out is None else out / ("clean.json" if eps is None else f"eps-{_slug(eps)}.json")
         attack = {} if eps is None else {"attack": protocol.attack, "eps": parse_eps(eps), "steps": protocol.steps,
                                          "attack_params": dict(protocol.attack_params) or None}
-        return evaluate(vlm, built, **attack, defense=defense_obj, n=n,
-                        batch_size=batch_size, seed=seed, device=device, out=where, progress=progress)
+        return evaluate(vlm, built, **attack, defense=defense_obj, n=n, batch_size=batch_size, seed=seed,
+                        device=device, out=where, progress=progress, adaptive=adaptive)
 
     records = [one(eps) for eps in protocol.eps] if protocol.attack else [one(None)]
     results = {}
@@ -140,15 +142,24 @@ def run_protocol(model, protocol: str | Protocol, dataset=None, *, n: int | None
                               "clean_acc": first["clean_acc"],
                               "robust_acc": {eps: r["results"][data.name]["robust_acc"]
                                              for eps, r in zip(protocol.eps, records, strict=False)}}
+        adaptive_acc = {eps: r["results"][data.name]["adaptive_robust_acc"]
+                        for eps, r in zip(protocol.eps, records, strict=False)
+                        if "adaptive_robust_acc" in r["results"][data.name]}
+        if adaptive_acc:
+            results[data.name]["adaptive_robust_acc"] = adaptive_acc
     average = {"clean_acc": _mean([r["clean_acc"] for r in results.values()]),
                "robust_acc": {eps: _mean([r["robust_acc"][eps] for r in results.values()]) for eps in protocol.eps}}
+    if all("adaptive_robust_acc" in r for r in results.values()) and results:
+        average["adaptive_robust_acc"] = {eps: _mean([r["adaptive_robust_acc"][eps] for r in results.values()])
+                                          for eps in next(iter(results.values()))["adaptive_robust_acc"]}
     flags = _unique([f for r in records for f in r["flags"]])
     record = {
         "record": "protocol-run", "protocol": protocol.config(), "overrides": overrides, "model": info,
         "defense": defense_obj.config() if defense_obj else None,
         "test_time_defense": isinstance(defense_obj, TestTimeDefense),
         "datasets": [d.name for d in built], "n": n, "seed": seed, "results": results, "average": average,
-        "flags": flags, "evaluations": [r["attack"] for r in records], "environment": environment(),
+        "flags": flags, "evaluations": [r["attack"] for r in records],
+        "adaptive_attacks": records[0].get("adaptive_attacks", []), "environment": environment(),
         "started_at": started.isoformat(timespec="seconds"), "wall_time_s": round(time.perf_counter() - clock, 3),
     }
     if out is not None and is_main_process():

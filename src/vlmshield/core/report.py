@@ -11,7 +11,8 @@
   the largest eps over it.
 
 A model defended at test time (TTC) is marked in every table: its number under a non-adaptive attack
-is an upper bound, and the row says so.
+is an upper bound, so its leaderboard cell shows the adaptive number beside it (``35.0 / adaptive 2.0``)
+and the row is ranked by the adaptive one; a run without adaptive numbers says so.
 """
 
 from __future__ import annotations
@@ -68,13 +69,15 @@ def leaderboard(runs: list[dict]) -> list[dict]:
             "method": model.get("method", ""), "protocol": run["protocol"]["name"],
             "overrides": run.get("overrides", {}), "datasets": len(run["datasets"]),
             "clean_acc": run["average"]["clean_acc"], "robust_acc": dict(run["average"]["robust_acc"]),
+            "adaptive_robust_acc": dict(run["average"].get("adaptive_robust_acc", {})),
             "main_eps": eps[-1] if eps else None, "test_time_defense": bool(run.get("test_time_defense")),
             "flags": sorted({f["flag"] for f in run.get("flags", [])}),
             "versions": {k: run["environment"].get(k) for k in ("vlmshield", "git_revision", "torch", "open_clip")},
         })
 
-    def key(row):  # robust accuracy from the largest eps down, then clean accuracy
-        robust = [row["robust_acc"][e] for e in sorted(row["robust_acc"], key=parse_eps, reverse=True)]
+    def key(row):  # robust accuracy (adaptive where there is one) from the largest eps down, then clean accuracy
+        robust = [row["adaptive_robust_acc"].get(e, row["robust_acc"][e])
+                  for e in sorted(row["robust_acc"], key=parse_eps, reverse=True)]
         return [-(value if value is not None else -1) for value in robust] + [-(row["clean_acc"] or 0)]
 
     return sorted(rows, key=key)
@@ -84,10 +87,14 @@ def _leaderboard_md(rows: list[dict], eps_values: list[str]) -> list[str]:
     lines = ["| # | model | arch | protocol | clean | " + " | ".join(f"robust {e}" for e in eps_values)
              + " | flags |", "|" + "---|" * (len(eps_values) + 6)]
     for rank, row in enumerate(rows, 1):
-        mark = " (test-time defense, non-adaptive attack)" if row["test_time_defense"] else ""
+        mark = ""
+        if row["test_time_defense"]:
+            mark = " (test-time defense)" if row["adaptive_robust_acc"] else " (test-time defense, non-adaptive attack)"
         protocol = row["protocol"] + (" (" + ", ".join(f"{k}={v}" for k, v in row["overrides"].items()) + ")"
                                       if row["overrides"] else "")
-        robust = " | ".join(_percent(row["robust_acc"].get(e)) for e in eps_values)
+        robust = " | ".join(_percent(row["robust_acc"].get(e)) + (
+            f" / adaptive {_percent(row['adaptive_robust_acc'][e])}" if e in row["adaptive_robust_acc"] else "")
+            for e in eps_values)
         lines.append(f"| {rank} | {row['model']}{mark} | {row['arch']} | {protocol} | {_percent(row['clean_acc'])} | "
                      f"{robust} | {', '.join(row['flags']) or '-'} |")
     return lines

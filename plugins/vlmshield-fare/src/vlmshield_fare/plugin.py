@@ -47,7 +47,7 @@ class FARE(AdversarialFineTuning):
             "stages": [Stage("fare", steps=20000, lr=1e-5, warmup=1400, weight_decay=1e-4)], "batch_size": 128,
             **ROBUSTVLM_ATTACK, "val_every": 500, "val_n": 128, "val_steps": 50}},
         "world": {"model": "clip-tinyvit4", "dataset": "world-finetune", "val_dataset": "world-finetune", "config": {
-            "stages": [Stage("fare", steps=300, lr=1e-4, warmup=20, weight_decay=1e-4)], "batch_size": 64,
+            "stages": [Stage("fare", steps=600, lr=3e-4, warmup=20, weight_decay=1e-4)], "batch_size": 64,
             **ROBUSTVLM_ATTACK, "checkpoint_every": 50, "log_every": 25, "val_every": 100, "val_n": 100,
             "val_steps": 10}},
     }
