@@ -63,6 +63,7 @@ def test_each_stage_warms_up_then_decays_to_zero():
     ({"stages": (Stage(steps=5, warmup=6),)}, "warm-up within"),
     ({"batch_size": 0}, "batch_size must be"),
     ({"eps": "4/0"}, "eps"),
+    ({"optimizer": "adam"}, "optimizer must be one of adamw, sgd"),
 ])
 def test_bad_configurations_are_one_sentence(kwargs, fragment):
     with pytest.raises(ParameterError, match=fragment):

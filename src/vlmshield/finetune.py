@@ -30,9 +30,11 @@ from vlmshield.core import (
     get_host,
     hookimpl,
     parse_eps,
+    parse_params,
     train,
 )
 from vlmshield.core.distributed import init_from_env, is_main_process
+from vlmshield.core.params import signature_defaults
 from vlmshield.core.protocol import get_protocol, run_protocol
 
 
@@ -44,28 +46,45 @@ def _method(name: str):
 
 
 def plan(method: str, preset: str = "paper", *, model=None, data=None, eps=None, steps=None, batch_size=None,
-         lr=None, seed=None) -> dict:
-    """The run a preset and its overrides describe: model, dataset, method parameters and TrainConfig."""
+         lr=None, seed=None, stage=None, proxy=None, params: dict | None = None) -> dict:
+    """The run a preset and its overrides describe: model, dataset, method parameters and TrainConfig.
+
+    ``stage`` runs one stage of a multi-stage method (by name; ``all`` or ``both``: every stage),
+    ``proxy`` is the method's ``proxy`` parameter (a zoo name) and ``params`` its other parameters.
+    """
     cls = _method(method)
     if preset not in cls.presets:
         raise ParameterError(f"{cls.name} has no preset {preset!r}; it has {', '.join(cls.presets)}.")
     chosen = cls.presets[preset]
     config = dict(chosen.get("config", {}))
     config["stages"] = tuple(config.get("stages", TrainConfig().stages))
+    if stage is not None and stage not in ("all", "both"):
+        names = [s.name for s in config["stages"]]
+        if stage not in names:
+            raise ParameterError(f"{cls.name} has no stage {stage!r}; its stages: {', '.join(names)} (or all).")
+        config["stages"] = tuple(s for s in config["stages"] if s.name == stage)
+    method_params = {**chosen.get("params", {}), **(params or {})}
+    if proxy is not None:
+        if "proxy" not in signature_defaults(cls):
+            raise ParameterError(f"{cls.name} does not distill from a proxy model; drop --proxy.")
+        method_params["proxy"] = proxy
     if steps is not None:
         if len(config["stages"]) != 1:
             raise ParameterError(f"{cls.name} trains in {len(config['stages'])} stages; set each stage's steps.")
-        stage = config["stages"][0]
-        config["stages"] = (replace(stage, steps=steps, warmup=min(stage.warmup, steps)),)
+        only = config["stages"][0]
+        config["stages"] = (replace(only, steps=steps, warmup=min(only.warmup, steps)),)
     if lr is not None:
         config["stages"] = tuple(replace(s, lr=lr) for s in config["stages"])
     for key, value in (("eps", None if eps is None else parse_eps(eps)), ("batch_size", batch_size),
                        ("seed", seed)):
         if value is not None:
             config[key] = value
-    overrides = {k: v for k, v in (("model", model), ("dataset", data), ("eps", eps), ("steps", steps),
-                                   ("batch_size", batch_size), ("lr", lr), ("seed", seed)) if v is not None}
-    return {"method": cls(**chosen.get("params", {})), "preset": preset, "overrides": overrides,
+    overrides = {k: v for k, v in (("model", model), ("proxy", proxy), ("dataset", data), ("stage", stage),
+                                   ("eps", eps), ("steps", steps), ("batch_size", batch_size), ("lr", lr),
+                                   ("seed", seed)) if v is not None}
+    if params:
+        overrides["method_params"] = ",".join(f"{k}={v}" for k, v in params.items())
+    return {"method": cls.create(**method_params), "preset": preset, "overrides": overrides,
             "model": model or chosen["model"], "dataset": data or chosen["dataset"],
             "val_dataset": chosen.get("val_dataset"), "config": TrainConfig(**config).check()}
 
@@ -121,8 +140,13 @@ def run_training(run: dict, out, *, name: str | None = None, device=None, progre
 
 def _train(args) -> int:
     init_from_env()
+    params = None
+    if args.method_params:
+        cls = _method(args.method)
+        params = parse_params(cls, args.method_params, f"defense {cls.name!r}", cls.pixel_params)
     run = plan(args.method, args.preset, model=args.model, data=args.dataset, eps=args.eps, steps=args.steps,
-               batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+               batch_size=args.batch_size, lr=args.lr, seed=args.seed, stage=args.stage, proxy=args.proxy,
+               params=params)
     out = Path(args.out or f"runs/{args.method}-{args.preset}")
     try:
         info = run_training(run, out, name=args.name, device=args.device,
@@ -146,7 +170,11 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("method", help="a fine-tuning defense (tecoa, fare, ...; `vlmshield list defenses`)")
     parser.add_argument("--preset", default="paper", help="the paper's run (default) or a small one (world)")
     parser.add_argument("--model", help="zoo name of the model to fine-tune (the preset's by default)")
+    parser.add_argument("--proxy", help="zoo name of the proxy model, for methods that distill from one (hpt-gpd)")
     parser.add_argument("--dataset", help="training data, NAME or NAME:/root (the preset's by default)")
+    parser.add_argument("--stage", help="run one stage of a multi-stage method by name (hpt-gpd: warmup, hpt), "
+                                        "or all (default)")
+    parser.add_argument("--method-params", help="more parameters of the method: key=value,key=value")
     parser.add_argument("--eps", help="the training budget: 2/255, 4/255, ...")
     parser.add_argument("--steps", type=int, help="optimizer steps (one-stage methods)")
     parser.add_argument("--batch-size", type=int)

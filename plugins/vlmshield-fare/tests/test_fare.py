@@ -98,3 +98,14 @@ def test_a_two_step_world_run_from_the_command_line_writes_a_loadable_model_and_
         base = vs.zoo.load("clip-tinyvit4")
         assert not torch.allclose(folder.encode_image(images), base.encode_image(images))
         assert torch.equal(folder.encode_text(["a star."]), base.encode_text(["a star."]))
+
+
+def test_fare_takes_no_proxy_and_no_unknown_stage(host):
+    from vlmshield.finetune import plan
+
+    with pytest.raises(vs.core.ParameterError, match="does not distill from a proxy"):
+        plan("fare", "world", proxy="clip-tinyrn")
+    with pytest.raises(vs.core.ParameterError, match="no stage 'hpt'"):
+        plan("fare", "world", stage="hpt")
+    with pytest.raises(vs.core.ParameterError, match="has no parameter 'proxy_weight'"):
+        plan("fare", "world", params={"proxy_weight": 1.0})

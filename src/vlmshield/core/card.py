@@ -71,9 +71,12 @@ class ModelCard:
 
 
 def recipe_card(name: str, method: str, base: str, arch: str, eps: str, *, paper: str, description: str,
-                dataset: str = "imagenet:/path/to/imagenet", training_data: str = "ImageNet") -> ModelCard:
-    """A known-but-unpublished model: loading it names the ``vlmshield train`` command that produces it."""
+                dataset: str = "imagenet:/path/to/imagenet", training_data: str = "ImageNet",
+                flags: str = "") -> ModelCard:
+    """A known-but-unpublished model: loading it names the ``vlmshield train`` command that produces it
+    (``flags``: more options of that command, such as ``--proxy clip-vitb16``)."""
     return ModelCard(name, arch=arch, method=method, base_model=base, source="recipe",
-                     recipe=f"vlmshield train {method} --model {base} --dataset {dataset} --eps {eps}",
+                     recipe=f"vlmshield train {method} --model {base}{' ' + flags if flags else ''} "
+                            f"--dataset {dataset} --eps {eps}",
                      threat_model={"norm": "Linf", "eps": eps}, training_data=training_data, paper=paper,
                      license="MIT", description=description)

@@ -9,7 +9,8 @@ attack sees, the outer loss, and which parameters train (the vision tower by def
 The engine owns everything else:
 
 - **stages**, each with its own steps, learning rate, warm-up and weight decay (linear warm-up, then
-  cosine decay to zero within the stage, as open_clip's ``cosine_lr``); one AdamW runs through them;
+  cosine decay to zero within the stage, as open_clip's ``cosine_lr``); one optimizer (AdamW, or SGD
+  with momentum 0.9) runs through them;
 - **determinism**: batches come from a seeded permutation per epoch and every step's attack from its
   own seed, so a run is a function of its configuration; ``out=DIR`` keeps ``checkpoint.pt`` (written
   atomically every ``checkpoint_every`` steps) and a run started again resumes from it and ends with the
@@ -94,6 +95,8 @@ class TrainConfig:
     val_steps: int = 10
     #: bfloat16 autocast on GPUs (ignored on the CPU).
     amp: bool = True
+    #: ``adamw`` (RobustVLM's FARE and TeCoA) or ``sgd`` (momentum 0.9: TeCoA's and PMG-AFT's code, HPT-GPD's).
+    optimizer: str = "adamw"
 
     def check(self) -> TrainConfig:
         if not self.stages:
@@ -105,6 +108,8 @@ class TrainConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ParameterError(f"{name} must be a whole number, 1 or more; got {value!r}.")
         parse_eps(self.eps)
+        if self.optimizer not in OPTIMIZERS:
+            raise ParameterError(f"optimizer must be one of {', '.join(OPTIMIZERS)}; got {self.optimizer!r}.")
         _, world = rank_and_world()
         if self.batch_size % world:
             raise ParameterError(f"the batch of {self.batch_size} does not split evenly across {world} processes.")
@@ -126,6 +131,12 @@ class TrainConfig:
         return {**asdict(self), "stages": [asdict(s) for s in self.stages]}
 
 
+OPTIMIZERS = {
+    "adamw": lambda parameters, stage: torch.optim.AdamW(parameters, lr=stage.lr, weight_decay=stage.weight_decay),
+    "sgd": lambda parameters, stage: torch.optim.SGD(parameters, lr=stage.lr, momentum=0.9,
+                                                     weight_decay=stage.weight_decay),
+}
+
 #: RobustVLM's training attack, shared by its FARE and TeCoA runs: Linf PGD-10, step 1/255, sign momentum
 #: 0.9, random start (``TrainConfig`` fields, for presets).
 ROBUSTVLM_ATTACK = {"attack": "pgd", "attack_steps": 10, "attack_alpha": 1 / 255,
@@ -145,12 +156,16 @@ class AdversarialFineTuning(TrainingDefense):
 
     ``references`` builds the frozen things the losses need, once; ``attack_target`` says which module
     the inner attack sees, with which target and loss; ``loss`` is the outer loss on the adversarial
-    batch. All three receive the current ``Stage`` through ``refs["stage"]`` when they need it.
+    batch. All three receive the current ``Stage`` through ``refs["stage"]`` when they need it, and,
+    for methods that set ``stage_snapshot``, a frozen copy of the model as it was when the current stage
+    began through ``refs["stage_start"]`` (HPT-GPD's pivot; checkpoints keep it, so a resumed run has it).
     """
 
     defense_kind: ClassVar[str] = "finetune"
     #: Presets: name -> dict of TrainConfig fields (and "stages"), e.g. the paper's and the world's.
     presets: ClassVar[dict[str, dict]] = {}
+    #: Keep a frozen copy of the model at the start of each stage in ``refs["stage_start"]``.
+    stage_snapshot: ClassVar[bool] = False
 
     @abc.abstractmethod
     def references(self, vlm: VLM, data: LabelledImages) -> dict:
@@ -241,9 +256,12 @@ def _average_gradients(parameters: list[nn.Parameter]) -> None:
         offset += grad.numel()
 
 
-def _checkpoint_state(step, vlm, optimizer, config, method, history) -> dict:
-    return {"step": step, "model": vlm.model.state_dict(), "optimizer": optimizer.state_dict(),
-            "config": config.to_dict(), "method": method.config(), "history": history}
+def _checkpoint_state(step, vlm, optimizer, config, method, history, refs) -> dict:
+    state = {"step": step, "model": vlm.model.state_dict(), "optimizer": optimizer.state_dict(),
+             "config": config.to_dict(), "method": method.config(), "history": history}
+    if refs.get("stage_start") is not None:
+        state["stage_start"] = refs["stage_start"].model.state_dict()
+    return state
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:
@@ -290,7 +308,7 @@ def train(vlm: VLM, data, method: AdversarialFineTuning, config: TrainConfig, *,
     required = [p.requires_grad for p in vlm.parameters()]
     for parameter in vlm.parameters():
         parameter.requires_grad_(id(parameter) in trainable_ids)
-    optimizer = torch.optim.AdamW(parameters, lr=config.stages[0].lr, weight_decay=config.stages[0].weight_decay)
+    optimizer = OPTIMIZERS[config.optimizer](parameters, config.stages[0])
     attack = inner_attack(config)
     batches = _Batches(data, config.batch_size, config.seed)
     start, history = 0, []
@@ -302,6 +320,9 @@ def train(vlm: VLM, data, method: AdversarialFineTuning, config: TrainConfig, *,
             vlm.model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             start, history = state["step"], list(state["history"])
+            if "stage_start" in state:
+                refs["stage_start"] = frozen_copy(vlm)
+                refs["stage_start"].model.load_state_dict(state["stage_start"])
     end = config.total_steps if stop_after is None else min(config.total_steps, start + stop_after)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=config.amp and device.type == "cuda")
     main = is_main_process()
@@ -311,6 +332,8 @@ def train(vlm: VLM, data, method: AdversarialFineTuning, config: TrainConfig, *,
     for step in bar:
         stage, stage_step = config.stage_at(step)
         refs["stage"] = stage
+        if method.stage_snapshot and (stage_step == 0 or refs.get("stage_start") is None):
+            refs["stage_start"] = frozen_copy(vlm)
         for group in optimizer.param_groups:
             group["lr"], group["weight_decay"] = learning_rate(stage, stage_step), stage.weight_decay
         x, y = (t.to(device) for t in batches.local(step))
@@ -342,7 +365,7 @@ def train(vlm: VLM, data, method: AdversarialFineTuning, config: TrainConfig, *,
                    if "val" in entry else ""))
         if checkpoint is not None and (done % config.checkpoint_every == 0 or done == end):
             if main:
-                _save_checkpoint(checkpoint, _checkpoint_state(done, vlm, optimizer, config, method, history))
+                _save_checkpoint(checkpoint, _checkpoint_state(done, vlm, optimizer, config, method, history, refs))
             if rank_and_world()[1] > 1:
                 dist.barrier()
     bar.close()
