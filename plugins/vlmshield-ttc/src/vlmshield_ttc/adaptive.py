@@ -9,8 +9,9 @@ is strong. So the attack maximises, for each draw of TTC's noise,
 with the gradient of the first term passed through ``purify`` as the identity (BPDA: TTC's sign steps
 are piecewise constant in x, so the identity is the exact gradient almost everywhere inside the box) and
 the gradient of tau taken exactly. ``tau_weight`` 1 and ``margin`` 0.1 are this library's choice (the
-paper has no adaptive attack): on the world, a weight of 10 let the penalty's gradient outvote the
-loss's and weakened the attack (see the plugin's README).
+paper has no adaptive attack): on the world a weight of 10 let the penalty's gradient outvote the
+loss's and weakened the attack (see the plugin's README). On the world, where clean and adversarial tau
+hardly differ, the penalty rarely wins anything; it is there for models whose gate does separate them.
 """
 
 from __future__ import annotations
