@@ -7,11 +7,11 @@ import torch
 from torch import nn
 
 import vlmshield as vs
-from vlmshield.core import ParameterError, TestTimeDefense, get_host
+from vlmshield.core import ParameterError, Purifier, TestTimeDefense, get_host, temporary_host
 from vlmshield.core.protocol import Protocol, apply_templates, run_protocol
 from vlmshield.core.report import format_run, load_run, write_report
 from vlmshield.core.sanity import check_classifier, check_results
-from vlmshield.testing import tensor_dataset, toy_classifier
+from vlmshield.testing import make_plugin, tensor_dataset, toy_classifier
 from vlmshield.world.pretrain import CARD_PROTOCOL
 
 
@@ -193,3 +193,34 @@ def test_result_flags_robust_above_clean_and_non_adaptive_attacks_on_test_time_d
     flags = check_results(results, Gate(), vs.attack("pgd"))
     assert [(f["flag"], f["dataset"]) for f in flags] == [("robust-above-clean", "a"), ("test-time-defense", None)]
     assert check_results(results, None, vs.attack("pgd"))[0]["flag"] == "robust-above-clean"
+
+
+class Jitter(TestTimeDefense):
+    name = "test-jitter"
+    randomized = True
+
+    def wrap(self, classifier, calibration=None):
+        return Jittered(classifier)
+
+
+class Jittered(Purifier):
+    def purify(self, x, generator=None):
+        noise = torch.rand(x.shape, generator=generator) if generator is not None else torch.rand_like(x)
+        return (x + (2 * noise.to(x.device) - 1) / 255).clamp(0, 1)
+
+
+def test_a_test_time_defense_is_reported_with_its_adaptive_numbers_and_ranked_by_them(tmp_path):
+    quick = Protocol("quick4", "one eps", attack="pgd", eps=("1/255",), steps=3, n=6, datasets="world-positions")
+    with temporary_host(make_plugin("jitter", register_defenses=lambda register: register(Jitter))):
+        defended = run_protocol("clip-tinyvit8", quick, defense="test-jitter", batch_size=6, progress=False)
+        plain = run_protocol("clip-tinyvit8", quick, batch_size=6, progress=False)
+    result = defended["results"]["world-positions"]
+    assert set(result["adaptive_robust_acc"]) == {"1/255"} and "adaptive_robust_acc" not in plain["average"]
+    assert result["adaptive_robust_acc"]["1/255"] <= result["robust_acc"]["1/255"]
+    assert [a["name"] for a in defended["adaptive_attacks"]] == ["bpda-eot"]
+    assert defended["adaptive_attacks"][0]["params"]["steps"] == 3
+    report = write_report([defended, plain], tmp_path)
+    row = next(r for r in report["leaderboard"] if r["test_time_defense"])
+    assert row["adaptive_robust_acc"] == defended["average"]["adaptive_robust_acc"]
+    markdown = (tmp_path / "report.md").read_text()
+    assert "(test-time defense)" in markdown and " / adaptive " in markdown

@@ -158,6 +158,7 @@ def test_the_paper_preset_and_the_recipe_entries(host):
     run = plan("hpt-gpd")
     config = run["config"]
     assert (run["model"], run["dataset"], run["method"].proxy) == ("clip-vitb32", "tinyimagenet", "clip-vitb16")
+    assert (run["method"].logit_scale, run["method"].anchor_weight) == (1.0, 0.001)  # raw cosine, the first upload
     assert [(s.name, s.steps, s.warmup, s.weight_decay) for s in config.stages] == [
         ("warmup", 1563, 1000, 0.0), ("hpt", 7815, 1000, 0.0)]
     assert [s.lr for s in config.stages] == pytest.approx([5e-5 * 64, 5e-4 * 64])

@@ -25,7 +25,9 @@ were not available):
   the warm-up loss is the teacher of HEAD's commented-out "EMA stage" (the original model on the clean
   image); the pivot as the HPT stage's anchor is our reading of "generalization-pulled";
 - the softmaxes use ``logit_scale`` times the cosine: 1 is the first upload's raw cosine, 100 the latest
-  release's; the default is chosen from the world's measurements (README);
+  release's. The default is 1: on the world (HPT stage alone, preset otherwise) 100 collapsed the target to
+  a constant output (clean = robust = 14% on the suite) where 1 kept 38% clean; 1 is also the scale of the
+  one release whose loss is complete;
 - KL is summed over classes and averaged over the batch (the code sums over the batch too; the engine
   averages so that torchrun processes agree, so the paper preset's learning rates are the code's times
   its batch, which gives the same SGD update);
@@ -78,7 +80,7 @@ class HPTGPD(AdversarialFineTuning):
                       "val_every": 100, "val_n": 100, "val_steps": 10}},
     }
 
-    def __init__(self, proxy: str = "clip-vitb16", template: str = TEMPLATE, logit_scale: float = 100.0,
+    def __init__(self, proxy: str = "clip-vitb16", template: str = TEMPLATE, logit_scale: float = 1.0,
                  anchor_weight: float = 0.001):
         if not isinstance(proxy, str) or not proxy:
             raise ParameterError(f"the proxy is a zoo name (a vanilla CLIP of another architecture); got {proxy!r}.")
