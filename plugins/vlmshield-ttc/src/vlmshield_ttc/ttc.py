@@ -27,6 +27,8 @@ always uses the victim's encoder.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -40,7 +42,7 @@ def step_weights(steps: int, beta: float) -> torch.Tensor:
     return torch.softmax(beta * torch.arange(steps + 1, dtype=torch.float64), dim=0)
 
 
-def image_encoder(model) -> nn.Module | callable:
+def image_encoder(model) -> Callable[[torch.Tensor], torch.Tensor]:
     """The un-normalized image embedding of a VLM, of a zero-shot classifier's VLM, or a module itself."""
     vlm = model if isinstance(model, VLM) else getattr(model, "vlm", None)
     if isinstance(vlm, VLM):
@@ -162,8 +164,8 @@ class TTC(TestTimeDefense):
         return float(torch.quantile(taus.double(), self.auto_quantile))
 
     def wrap(self, classifier, calibration=None):
-        device = next((p.device for p in classifier.parameters()), torch.device("cpu")) \
-            if isinstance(classifier, nn.Module) else torch.device("cpu")
+        parameters = classifier.parameters() if isinstance(classifier, nn.Module) else iter(())
+        device = next((p.device for p in parameters), torch.device("cpu"))
         tau_encoder = self._tau_encoder(device)
         threshold = self.tau_thres
         if threshold == "auto":
@@ -171,6 +173,5 @@ class TTC(TestTimeDefense):
                 raise ParameterError("tau_thres='auto' calibrates on clean images of the task: "
                                      "wrap(classifier, calibration=images) (vs.evaluate supplies them).")
             threshold = self.threshold(tau_encoder or image_encoder(classifier), calibration.to(device))
-        defended = Counterattacked(classifier, eps=self.eps, steps=self.steps, alpha=self.alpha, beta=self.beta,
-                                   threshold=threshold, tau_encoder=tau_encoder)
-        return defended
+        return Counterattacked(classifier, eps=self.eps, steps=self.steps, alpha=self.alpha, beta=self.beta,
+                               threshold=threshold, tau_encoder=tau_encoder)
