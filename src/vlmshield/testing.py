@@ -5,6 +5,8 @@
   clean accuracy, for checking that attacks really lower accuracy.
 - ``tensor_dataset()``: LabelledImages from tensors.
 - ``make_plugin()``: a plugin object from hook functions, to register with ``temporary_host``.
+- ``attacked_accuracy()``: a zoo model's zero-shot accuracy under PGD on the first images of a task, to
+  check that a shipped robust model resists where its base breaks.
 
 Nothing here downloads anything.
 """
@@ -97,3 +99,17 @@ def make_plugin(name: str, **hooks):
             return _function(register)
         setattr(plugin, hook, hookimpl(implementation))
     return plugin
+
+
+def attacked_accuracy(model: str, task: str, n: int = 32, eps: str = "4/255", steps: int = 10) -> float:
+    """Zero-shot accuracy of the zoo model ``model`` on the first ``n`` images of ``task`` under Linf PGD."""
+    from . import zoo
+    from .core import dataset, get_host
+
+    data = dataset(task, image_size=32)
+    x = torch.stack([data[i][0] for i in range(n)])
+    y = torch.tensor([data[i][1] for i in range(n)])
+    classifier = zoo.load(model).zero_shot(data.classnames, data.templates)
+    x_adv = get_host().create("attack", "pgd", eps=eps, alpha="1/255", steps=steps)(classifier, x, y)
+    with torch.no_grad():
+        return float((classifier(x_adv).argmax(1) == y).float().mean())

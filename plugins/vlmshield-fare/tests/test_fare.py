@@ -11,7 +11,7 @@ import vlmshield as vs
 from vlmshield.cli import main
 from vlmshield.core import TrainConfig, packaged_cards, temporary_host, train
 from vlmshield.core.protocol import Protocol
-from vlmshield.testing import make_plugin, tensor_dataset, tiny_vlm, toy_task
+from vlmshield.testing import attacked_accuracy, make_plugin, tensor_dataset, tiny_vlm, toy_task
 
 
 @pytest.fixture
@@ -114,13 +114,6 @@ def test_fare_takes_no_proxy_and_no_unknown_stage(host):
 def test_the_shipped_world_model_loads_checked_and_is_more_robust_than_its_base(host):
     card = vs.zoo.info("fare-tinyvit4")
     assert card["source"] == "package" and card["base_model"] == "clip-tinyvit4" and card["metrics"]["robust"]["4/255"]
-    data = vs.dataset("world-positions", image_size=32)
-    x = torch.stack([data[i][0] for i in range(32)])
-    y = torch.tensor([data[i][1] for i in range(32)])
-    attack = vs.attack("pgd", eps="4/255", alpha="1/255", steps=10)
-    accuracy = {}
-    for name in ("fare-tinyvit4", "clip-tinyvit4"):
-        classifier = vs.zoo.load(name).zero_shot(data.classnames, data.templates)
-        with torch.no_grad():
-            accuracy[name] = float((classifier(attack(classifier, x, y)).argmax(1) == y).float().mean())
-    assert accuracy["fare-tinyvit4"] >= accuracy["clip-tinyvit4"] + 0.5  # card: 87.4% against 0.0% (n 500)
+    # card: 87.4% against 0.0% (n 500)
+    task = "world-positions"
+    assert attacked_accuracy("fare-tinyvit4", task) >= attacked_accuracy("clip-tinyvit4", task) + 0.5

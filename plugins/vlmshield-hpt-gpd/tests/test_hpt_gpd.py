@@ -11,7 +11,7 @@ from vlmshield_hpt_gpd.method import HPTGPD, kl_divergence
 import vlmshield as vs
 from vlmshield.cli import main
 from vlmshield.core import ModelCard, ParameterError, Stage, TrainConfig, learning_rate, temporary_host, train
-from vlmshield.testing import make_plugin, tensor_dataset, tiny_vlm, toy_task
+from vlmshield.testing import attacked_accuracy, make_plugin, tensor_dataset, tiny_vlm, toy_task
 
 CLASSES = ["circle", "square", "star", "wave"]
 
@@ -192,13 +192,6 @@ def test_a_two_step_cli_run_per_stage_writes_a_loadable_model(tmp_path, capsys, 
 def test_the_shipped_world_model_loads_checked_and_resists_more_than_its_base(host):
     card = vs.zoo.info("hpt-gpd-tinyvit8")
     assert card["source"] == "package" and card["base_model"] == "clip-tinyvit8"
-    data = vs.dataset("world-colors", image_size=32)
-    x = torch.stack([data[i][0] for i in range(32)])
-    y = torch.tensor([data[i][1] for i in range(32)])
-    attack = vs.attack("pgd", eps="4/255", alpha="1/255", steps=10)
-    accuracy = {}
-    for name in ("hpt-gpd-tinyvit8", "clip-tinyvit8"):
-        classifier = vs.zoo.load(name).zero_shot(data.classnames, data.templates)
-        with torch.no_grad():
-            accuracy[name] = float((classifier(attack(classifier, x, y)).argmax(1) == y).float().mean())
-    assert accuracy["hpt-gpd-tinyvit8"] >= accuracy["clip-tinyvit8"] + 0.1  # card: 20.0% against 0.0% (n 500)
+    # card: 20.0% against 0.0% (n 500)
+    task = "world-colors"
+    assert attacked_accuracy("hpt-gpd-tinyvit8", task) >= attacked_accuracy("clip-tinyvit8", task) + 0.1
