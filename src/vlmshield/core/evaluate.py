@@ -271,6 +271,7 @@ def _evaluate_one(model, data, evaluator, attack, defense, n, batch_size, seed, 
             scores = evaluator.score(defended, x, y, data=data, attack=attack, attack_model=attack_model,
                                      seed=batch_seed)
             for adaptive in adaptive_attacks:
+                torch.manual_seed(batch_seed)  # the same draws of the defense's randomness on the clean images
                 scores[f"robust_acc:{adaptive.name}"] = evaluator.score(
                     defended, x, y, data=data, attack=adaptive, attack_model=defended, seed=batch_seed)["robust_acc"]
             if adaptive_attacks:  # an adaptive attacker may also transfer: the worst case of all
