@@ -2,6 +2,7 @@
 
 import pickle
 
+import open_clip
 import pytest
 import torch
 
@@ -112,3 +113,52 @@ def test_publish_is_one_commit_and_refuses_a_tampered_folder(tmp_path, monkeypat
     assert len(calls) == 2
     with pytest.raises(ParameterError, match="ORG/NAME"):
         vs.zoo.publish(tmp_path / "m", "no-org")
+
+
+def _hf_tokenized_model(tmp_path):
+    """A tiny CLIP whose config names a Hugging Face tokenizer, with that tokenizer built here (a word-level
+    one over a few words, saved as transformers saves any tokenizer)."""
+    tokenizers = pytest.importorskip("tokenizers")
+    transformers = pytest.importorskip("transformers")
+    words = ["[PAD]", "[UNK]", "[BOS]", "[EOS]", "a", "red", "blue", "star", "photo", "of"]
+    model = tokenizers.Tokenizer(tokenizers.models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    model.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    model.post_processor = tokenizers.processors.TemplateProcessing(
+        single="[BOS] $A [EOS]", special_tokens=[("[BOS]", 2), ("[EOS]", 3)])
+    transformers.PreTrainedTokenizerFast(tokenizer_object=model, unk_token="[UNK]", pad_token="[PAD]",
+                                         bos_token="[BOS]", eos_token="[EOS]").save_pretrained(tmp_path / "words")
+    model_cfg = {"embed_dim": 32, "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 32, "layers": 1,
+                                                 "head_width": 16},
+                 "text_cfg": {"context_length": 8, "vocab_size": len(words), "width": 32, "heads": 2, "layers": 1,
+                              "hf_tokenizer_name": "vlmshield-test/words"}}
+    tokenizer = open_clip.tokenizer.HFTokenizer(str(tmp_path / "words"), context_length=8)
+    return vs.core.VLM.from_config(model_cfg, tokenizer=tokenizer, name="hf-words")
+
+
+def test_a_hugging_face_tokenizer_is_saved_beside_the_config_and_loads_back(tmp_path, monkeypatch):
+    vlm = _hf_tokenized_model(tmp_path)
+    texts = ["a red star", "a photo of a blue star"]
+    saved = vs.zoo.save(vlm, tmp_path / "saved")
+    assert (saved / "tokenizer_config.json").is_file() and (saved / "tokenizer.json").is_file()
+    assert torch.equal(open_clip.get_tokenizer(f"local-dir:{saved}")(texts), vlm.tokenizer(texts))
+    back = vs.zoo.load(f"local-dir:{saved}")
+    assert torch.equal(back.tokenizer(texts), vlm.tokenizer(texts))
+    assert torch.equal(back.encode_text(texts), vlm.encode_text(texts))
+
+    cache = _cache_with(tmp_path, saved, repo="vlmshield-test/words")  # the Hub path fetches the files too
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    requested = []
+    download = vs.zoo.hub.hf_hub_download
+    monkeypatch.setattr(vs.zoo.hub, "hf_hub_download", lambda repo, name, **kw: (requested.append(name),
+                                                                                  download(repo, name, **kw))[1])
+    assert torch.equal(vs.zoo.load(f"hf-hub:vlmshield-test/words@{REVISION}").encode_text(texts),
+                       vlm.encode_text(texts))
+    assert {"tokenizer_config.json", "tokenizer.json"} <= set(requested)
+
+    (saved / "tokenizer_config.json").unlink()
+    with pytest.raises(WeightsError, match="has no tokenizer_config.json: its config names the Hugging Face"):
+        vs.zoo.load(f"local-dir:{saved}")
+    vlm.tokenizer = open_clip.SimpleTokenizer(context_length=8)  # a tokenizer that cannot write the named one
+    with pytest.raises(ParameterError, match="names the Hugging Face tokenizer 'vlmshield-test/words'"):
+        vs.zoo.save(vlm, tmp_path / "again")

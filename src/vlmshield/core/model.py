@@ -95,8 +95,9 @@ class VLM(nn.Module):
         self.tokenizer = tokenizer
         self.name = name
         self.model_cfg = model_cfg
-        cfg = dict(open_clip.get_model_preprocess_cfg(model))
-        cfg.update(preprocess_cfg or {})
+        # open_clip's own default (OpenAI's mean and std) for a model built without a preprocessing config
+        cfg = {"mean": open_clip.OPENAI_DATASET_MEAN, "std": open_clip.OPENAI_DATASET_STD,
+               **open_clip.get_model_preprocess_cfg(model), **(preprocess_cfg or {})}
         size = cfg.get("size", 224)
         self.image_size: tuple[int, int] = (size, size) if isinstance(size, int) else tuple(size)
         self.interpolation: str = cfg.get("interpolation", "bicubic")

@@ -1,7 +1,10 @@
 """A model folder in open_clip's Hugging Face Hub layout: what ``zoo.save`` writes and ``local-dir:`` reads.
 
 - ``open_clip_config.json``: ``model_cfg`` and ``preprocess_cfg`` as open_clip expects them, plus a
-  ``vlmshield`` section (the card, and the tokenizer when it is not open_clip's own);
+  ``vlmshield`` section (the card, and the tokenizer when it is vlmshield's word tokenizer);
+- the tokenizer's own files (``tokenizer_config.json``, ``tokenizer.json``, ...) when the config names a
+  Hugging Face tokenizer (``text_cfg.hf_tokenizer_name``: SigLIP and the Hugging Face text towers), where
+  open_clip's ``local-dir:`` loader looks for them;
 - ``open_clip_model.safetensors``: the weights, with provenance (name, method) in the safetensors
   header;
 - ``README.md``: a Hub model card (YAML metadata with ``library_name``, tags, ``base_model``, license and
@@ -18,12 +21,23 @@ import json
 import os
 from pathlib import Path
 
-from vlmshield.core import VLM, ModelCard, ParameterError, WordTokenizer, atomic_write_json
+import open_clip
+
+from vlmshield.core import VLM, ModelCard, ParameterError, VlmshieldError, WordTokenizer, atomic_write_json
 from vlmshield.core.weights import WeightsError, load_state, read_legacy_weights, read_weights, write_weights
 
 CONFIG, WEIGHTS, README = "open_clip_config.json", "open_clip_model.safetensors", "README.md"
 #: What older open_clip Hub folders hold instead of safetensors, read with ``weights_only=True``.
 LEGACY_WEIGHTS = "open_clip_pytorch_model.bin"
+#: The files a Hugging Face tokenizer is saved as; ``tokenizer_config.json`` is always one of them.
+HF_TOKENIZER_CONFIG = "tokenizer_config.json"
+HF_TOKENIZER_FILES = (HF_TOKENIZER_CONFIG, "tokenizer.json", "special_tokens_map.json", "spiece.model",
+                      "sentencepiece.bpe.model", "vocab.txt", "vocab.json", "merges.txt")
+
+
+def hf_tokenizer_name(model_cfg: dict) -> str | None:
+    """The Hugging Face tokenizer an open_clip model config names, or None for open_clip's own."""
+    return model_cfg.get("text_cfg", {}).get("hf_tokenizer_name") or None
 
 
 def _preprocess_cfg(vlm: VLM) -> dict:
@@ -46,6 +60,13 @@ def save(vlm: VLM, directory: str | os.PathLike, card: ModelCard | None = None, 
                "card": None if card is None else {k: v for k, v in card.to_dict().items() if k != "loader"}}
     if isinstance(vlm.tokenizer, WordTokenizer):
         section["tokenizer"] = vlm.tokenizer.to_config()
+    elif hf_tokenizer_name(vlm.model_cfg):
+        if not hasattr(vlm.tokenizer, "save_pretrained"):
+            raise ParameterError(f"this model's config names the Hugging Face tokenizer "
+                                 f"{hf_tokenizer_name(vlm.model_cfg)!r}, but its tokenizer "
+                                 f"({type(vlm.tokenizer).__name__}) cannot write it; give the VLM open_clip's "
+                                 f"tokenizer (open_clip.get_tokenizer).")
+        vlm.tokenizer.save_pretrained(str(directory))
     atomic_write_json(directory / CONFIG, {"model_cfg": vlm.model_cfg, "preprocess_cfg": _preprocess_cfg(vlm),
                                            "vlmshield": section})
     (directory / README).write_text(model_card(name, card, metrics, sha256))
@@ -71,10 +92,8 @@ def load(directory: str | os.PathLike, device=None, weights: bool = True) -> VLM
     directory = Path(directory)
     config = read_config(directory)
     section = config.get("vlmshield", {})
-    tokenizer = section.get("tokenizer")
     vlm = VLM.from_config(config["model_cfg"], preprocess_cfg=config.get("preprocess_cfg"),
-                          tokenizer=None if tokenizer is None else WordTokenizer.from_config(tokenizer),
-                          name=section.get("name", directory.name))
+                          tokenizer=_tokenizer(directory, config), name=section.get("name", directory.name))
     if weights:
         if (directory / WEIGHTS).exists() or not (directory / LEGACY_WEIGHTS).exists():
             state = read_weights(directory / WEIGHTS, section.get("weights_sha256"))
@@ -82,6 +101,29 @@ def load(directory: str | os.PathLike, device=None, weights: bool = True) -> VLM
             state = read_legacy_weights(directory / LEGACY_WEIGHTS)
         load_state(vlm.model, state, what=f"the weights in {directory}")
     return vlm.to(device or "cpu").eval()
+
+
+def _tokenizer(directory: Path, config: dict):
+    """The folder's tokenizer: vlmshield's word tokenizer, the Hugging Face one saved beside the config, or
+    None (open_clip's own, which ``VLM.from_config`` builds)."""
+    word_tokenizer = config.get("vlmshield", {}).get("tokenizer")
+    if word_tokenizer is not None:
+        return WordTokenizer.from_config(word_tokenizer)
+    name = hf_tokenizer_name(config["model_cfg"])
+    if name is None:
+        return None
+    if not (directory / HF_TOKENIZER_CONFIG).is_file():
+        raise WeightsError(f"{directory} has no {HF_TOKENIZER_CONFIG}: its config names the Hugging Face tokenizer "
+                           f"{name!r}, whose files belong beside the config (zoo.save writes them there).")
+    try:
+        return open_clip.get_tokenizer(f"local-dir:{directory}")
+    except ImportError as error:
+        raise VlmshieldError(f"the tokenizer of {directory} is a Hugging Face tokenizer, which needs the "
+                             f"transformers package: pip install transformers.") from error
+    except (OSError, ValueError) as error:
+        first_line = str(error).splitlines()[0] if str(error) else ""
+        raise WeightsError(f"could not read the Hugging Face tokenizer in {directory} "
+                           f"({type(error).__name__}: {first_line}).") from error
 
 
 def _yaml(value) -> str:

@@ -8,6 +8,7 @@ repo, the file, and how to make it available.
 
 from __future__ import annotations
 
+from contextlib import suppress
 from pathlib import Path
 
 from huggingface_hub import HfApi, hf_hub_download
@@ -50,6 +51,11 @@ def load(spec: str, device=None, weights: bool = True, cache_dir=None) -> VLM:
     """The model of the Hub repo ``spec`` (``org/name[@revision]``), from the cache when it is there."""
     repo, revision = parse(spec)
     config = _download(repo, revision, folder.CONFIG, cache_dir)
+    if folder.hf_tokenizer_name(folder.read_config(config.parent)["model_cfg"]):
+        _download(repo, revision, folder.HF_TOKENIZER_CONFIG, cache_dir)
+        for filename in folder.HF_TOKENIZER_FILES[1:]:  # which of the others a tokenizer has depends on its kind
+            with suppress(WeightsError):
+                _download(repo, revision, filename, cache_dir)
     if weights:
         try:
             _download(repo, revision, folder.WEIGHTS, cache_dir)
