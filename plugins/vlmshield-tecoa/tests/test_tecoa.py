@@ -11,7 +11,7 @@ from vlmshield_tecoa.plugin import TeCoA
 import vlmshield as vs
 from vlmshield.cli import main
 from vlmshield.core import ParameterError, Stage, TrainConfig, packaged_cards, temporary_host, train
-from vlmshield.testing import tensor_dataset, tiny_vlm, toy_task
+from vlmshield.testing import attacked_accuracy, tensor_dataset, tiny_vlm, toy_task
 
 CLASSES = ["circle", "square", "star", "wave"]
 
@@ -72,6 +72,7 @@ def test_the_presets(host):
     assert (paper["config"].eps, paper["config"].batch_size, paper["model"]) == (4 / 255, 128, "clip-vitl14")
     assert world["model"] == "clip-tinyvit4" and world["dataset"] == "world-finetune"
     assert world["method"].template == "a photo of a {}."  # the world's own prompt for shapes
+    assert world["config"].eps == 2 / 255  # TeCoA2: at the world's 4/255 the training collapses
     with pytest.raises(ParameterError, match="no preset 'tiny'"):
         plan("tecoa", "tiny")
     with pytest.raises(ParameterError, match="not published"):
@@ -83,9 +84,18 @@ def test_a_two_step_world_run_from_the_command_line_writes_a_loadable_model_and_
     assert main(["train", "tecoa", "--preset", "world", "--steps", "2", "--batch-size", "8", "--out",
                  str(tmp_path), "--package", "--no-progress"]) == 0
     card = json.loads((tmp_path / "tecoa-tinyvit4.json").read_text())
-    assert card["method"] == "tecoa" and card["threat_model"] == {"norm": "Linf", "eps": "4/255"}
+    assert card["method"] == "tecoa" and card["threat_model"] == {"norm": "Linf", "eps": "2/255"}
     assert card["method_params"] == {"template": "a photo of a {}.", "logit_scale": 100.0}
     loaded = packaged_cards(tmp_path)[0].load()
     assert loaded.name == "tecoa-tinyvit4"
     assert vs.zoo.load(f"local-dir:{tmp_path / 'model'}").name
     assert (tmp_path / "checkpoint.pt").exists() and len((tmp_path / "log.jsonl").read_text().splitlines()) == 2
+
+
+def test_the_shipped_world_model_loads_checked_and_is_more_robust_than_its_base(host):
+    card = vs.zoo.info("tecoa-tinyvit4")
+    assert card["source"] == "package" and card["base_model"] == "clip-tinyvit4"
+    assert card["threat_model"]["eps"] == "2/255" and card["metrics"]["robust"]["2/255"]
+    for task in ("world-textures", "world-positions"):  # card at 2/255: 21.8% and 24.6% against 0.0% (n 500)
+        assert attacked_accuracy("tecoa-tinyvit4", task, n=64, eps="2/255") >= \
+            attacked_accuracy("clip-tinyvit4", task, n=64, eps="2/255") + 0.1

@@ -12,7 +12,7 @@ paper (the TeCoA2/TeCoA4 checkpoints): the single prompt "This is a photo of a {
 ImageNet, the vision tower only (the ``paper`` preset). The original TeCoA code (SGD, 2-step PGD at
 1/255 on ViT-B/32, the text tower run at every step) is not reproduced; research/robustvlm.md 2.2 says
 why it is not the reference. The ``world`` preset is the same method at the world's scale, with the
-world's own prompt for shapes.
+world's own prompt for shapes, at eps 2/255 (TeCoA2): at the world's 4/255 the training collapses (README).
 """
 
 from __future__ import annotations
@@ -49,8 +49,8 @@ class TeCoA(AdversarialFineTuning):
         "world": {"model": "clip-tinyvit4", "dataset": "world-finetune", "val_dataset": "world-finetune",
                   "params": {"template": "a photo of a {}."}, "config": {
                       "stages": [Stage("tecoa", steps=300, lr=1e-4, warmup=20, weight_decay=1e-4)], "batch_size": 64,
-                      **ROBUSTVLM_ATTACK, "checkpoint_every": 50, "log_every": 25, "val_every": 100, "val_n": 100,
-                      "val_steps": 10}},
+                      "eps": 2 / 255, **ROBUSTVLM_ATTACK, "checkpoint_every": 50, "log_every": 25, "val_every": 100,
+                      "val_n": 100, "val_steps": 10}},
     }
 
     def __init__(self, template: str = TEMPLATE, logit_scale: float = 100.0):
