@@ -69,10 +69,8 @@ def plan(method: str, preset: str = "paper", *, model=None, data=None, eps=None,
             raise ParameterError(f"{cls.name} does not distill from a proxy model; drop --proxy.")
         method_params["proxy"] = proxy
     if steps is not None:
-        if len(config["stages"]) != 1:
-            raise ParameterError(f"{cls.name} trains in {len(config['stages'])} stages; set each stage's steps.")
-        only = config["stages"][0]
-        config["stages"] = (replace(only, steps=steps, warmup=min(only.warmup, steps)),)
+        steps = "".join(steps.split()) if isinstance(steps, str) else steps  # as a command line would carry it
+        config["stages"] = _with_steps(cls.name, config["stages"], steps)
     if lr is not None:
         config["stages"] = tuple(replace(s, lr=lr) for s in config["stages"])
     for key, value in (("eps", None if eps is None else parse_eps(eps)), ("batch_size", batch_size),
@@ -87,6 +85,30 @@ def plan(method: str, preset: str = "paper", *, model=None, data=None, eps=None,
     return {"method": cls.create(**method_params), "preset": preset, "overrides": overrides,
             "model": model or chosen["model"], "dataset": data or chosen["dataset"],
             "val_dataset": chosen.get("val_dataset"), "config": TrainConfig(**config).check()}
+
+
+def _with_steps(method: str, stages: tuple, steps) -> tuple:
+    """``stages`` with new lengths: ``steps`` is N (a one-stage run) or 'STAGE=N,STAGE=N' (any of the stages)."""
+    names = [s.name for s in stages]
+    if isinstance(steps, str) and "=" in steps:
+        wanted = {}
+        for item in steps.split(","):
+            name, _, count = (part.strip() for part in item.partition("="))
+            if name not in names:
+                raise ParameterError(f"{method} has no stage {name!r}; its stages: {', '.join(names)}.")
+            wanted[name] = count
+    elif len(stages) == 1:
+        wanted = {names[0]: steps}
+    else:
+        raise ParameterError(f"{method} trains in {len(stages)} stages; give each stage's steps, as "
+                             f"{','.join(f'{s.name}={s.steps}' for s in stages)}.")
+    for name, count in wanted.items():
+        try:
+            wanted[name] = int(count)
+        except ValueError:
+            raise ParameterError(f"steps must be a whole number; got {count!r} for stage {name!r}.") from None
+    return tuple(replace(s, steps=wanted[s.name], warmup=min(s.warmup, wanted[s.name])) if s.name in wanted else s
+                 for s in stages)
 
 
 def command_line(run: dict) -> str:
@@ -176,7 +198,8 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
                                         "or all (default)")
     parser.add_argument("--method-params", help="more parameters of the method: key=value,key=value")
     parser.add_argument("--eps", help="the training budget: 2/255, 4/255, ...")
-    parser.add_argument("--steps", type=int, help="optimizer steps (one-stage methods)")
+    parser.add_argument("--steps", help="optimizer steps: N for a one-stage method, or STAGE=N,... for any of "
+                                        "the stages (hpt-gpd: warmup=100,hpt=600)")
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--lr", type=float, help="peak learning rate of every stage")
     parser.add_argument("--seed", type=int)

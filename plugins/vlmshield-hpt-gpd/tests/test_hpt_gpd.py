@@ -150,6 +150,23 @@ def test_bad_settings_are_one_clear_sentence(host):
         plan("hpt-gpd", "world", stage="pivot")
     run = plan("hpt-gpd", "world", stage="hpt", proxy="clip-tinyvit4")
     assert [s.name for s in run["config"].stages] == ["hpt"] and run["method"].proxy == "clip-tinyvit4"
+    with pytest.raises(ParameterError, match="trains in 2 stages; give each stage's steps, as warmup=100,hpt=300"):
+        plan("hpt-gpd", "world", steps=600)
+    with pytest.raises(ParameterError, match="no stage 'pivot'"):
+        plan("hpt-gpd", "world", steps="pivot=10")
+    with pytest.raises(ParameterError, match="whole number; got 'many' for stage 'hpt'"):
+        plan("hpt-gpd", "world", steps="hpt=many")
+
+
+def test_each_stage_takes_its_own_length(host):
+    from vlmshield.finetune import command_line, plan
+
+    run = plan("hpt-gpd", "world", steps="hpt=600")
+    assert [(s.name, s.steps, s.warmup) for s in run["config"].stages] == [("warmup", 100, 10), ("hpt", 600, 20)]
+    run = plan("hpt-gpd", "world", steps="warmup=5, hpt=3")
+    assert [(s.steps, s.warmup) for s in run["config"].stages] == [(5, 5), (3, 3)]
+    assert command_line(run) == "vlmshield train hpt-gpd --preset world --steps warmup=5,hpt=3"
+    assert [s.steps for s in plan("hpt-gpd", "world", stage="hpt", steps=7)["config"].stages] == [7]
 
 
 def test_the_paper_preset_and_the_recipe_entries(host):

@@ -53,7 +53,8 @@ def test_tau_is_the_relative_drift_of_the_embedding_under_the_noise():
     with torch.no_grad():
         for i in range(3):
             by_hand = float((encoder(x[i] + delta[i]) - encoder(x[i])).norm() / encoder(x[i]).norm())
-            assert tau[i].item() == pytest.approx(by_hand, rel=1e-5)
+            # a small difference of two float32 embeddings: batched and single products round apart by ~1e-5
+            assert tau[i].item() == pytest.approx(by_hand, rel=1e-4)
         assert torch.allclose(anchor, encoder(x))
 
 
