@@ -150,7 +150,7 @@ def test_bad_settings_are_one_clear_sentence(host):
         plan("hpt-gpd", "world", stage="pivot")
     run = plan("hpt-gpd", "world", stage="hpt", proxy="clip-tinyvit4")
     assert [s.name for s in run["config"].stages] == ["hpt"] and run["method"].proxy == "clip-tinyvit4"
-    with pytest.raises(ParameterError, match="trains in 2 stages; give each stage's steps, as warmup=100,hpt=300"):
+    with pytest.raises(ParameterError, match="trains in 2 stages; give each stage's steps, as warmup=100,hpt=1200"):
         plan("hpt-gpd", "world", steps=600)
     with pytest.raises(ParameterError, match="no stage 'pivot'"):
         plan("hpt-gpd", "world", steps="pivot=10")
@@ -209,6 +209,6 @@ def test_a_two_step_cli_run_per_stage_writes_a_loadable_model(tmp_path, capsys, 
 def test_the_shipped_world_model_loads_checked_and_resists_more_than_its_base(host):
     card = vs.zoo.info("hpt-gpd-tinyvit8")
     assert card["source"] == "package" and card["base_model"] == "clip-tinyvit8"
-    # card: 20.0% against 0.0% (n 500)
+    # card: 33.6% against 0.0% (n 500)
     task = "world-colors"
-    assert attacked_accuracy("hpt-gpd-tinyvit8", task) >= attacked_accuracy("clip-tinyvit8", task) + 0.1
+    assert attacked_accuracy("hpt-gpd-tinyvit8", task) >= attacked_accuracy("clip-tinyvit8", task) + 0.2

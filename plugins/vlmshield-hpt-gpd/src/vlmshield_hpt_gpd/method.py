@@ -75,7 +75,7 @@ class HPTGPD(AdversarialFineTuning):
         "world": {"model": "clip-tinyvit8", "dataset": "world-finetune", "val_dataset": "world-finetune",
                   "params": {"proxy": "clip-tinyrn", "template": "a photo of a {}."}, "config": {
                       "stages": [Stage("warmup", steps=100, lr=1e-4, warmup=10, weight_decay=0.0),
-                                 Stage("hpt", steps=300, lr=3e-4, warmup=20, weight_decay=0.0)],
+                                 Stage("hpt", steps=1200, lr=3e-4, warmup=20, weight_decay=0.0)],
                       "batch_size": 64, "eps": 4 / 255, **HPT_ATTACK, "checkpoint_every": 50, "log_every": 25,
                       "val_every": 100, "val_n": 100, "val_steps": 10}},
     }
