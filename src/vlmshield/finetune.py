@@ -68,11 +68,11 @@ def plan(method: str, preset: str = "paper", *, model=None, data=None, eps=None,
         if "proxy" not in signature_defaults(cls):
             raise ParameterError(f"{cls.name} does not distill from a proxy model; drop --proxy.")
         method_params["proxy"] = proxy
+    steps, lr = ("".join(v.split()) if isinstance(v, str) else v for v in (steps, lr))  # as a command line has it
     if steps is not None:
-        steps = "".join(steps.split()) if isinstance(steps, str) else steps  # as a command line would carry it
-        config["stages"] = _with_steps(cls.name, config["stages"], steps)
+        config["stages"] = _per_stage(cls.name, config["stages"], "steps", steps)
     if lr is not None:
-        config["stages"] = tuple(replace(s, lr=lr) for s in config["stages"])
+        config["stages"] = _per_stage(cls.name, config["stages"], "lr", lr)
     for key, value in (("eps", None if eps is None else parse_eps(eps)), ("batch_size", batch_size),
                        ("seed", seed)):
         if value is not None:
@@ -87,28 +87,37 @@ def plan(method: str, preset: str = "paper", *, model=None, data=None, eps=None,
             "val_dataset": chosen.get("val_dataset"), "config": TrainConfig(**config).check()}
 
 
-def _with_steps(method: str, stages: tuple, steps) -> tuple:
-    """``stages`` with new lengths: ``steps`` is N (a one-stage run) or 'STAGE=N,STAGE=N' (any of the stages)."""
+def _per_stage(method: str, stages: tuple, field: str, value) -> tuple:
+    """``stages`` with a new ``field`` (steps or lr): ``value`` is one for every stage (steps: only for a
+    one-stage run), or 'STAGE=V,STAGE=V' for any of them."""
     names = [s.name for s in stages]
-    if isinstance(steps, str) and "=" in steps:
+    if isinstance(value, str) and "=" in value:
         wanted = {}
-        for item in steps.split(","):
-            name, _, count = (part.strip() for part in item.partition("="))
+        for item in value.split(","):
+            name, _, text = item.partition("=")
             if name not in names:
                 raise ParameterError(f"{method} has no stage {name!r}; its stages: {', '.join(names)}.")
-            wanted[name] = count
-    elif len(stages) == 1:
-        wanted = {names[0]: steps}
-    else:
+            wanted[name] = text
+    elif field == "steps" and len(stages) > 1:
         raise ParameterError(f"{method} trains in {len(stages)} stages; give each stage's steps, as "
                              f"{','.join(f'{s.name}={s.steps}' for s in stages)}.")
-    for name, count in wanted.items():
+    else:
+        wanted = dict.fromkeys(names, value)
+    convert = int if field == "steps" else float
+    for name, text in wanted.items():
         try:
-            wanted[name] = int(count)
+            wanted[name] = convert(text)
         except ValueError:
-            raise ParameterError(f"steps must be a whole number; got {count!r} for stage {name!r}.") from None
-    return tuple(replace(s, steps=wanted[s.name], warmup=min(s.warmup, wanted[s.name])) if s.name in wanted else s
-                 for s in stages)
+            raise ParameterError(f"{field} must be a {'whole number' if field == 'steps' else 'number'}; got "
+                                 f"{text!r} for stage {name!r}.") from None
+    changed = []
+    for stage in stages:
+        if stage.name in wanted:
+            new = wanted[stage.name]
+            stage = replace(stage, steps=new, warmup=min(stage.warmup, new)) if field == "steps" else \
+                replace(stage, lr=new)
+        changed.append(stage)
+    return tuple(changed)
 
 
 def command_line(run: dict) -> str:
@@ -201,7 +210,8 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", help="optimizer steps: N for a one-stage method, or STAGE=N,... for any of "
                                         "the stages (hpt-gpd: warmup=100,hpt=600)")
     parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--lr", type=float, help="peak learning rate of every stage")
+    parser.add_argument("--lr", help="peak learning rate: one for every stage, or STAGE=LR,... (hpt-gpd: "
+                                     "warmup=1e-4,hpt=3e-4)")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--out", help="folder: checkpoint (resumable), log, model folder; default runs/METHOD-PRESET")
     parser.add_argument("--name", help="zoo name of the result (default METHOD-ARCH)")

@@ -158,7 +158,7 @@ def test_bad_settings_are_one_clear_sentence(host):
         plan("hpt-gpd", "world", steps="hpt=many")
 
 
-def test_each_stage_takes_its_own_length(host):
+def test_each_stage_takes_its_own_length_and_learning_rate(host):
     from vlmshield.finetune import command_line, plan
 
     run = plan("hpt-gpd", "world", steps="hpt=600")
@@ -167,6 +167,11 @@ def test_each_stage_takes_its_own_length(host):
     assert [(s.steps, s.warmup) for s in run["config"].stages] == [(5, 5), (3, 3)]
     assert command_line(run) == "vlmshield train hpt-gpd --preset world --steps warmup=5,hpt=3"
     assert [s.steps for s in plan("hpt-gpd", "world", stage="hpt", steps=7)["config"].stages] == [7]
+    run = plan("hpt-gpd", "world", lr="hpt=1e-3")
+    assert [s.lr for s in run["config"].stages] == [1e-4, 1e-3]
+    assert [s.lr for s in plan("hpt-gpd", "world", lr=2e-4)["config"].stages] == [2e-4, 2e-4]
+    with pytest.raises(ParameterError, match="lr must be a number; got 'fast' for stage 'warmup'"):
+        plan("hpt-gpd", "world", lr="warmup=fast")
 
 
 def test_the_paper_preset_and_the_recipe_entries(host):
