@@ -35,6 +35,7 @@ from .errors import (
     UnknownNameError,
     VlmshieldError,
     did_you_mean,
+    error_summary,
 )
 from .evaluate import Evaluator, evaluate, format_table, subset_indices
 from .hookspecs import hookimpl
@@ -65,7 +66,8 @@ __all__ = [
     "LabelledImages", "dataset", "datasets", "DEFENSE_KINDS", "Defense", "Purifier", "TestTimeDefense",
     "TrainingDefense",
     "DataError", "InputError", "ParameterError", "PluginError", "UnknownNameError", "VlmshieldError",
-    "did_you_mean", "Evaluator", "evaluate", "format_table", "subset_indices", "hookimpl", "DEFAULT_TEMPLATES",
+    "did_you_mean", "error_summary", "Evaluator", "evaluate", "format_table", "subset_indices", "hookimpl",
+    "DEFAULT_TEMPLATES",
     "VLM", "ZeroShotClassifier", "check_images", "eval_mode", "frozen", "Configurable", "eps_note", "format_eps",
     "parse_eps", "parse_params", "Command", "PluginHost", "get_host", "plugins", "reset_host", "temporary_host",
     "RunLog", "atomic_write_json", "derive_seed", "environment", "fingerprint", "Registration", "canonical_name",

@@ -38,6 +38,12 @@ class PluginError(VlmshieldError):
     """A plugin that failed to load or registered something invalid."""
 
 
+def error_summary(error: BaseException) -> str:
+    """'TypeName: first line of the message', to quote a library's error inside one sentence of ours."""
+    message = str(error)
+    return f"{type(error).__name__}: {message.splitlines()[0] if message else ''}"
+
+
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     """Return ' Did you mean ...?' for the closest candidates, or '' when none is close."""
     close = difflib.get_close_matches(name, list(candidates), n=3, cutoff=0.6)

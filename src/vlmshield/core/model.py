@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import InputError, ParameterError, UnknownNameError, VlmshieldError, did_you_mean
+from .errors import InputError, ParameterError, UnknownNameError, VlmshieldError, did_you_mean, error_summary
 
 #: How far outside [0, 1] an input may stray (float round-off) before it is rejected.
 RANGE_TOLERANCE = 1e-5
@@ -123,9 +123,8 @@ class VLM(nn.Module):
             raise
         except Exception as error:  # a download or file problem, reported in one sentence
             raise VlmshieldError(
-                f"could not load the {pretrained!r} weights of {arch}: {type(error).__name__}: "
-                f"{str(error).splitlines()[0] if str(error) else ''} (without network access, build it "
-                f"with random weights instead: weights=False / --no-weights)."
+                f"could not load the {pretrained!r} weights of {arch}: {error_summary(error)} (without "
+                f"network access, build it with random weights instead: weights=False / --no-weights)."
             ) from error
         finally:
             logging.disable(logging.NOTSET)

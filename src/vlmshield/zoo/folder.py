@@ -23,7 +23,15 @@ from pathlib import Path
 
 import open_clip
 
-from vlmshield.core import VLM, ModelCard, ParameterError, VlmshieldError, WordTokenizer, atomic_write_json
+from vlmshield.core import (
+    VLM,
+    ModelCard,
+    ParameterError,
+    VlmshieldError,
+    WordTokenizer,
+    atomic_write_json,
+    error_summary,
+)
 from vlmshield.core.weights import WeightsError, load_state, read_legacy_weights, read_weights, write_weights
 
 CONFIG, WEIGHTS, README = "open_clip_config.json", "open_clip_model.safetensors", "README.md"
@@ -119,11 +127,10 @@ def _tokenizer(directory: Path, config: dict):
         return open_clip.get_tokenizer(f"local-dir:{directory}")
     except ImportError as error:
         raise VlmshieldError(f"the tokenizer of {directory} is a Hugging Face tokenizer, which needs the "
-                             f"transformers package: pip install transformers.") from error
+                             f"transformers package: pip install vlmshield[hf] (or transformers).") from error
     except (OSError, ValueError) as error:
-        first_line = str(error).splitlines()[0] if str(error) else ""
         raise WeightsError(f"could not read the Hugging Face tokenizer in {directory} "
-                           f"({type(error).__name__}: {first_line}).") from error
+                           f"({error_summary(error)}).") from error
 
 
 def _yaml(value) -> str:

@@ -15,7 +15,7 @@ from huggingface_hub import HfApi, hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
 
 from vlmshield._version import __version__
-from vlmshield.core import VLM, ParameterError
+from vlmshield.core import VLM, ParameterError, error_summary
 from vlmshield.core.weights import WeightsError, read_checked, sha256_file
 
 from . import folder
@@ -44,7 +44,7 @@ def _download(repo: str, revision: str | None, filename: str, cache_dir) -> Path
         ) from error
     except (HfHubHTTPError, OSError) as error:
         raise WeightsError(f"could not get {filename} of {where} from the Hugging Face Hub "
-                           f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}).") from error
+                           f"({error_summary(error)}).") from error
 
 
 def load(spec: str, device=None, weights: bool = True, cache_dir=None) -> VLM:
