@@ -15,11 +15,12 @@ from vlmshield.core import (
     Stage,
     TrainConfig,
     WeightsError,
+    kl_divergence,
     learning_rate,
     temporary_host,
     train,
 )
-from vlmshield.testing import tensor_dataset, tiny_vlm, toy_task
+from vlmshield.testing import logged_losses, tiny_vlm, toy_dataset
 
 
 class EmbeddingPull(AdversarialFineTuning):
@@ -37,9 +38,14 @@ class EmbeddingPull(AdversarialFineTuning):
         return (vlm(x_adv) - target).pow(2).sum(1).mean()
 
 
-def _data(n=32):
-    x, y = toy_task(n=n, size=32)
-    return tensor_dataset(x, y, ["circle", "square", "star", "wave"])
+def test_kl_is_the_first_softmax_s_divergence_from_the_second_summed_over_classes():
+    first, second = torch.randn(3, 5), torch.randn(3, 5)
+    p, q = first.softmax(1), second.softmax(1)
+    by_hand = (p * (p.log() - q.log())).sum(1)
+    assert torch.allclose(kl_divergence(first, second), by_hand, atol=1e-6)
+    assert torch.allclose(kl_divergence(first, second),
+                          torch.nn.functional.kl_div(second.log_softmax(1), p, reduction="none").sum(1), atol=1e-6)
+    assert kl_divergence(first, first).abs().max() < 1e-6 and (kl_divergence(first, second) > 0).all()
 
 
 def _config(**overrides):
@@ -75,7 +81,7 @@ def test_only_the_declared_parameters_train_and_the_reference_stays_frozen():
         vlm = tiny_vlm()
         before = {k: v.clone() for k, v in vlm.model.state_dict().items()}
         method = EmbeddingPull()
-        train(vlm, _data(), method, _config(), progress=False)
+        train(vlm, toy_dataset(), method, _config(), progress=False)
     after = vlm.model.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed and all(k.startswith("visual.") for k in changed)
@@ -84,10 +90,10 @@ def test_only_the_declared_parameters_train_and_the_reference_stays_frozen():
 
 def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path):
     with temporary_host():
-        whole = train(tiny_vlm(), _data(), EmbeddingPull(), _config(), progress=False)
-        train(tiny_vlm(), _data(), EmbeddingPull(), _config(), out=tmp_path, progress=False, stop_after=3)
+        whole = train(tiny_vlm(), toy_dataset(), EmbeddingPull(), _config(), progress=False)
+        train(tiny_vlm(), toy_dataset(), EmbeddingPull(), _config(), out=tmp_path, progress=False, stop_after=3)
         assert json.loads((tmp_path / "log.jsonl").read_text().splitlines()[-1])["step"] == 3
-        resumed = train(tiny_vlm(), _data(), EmbeddingPull(), _config(), out=tmp_path, progress=False)
+        resumed = train(tiny_vlm(), toy_dataset(), EmbeddingPull(), _config(), out=tmp_path, progress=False)
     for key, value in whole.model.state_dict().items():
         assert torch.equal(value, resumed.model.state_dict()[key]), key
     steps = [json.loads(line)["step"] for line in (tmp_path / "log.jsonl").read_text().splitlines()]
@@ -96,19 +102,19 @@ def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path):
 
 def test_a_checkpoint_of_another_run_or_a_broken_one_is_refused(tmp_path):
     with temporary_host():
-        train(tiny_vlm(), _data(), EmbeddingPull(), _config(), out=tmp_path, progress=False, stop_after=2)
+        train(tiny_vlm(), toy_dataset(), EmbeddingPull(), _config(), out=tmp_path, progress=False, stop_after=2)
         with pytest.raises(ParameterError, match="another configuration"):
-            train(tiny_vlm(), _data(), EmbeddingPull(), _config(seed=1), out=tmp_path, progress=False)
+            train(tiny_vlm(), toy_dataset(), EmbeddingPull(), _config(seed=1), out=tmp_path, progress=False)
         (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
         with pytest.raises(WeightsError, match="unreadable"):
-            train(tiny_vlm(), _data(), EmbeddingPull(), _config(), out=tmp_path, progress=False)
+            train(tiny_vlm(), toy_dataset(), EmbeddingPull(), _config(), out=tmp_path, progress=False)
 
 
 def test_stages_set_their_own_learning_rate(tmp_path):
     config = _config(stages=(Stage("warm", steps=2, lr=1e-3, warmup=0, weight_decay=0.0),
                              Stage("main", steps=2, lr=1e-2, warmup=2, weight_decay=0.1)))
     with temporary_host():
-        train(tiny_vlm(), _data(), EmbeddingPull(), config, out=tmp_path, progress=False)
+        train(tiny_vlm(), toy_dataset(), EmbeddingPull(), config, out=tmp_path, progress=False)
     log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [e["stage"] for e in log] == ["warm", "warm", "main", "main"]
     assert [e["lr"] for e in log] == pytest.approx([1e-3, 5e-4, 5e-3, 1e-2])
@@ -116,7 +122,7 @@ def test_stages_set_their_own_learning_rate(tmp_path):
 
 def test_the_inner_attack_raises_and_the_outer_steps_lower_the_method_loss():
     with temporary_host():
-        vlm, method, data = tiny_vlm(), EmbeddingPull(), _data()
+        vlm, method, data = tiny_vlm(), EmbeddingPull(), toy_dataset()
         x = torch.stack([data[i][0] for i in range(8)])
         refs = method.references(vlm, data)
         target = refs["original"](x)
@@ -125,9 +131,7 @@ def test_the_inner_attack_raises_and_the_outer_steps_lower_the_method_loss():
         x_adv = inner_attack(_config(attack_steps=5))(vlm, x, target, seed=0)
         with torch.no_grad():
             assert method.loss(vlm, x_adv, x, None, target, refs) > method.loss(vlm, x, x, None, target, refs)
-        losses = []
-        config = _config(stages=(Stage("a", steps=12, lr=3e-4, warmup=0, weight_decay=0.0),), batch_size=32)
-        train(vlm, data, method, config, progress=False, log=lambda line: losses.append(float(line.split()[4])))
+        losses = logged_losses(vlm, data, method, steps=12, attack_steps=2)
     assert losses[-1] < losses[0]
 
 
@@ -137,12 +141,12 @@ SCRIPT = textwrap.dedent('''
     from vlmshield.core import Stage, TrainConfig, train
     from vlmshield.core.distributed import init_from_env, rank_and_world
     sys.path.insert(0, sys.argv[2])
-    from test_train import EmbeddingPull, _data
-    from vlmshield.testing import tiny_vlm
+    from test_train import EmbeddingPull
+    from vlmshield.testing import tiny_vlm, toy_dataset
     init_from_env()
     config = TrainConfig(stages=(Stage("a", steps=3, lr=1e-3, warmup=1, weight_decay=0.01),), batch_size=8,
                          attack_steps=2, attack_params={"random_start": False})
-    vlm = train(tiny_vlm(), _data(), EmbeddingPull(), config, progress=False, device="cpu")
+    vlm = train(tiny_vlm(), toy_dataset(), EmbeddingPull(), config, progress=False, device="cpu")
     if rank_and_world()[0] == 0:
         torch.save(vlm.model.visual.state_dict(), sys.argv[1])
 ''')

@@ -46,7 +46,7 @@ def _method(name: str):
 
 
 def plan(method: str, preset: str = "paper", *, model=None, data=None, eps=None, steps=None, batch_size=None,
-         lr=None, seed=None, stage=None, proxy=None, params: dict | None = None) -> dict:
+         lr=None, seed=None, stage=None, proxy=None, params: dict | None = None, attack_steps=None) -> dict:
     """The run a preset and its overrides describe: model, dataset, method parameters and TrainConfig.
 
     ``stage`` runs one stage of a multi-stage method (by name; ``all`` or ``both``: every stage),
@@ -74,12 +74,12 @@ def plan(method: str, preset: str = "paper", *, model=None, data=None, eps=None,
     if lr is not None:
         config["stages"] = _per_stage(cls.name, config["stages"], "lr", lr)
     for key, value in (("eps", None if eps is None else parse_eps(eps)), ("batch_size", batch_size),
-                       ("seed", seed)):
+                       ("seed", seed), ("attack_steps", attack_steps)):
         if value is not None:
             config[key] = value
     overrides = {k: v for k, v in (("model", model), ("proxy", proxy), ("dataset", data), ("stage", stage),
                                    ("eps", eps), ("steps", steps), ("batch_size", batch_size), ("lr", lr),
-                                   ("seed", seed)) if v is not None}
+                                   ("seed", seed), ("attack_steps", attack_steps)) if v is not None}
     if params:
         overrides["method_params"] = ",".join(f"{k}={v}" for k, v in params.items())
     return {"method": cls.create(**method_params), "preset": preset, "overrides": overrides,
@@ -177,7 +177,7 @@ def _train(args) -> int:
         params = parse_params(cls, args.method_params, f"defense {cls.name!r}", cls.pixel_params)
     run = plan(args.method, args.preset, model=args.model, data=args.dataset, eps=args.eps, steps=args.steps,
                batch_size=args.batch_size, lr=args.lr, seed=args.seed, stage=args.stage, proxy=args.proxy,
-               params=params)
+               params=params, attack_steps=args.attack_steps)
     out = Path(args.out or f"runs/{args.method}-{args.preset}")
     try:
         info = run_training(run, out, name=args.name, device=args.device,
@@ -212,6 +212,7 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--lr", help="peak learning rate: one for every stage, or STAGE=LR,... (hpt-gpd: "
                                      "warmup=1e-4,hpt=3e-4)")
+    parser.add_argument("--attack-steps", type=int, help="iterations of the inner attack (the preset's by default)")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--out", help="folder: checkpoint (resumable), log, model folder; default runs/METHOD-PRESET")
     parser.add_argument("--name", help="zoo name of the result (default METHOD-ARCH)")

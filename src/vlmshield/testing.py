@@ -86,6 +86,29 @@ def tensor_dataset(x: torch.Tensor, y: torch.Tensor, classnames, templates=("a p
     return LabelledImages(TensorDataset(x, y), classnames, templates, name=name)
 
 
+def logged_losses(vlm: VLM, data: LabelledImages, method, *, steps: int = 10, lr: float = 3e-4,
+                  batch_size: int = 32, attack_steps: int = 3) -> list[float]:
+    """Fine-tune ``vlm`` in place with ``method`` for ``steps`` steps (one stage at ``lr``, no warm-up, no
+    weight decay) and return the loss the engine logged at every step."""
+    from .core import Stage, TrainConfig, train
+
+    losses = []
+    config = TrainConfig(stages=(Stage("test", steps, lr, 0, 0.0),), batch_size=batch_size,
+                         attack_steps=attack_steps, log_every=1)
+    train(vlm, data, method, config, progress=False, log=lambda line: losses.append(float(line.split()[4])))
+    return losses
+
+
+#: The class names of ``toy_dataset`` (the prompts of the training tests name them).
+TOY_CLASSES = ("circle", "square", "star", "wave")
+
+
+def toy_dataset(n: int = 32, size: int = 32) -> LabelledImages:
+    """``toy_task``'s four classes as a labelled dataset named by ``TOY_CLASSES``, for fine-tuning tests."""
+    x, y = toy_task(n=n, size=size)
+    return tensor_dataset(x, y, list(TOY_CLASSES))
+
+
 def make_plugin(name: str, **hooks):
     """A plugin object named ``name`` whose hooks are the given functions, for ``temporary_host``::
 

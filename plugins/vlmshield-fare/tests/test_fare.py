@@ -9,9 +9,15 @@ from vlmshield_fare.plugin import FARE
 
 import vlmshield as vs
 from vlmshield.cli import main
-from vlmshield.core import TrainConfig, packaged_cards, temporary_host, train
+from vlmshield.core import packaged_cards, resolve_loss, temporary_host
 from vlmshield.core.protocol import Protocol
-from vlmshield.testing import attacked_accuracy, make_plugin, tensor_dataset, tiny_vlm, toy_task
+from vlmshield.testing import (
+    attacked_accuracy,
+    logged_losses,
+    make_plugin,
+    tiny_vlm,
+    toy_dataset,
+)
 
 
 @pytest.fixture
@@ -20,27 +26,22 @@ def host():
         yield host
 
 
-def _data(n=32):
-    x, y = toy_task(n=n, size=32)
-    return tensor_dataset(x, y, ["circle", "square", "star", "wave"])
-
-
 def test_the_loss_is_the_squared_distance_summed_over_the_embedding_and_averaged_over_the_batch():
     vlm, method = tiny_vlm(), FARE()
-    x = _data()[0][0][None].repeat(2, 1, 1, 1)
-    refs = method.references(vlm, _data())
+    x = toy_dataset()[0][0][None].repeat(2, 1, 1, 1)
+    refs = method.references(vlm, toy_dataset())
     _, target, inner = method.attack_target(vlm, x, None, refs)
     x_adv = (x + 0.01).clamp(0, 1)
     with torch.no_grad():
         embedding = vlm.encode_image(x_adv)  # not normalized, as in FARE
         by_hand = sum(float(((embedding[i] - target[i]) ** 2).sum()) for i in range(2)) / 2
         assert method.loss(vlm, x_adv, x, None, target, refs).item() == pytest.approx(by_hand, rel=1e-5)
-        assert torch.allclose(inner(embedding, target), ((embedding - target) ** 2).sum(1))
+        assert torch.allclose(resolve_loss(inner)(embedding, target), ((embedding - target) ** 2).sum(1))
         assert torch.allclose(target, vlm.encode_image(x))  # the frozen copy is the original encoder
 
 
 def test_the_attack_raises_the_loss_and_training_lowers_it_with_the_original_frozen(host):
-    vlm, method, data = tiny_vlm(), FARE(), _data()
+    vlm, method, data = tiny_vlm(), FARE(), toy_dataset()
     x = torch.stack([data[i][0] for i in range(8)])
     refs = method.references(vlm, data)
     _, target, inner = method.attack_target(vlm, x, None, refs)
@@ -49,10 +50,7 @@ def test_the_attack_raises_the_loss_and_training_lowers_it_with_the_original_fro
     with torch.no_grad():
         assert method.loss(vlm, x_adv, x, None, target, refs) > method.loss(vlm, x, x, None, target, refs)
     original = {k: v.clone() for k, v in vlm.model.visual.state_dict().items()}
-    losses = []
-    train(vlm, data, method, TrainConfig(stages=(vs.core.Stage("fare", 10, 3e-4, 0, 0.0),), batch_size=32,
-                                         attack_steps=3, log_every=1), progress=False,
-          log=lambda line: losses.append(float(line.split()[4])))
+    losses = logged_losses(vlm, data, method)
     assert losses[-1] < losses[0]
     assert any(not torch.equal(v, vlm.model.visual.state_dict()[k]) for k, v in original.items())
 

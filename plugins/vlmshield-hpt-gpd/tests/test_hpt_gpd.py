@@ -6,14 +6,28 @@ import pytest
 import torch
 import torch.nn.functional as F
 from vlmshield_hpt_gpd import plugin
-from vlmshield_hpt_gpd.method import HPTGPD, kl_divergence
+from vlmshield_hpt_gpd.method import HPTGPD
 
 import vlmshield as vs
 from vlmshield.cli import main
-from vlmshield.core import ModelCard, ParameterError, Stage, TrainConfig, learning_rate, temporary_host, train
-from vlmshield.testing import attacked_accuracy, make_plugin, tensor_dataset, tiny_vlm, toy_task
+from vlmshield.core import (
+    ModelCard,
+    ParameterError,
+    Stage,
+    TrainConfig,
+    learning_rate,
+    temporary_host,
+    train,
+)
+from vlmshield.testing import (
+    TOY_CLASSES,
+    attacked_accuracy,
+    make_plugin,
+    tiny_vlm,
+    toy_dataset,
+)
 
-CLASSES = ["circle", "square", "star", "wave"]
+CLASSES = list(TOY_CLASSES)
 
 
 @pytest.fixture
@@ -24,30 +38,15 @@ def host():
         yield host
 
 
-def _data(n=32):
-    x, y = toy_task(n=n, size=32)
-    return tensor_dataset(x, y, CLASSES)
-
-
 def _refs(method, vlm, data, stage):
     refs = method.references(vlm, data)
     refs["stage"], refs["stage_start"] = stage, vs.core.frozen_copy(vlm)
     return refs
 
 
-def test_kl_is_the_teachers_divergence_from_the_student_summed_over_classes():
-    teacher, student = torch.randn(3, 5), torch.randn(3, 5)
-    p, q = teacher.softmax(1), student.softmax(1)
-    by_hand = (p * (p.log() - q.log())).sum(1)
-    assert torch.allclose(kl_divergence(teacher, student), by_hand, atol=1e-6)
-    assert torch.allclose(kl_divergence(teacher, student), F.kl_div(student.log_softmax(1), p, reduction="none").sum(1),
-                          atol=1e-6)
-    assert kl_divergence(teacher, teacher).abs().max() < 1e-6
-
-
 @pytest.mark.parametrize("scale", [1.0, 100.0])
 def test_the_hpt_and_warmup_losses_match_hand_computations(host, scale):
-    vlm, data, method = tiny_vlm(), _data(), HPTGPD(proxy="tiny-proxy", logit_scale=scale)
+    vlm, data, method = tiny_vlm(), toy_dataset(), HPTGPD(proxy="tiny-proxy", logit_scale=scale)
     x = torch.stack([data[i][0] for i in range(4)])
     x_adv = (x + 0.02 * torch.randn_like(x)).clamp(0, 1)
     proxy = tiny_vlm(seed=7)
@@ -74,7 +73,7 @@ def test_the_hpt_and_warmup_losses_match_hand_computations(host, scale):
 
 
 def test_the_proxy_and_the_anchor_stay_frozen_and_in_eval_mode(host):
-    vlm, data, method = tiny_vlm(), _data(), HPTGPD(proxy="tiny-proxy")
+    vlm, data, method = tiny_vlm(), toy_dataset(), HPTGPD(proxy="tiny-proxy")
     refs = method.references(vlm, data)
     proxy = refs["proxy"].vlm
     assert not proxy.training and not any(p.requires_grad for p in proxy.parameters())
@@ -99,7 +98,7 @@ def test_the_proxy_and_the_anchor_stay_frozen_and_in_eval_mode(host):
 
 
 def test_stages_switch_schedules_at_the_right_step_and_the_hpt_stage_anchors_to_the_pivot(host, tmp_path):
-    data, method = _data(), HPTGPD(proxy="tiny-proxy")
+    data, method = toy_dataset(), HPTGPD(proxy="tiny-proxy")
     stages = (Stage("warmup", 3, 2e-3, 1, 0.0), Stage("hpt", 3, 5e-4, 2, 0.0))
     config = TrainConfig(stages=stages, batch_size=8, attack_steps=1, optimizer="sgd")
     pivots = []
@@ -125,7 +124,7 @@ def test_stages_switch_schedules_at_the_right_step_and_the_hpt_stage_anchors_to_
 
 
 def test_a_run_interrupted_inside_the_hpt_stage_resumes_to_the_same_weights(host, tmp_path):
-    data = _data()
+    data = toy_dataset()
     config = TrainConfig(stages=(Stage("warmup", 2, 1e-3, 0, 0.0), Stage("hpt", 3, 1e-3, 0, 0.0)), batch_size=8,
                          attack_steps=1, checkpoint_every=1)
     whole = train(tiny_vlm(), data, HPTGPD(proxy="tiny-proxy"), config, progress=False)
@@ -144,7 +143,7 @@ def test_bad_settings_are_one_clear_sentence(host):
         HPTGPD(anchor_weight=-1)
     target = vs.zoo.load("tiny-proxy")
     with pytest.raises(ParameterError, match="the target itself"):
-        HPTGPD(proxy="tiny-proxy").references(target, _data())
+        HPTGPD(proxy="tiny-proxy").references(target, toy_dataset())
     from vlmshield.finetune import plan
     with pytest.raises(ParameterError, match="no stage 'pivot'"):
         plan("hpt-gpd", "world", stage="pivot")

@@ -10,10 +10,16 @@ from vlmshield_tecoa.plugin import TeCoA
 
 import vlmshield as vs
 from vlmshield.cli import main
-from vlmshield.core import ParameterError, Stage, TrainConfig, packaged_cards, temporary_host, train
-from vlmshield.testing import attacked_accuracy, tensor_dataset, tiny_vlm, toy_task
+from vlmshield.core import ParameterError, packaged_cards, temporary_host
+from vlmshield.testing import (
+    TOY_CLASSES,
+    attacked_accuracy,
+    logged_losses,
+    tiny_vlm,
+    toy_dataset,
+)
 
-CLASSES = ["circle", "square", "star", "wave"]
+CLASSES = list(TOY_CLASSES)
 
 
 @pytest.fixture
@@ -22,13 +28,8 @@ def host():
         yield host
 
 
-def _data(n=32):
-    x, y = toy_task(n=n, size=32)
-    return tensor_dataset(x, y, CLASSES)
-
-
 def test_the_loss_is_cross_entropy_of_100_times_the_cosine_to_the_class_prompts():
-    vlm, method, data = tiny_vlm(), TeCoA(), _data()
+    vlm, method, data = tiny_vlm(), TeCoA(), toy_dataset()
     x, y = torch.stack([data[i][0] for i in range(4)]), torch.tensor([data[i][1] for i in range(4)])
     refs = method.references(vlm, data)
     with torch.no_grad():
@@ -48,17 +49,14 @@ def test_bad_parameters_are_refused():
 
 
 def test_the_attack_raises_the_loss_and_training_lowers_it_and_leaves_the_text_tower(host):
-    vlm, method, data = tiny_vlm(), TeCoA(), _data()
+    vlm, method, data = tiny_vlm(), TeCoA(), toy_dataset()
     x, y = torch.stack([data[i][0] for i in range(8)]), torch.tensor([data[i][1] for i in range(8)])
     refs = method.references(vlm, data)
     x_adv = vs.attack("pgd", eps="4/255", steps=5, momentum=0.9)(refs["classifier"], x, y, seed=0)
     with torch.no_grad():
         assert method.loss(vlm, x_adv, x, y, y, refs) > method.loss(vlm, x, x, y, y, refs)
     text = {k: v.clone() for k, v in vlm.model.state_dict().items() if not k.startswith("visual.")}
-    losses = []
-    train(vlm, data, method, TrainConfig(stages=(Stage("tecoa", 10, 3e-4, 0, 0.0),), batch_size=32, attack_steps=3,
-                                         log_every=1), progress=False,
-          log=lambda line: losses.append(float(line.split()[4])))
+    losses = logged_losses(vlm, data, method)
     assert losses[-1] < losses[0]
     assert all(torch.equal(v, vlm.model.state_dict()[k]) for k, v in text.items())
 

@@ -53,6 +53,7 @@ from .train import (
     Stage,
     TrainConfig,
     frozen_copy,
+    kl_divergence,
     learning_rate,
     train,
 )
@@ -72,6 +73,6 @@ __all__ = [
     "parse_eps", "parse_params", "Command", "PluginHost", "get_host", "plugins", "reset_host", "temporary_host",
     "RunLog", "atomic_write_json", "derive_seed", "environment", "fingerprint", "Registration", "canonical_name",
     "plugin_hint", "WordTokenizer", "export_packaged", "packaged_cards", "AdversarialFineTuning", "ImageEncoder",
-    "Stage", "TrainConfig", "frozen_copy", "learning_rate", "train", "WeightsError", "load_state", "read_weights",
-    "write_weights", "recipe_card", "ROBUSTVLM_ATTACK",
+    "Stage", "TrainConfig", "frozen_copy", "kl_divergence", "learning_rate", "train", "WeightsError", "load_state",
+    "read_weights", "write_weights", "recipe_card", "ROBUSTVLM_ATTACK",
 ]

@@ -86,8 +86,8 @@ def targeted_dlr_loss(target: torch.Tensor) -> TargetedLoss:
 
 
 def squared_l2_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Squared L2 distance per sample, summed over features (FARE's embedding loss)."""
-    return (output - target).pow(2).flatten(1).sum(dim=1)
+    """Squared L2 distance per sample, summed over features (FARE's embedding loss), in float32."""
+    return (output.float() - target.float()).pow(2).flatten(1).sum(dim=1)
 
 
 LOSSES: dict[str, LossFn] = {"ce": ce_loss, "cw": margin_loss(), "dlr": dlr_loss, "l2": squared_l2_loss}

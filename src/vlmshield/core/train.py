@@ -37,6 +37,7 @@ from typing import ClassVar
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -103,7 +104,7 @@ class TrainConfig:
             raise ParameterError("training needs at least one stage.")
         for stage in self.stages:
             stage.check()
-        for name in ("batch_size", "checkpoint_every", "log_every", "val_n"):
+        for name in ("batch_size", "attack_steps", "checkpoint_every", "log_every", "val_n"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ParameterError(f"{name} must be a whole number, 1 or more; got {value!r}.")
@@ -156,7 +157,8 @@ class AdversarialFineTuning(TrainingDefense):
 
     ``references`` builds the frozen things the losses need, once; ``attack_target`` says which module
     the inner attack sees, with which target and loss; ``loss`` is the outer loss on the adversarial
-    batch. All three receive the current ``Stage`` through ``refs["stage"]`` when they need it, and,
+    batch. All three receive the run's ``TrainConfig`` through ``refs["config"]`` and the current ``Stage``
+    through ``refs["stage"]`` when they need them, and,
     for methods that set ``stage_snapshot``, a frozen copy of the model as it was when the current stage
     began through ``refs["stage_start"]`` (HPT-GPD's pivot; checkpoints keep it, so a resumed run has it).
     """
@@ -186,6 +188,14 @@ class AdversarialFineTuning(TrainingDefense):
 
     def fit(self, model: VLM, data, config: TrainConfig | None = None, **options) -> VLM:
         return train(model, data, self, config or TrainConfig(), **options)
+
+
+def kl_divergence(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
+    """KL(softmax(p_logits) || softmax(q_logits)) per sample, summed over classes (float32; gradients
+    flow through both sides, so a teacher is passed detached)."""
+    log_p = F.log_softmax(p_logits.float(), dim=1)
+    log_q = F.log_softmax(q_logits.float(), dim=1)
+    return (log_p.exp() * (log_p - log_q)).sum(dim=1)
 
 
 def frozen_copy(module: nn.Module) -> nn.Module:
@@ -303,6 +313,7 @@ def train(vlm: VLM, data, method: AdversarialFineTuning, config: TrainConfig, *,
     device = torch.device(device) if device else default_device()
     vlm.to(device)
     refs = method.references(vlm, data)
+    refs["config"] = config
     parameters = method.trainable(vlm)
     trainable_ids = {id(p) for p in parameters}
     required = [p.requires_grad for p in vlm.parameters()]

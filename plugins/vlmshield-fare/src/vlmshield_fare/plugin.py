@@ -25,16 +25,12 @@ from vlmshield.core import (
     hookimpl,
     packaged_cards,
     recipe_card,
+    squared_l2_loss,
 )
 
 PAPER = ("Schlarmann, Singh, Croce and Hein, Robust CLIP: Unsupervised Adversarial Fine-Tuning of Vision "
          "Embeddings for Robust Large Vision-Language Models, ICML 2024")
 WEIGHTS = Path(__file__).parent / "weights"
-
-
-def squared_l2(embedding, target):
-    """FARE's loss per sample: squared L2 distance summed over the embedding (not divided by its size)."""
-    return (embedding.float() - target.float()).pow(2).sum(dim=1)
 
 
 class FARE(AdversarialFineTuning):
@@ -56,10 +52,10 @@ class FARE(AdversarialFineTuning):
         return {"original": ImageEncoder(vlm)}
 
     def attack_target(self, vlm, x, y, refs):
-        return vlm, refs["original"](x), squared_l2  # vlm(x) is its image embedding, not normalized
+        return vlm, refs["original"](x), "l2"  # vlm(x) is its image embedding, not normalized
 
     def loss(self, vlm, x_adv, x, y, target, refs):
-        return squared_l2(vlm(x_adv), target).mean()
+        return squared_l2_loss(vlm(x_adv), target).mean()  # summed over the embedding, not divided by its size
 
 
 RECIPES = tuple(

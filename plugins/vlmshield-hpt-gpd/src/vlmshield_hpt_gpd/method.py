@@ -40,9 +40,8 @@ were not available):
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from vlmshield.core import AdversarialFineTuning, ParameterError, Stage, ZeroShotClassifier, get_host
+from vlmshield.core import AdversarialFineTuning, ParameterError, Stage, ZeroShotClassifier, get_host, kl_divergence
 
 PAPER = ("Fu, Huang & Zhang. Proxy Robustness in Vision Language Models is Effortlessly Transferable. "
          "arXiv 2601.12865, 2026.")
@@ -50,13 +49,6 @@ TEMPLATE = "This is a photo of a {}"
 #: The releases' training attack: Linf PGD-5 at eps 2/255, step 1/255, random start, CE (no momentum).
 HPT_ATTACK = {"attack": "pgd", "attack_steps": 5, "attack_alpha": 1 / 255, "attack_params": {"random_start": True}}
 TINYIMAGENET_EPOCH = 1563  # steps of 64 in TinyImageNet's 100,000 training images
-
-
-def kl_divergence(teacher_logits: torch.Tensor, student_logits: torch.Tensor) -> torch.Tensor:
-    """KL(softmax(teacher) || softmax(student)) per sample, summed over classes."""
-    teacher = F.log_softmax(teacher_logits.float(), dim=1)
-    student = F.log_softmax(student_logits.float(), dim=1)
-    return (teacher.exp() * (teacher - student)).sum(dim=1)
 
 
 class HPTGPD(AdversarialFineTuning):
