@@ -109,9 +109,22 @@ def test_fare_takes_no_proxy_and_no_unknown_stage(host):
         plan("fare", "world", params={"proxy_weight": 1.0})
 
 
-def test_the_shipped_world_model_loads_checked_and_is_more_robust_than_its_base(host):
-    card = vs.zoo.info("fare-tinyvit4")
+@pytest.mark.parametrize("name, eps", [("fare-tinyvit4", "2.5/255"), ("fare4-tinyvit4", "4/255")])
+def test_the_shipped_world_models_load_checked_and_are_more_robust_than_their_base(host, name, eps):
+    card = vs.zoo.info(name)
     assert card["source"] == "package" and card["base_model"] == "clip-tinyvit4" and card["metrics"]["robust"]["4/255"]
-    # card: 87.4% against 0.0% (n 500)
+    assert card["threat_model"]["eps"] == eps
+    # cards at 4/255: 84.2% (fare-tinyvit4) and 87.4% (fare4-tinyvit4) against 0.0% (n 500)
     task = "world-positions"
-    assert attacked_accuracy("fare-tinyvit4", task) >= attacked_accuracy("clip-tinyvit4", task) + 0.5
+    assert attacked_accuracy(name, task) >= attacked_accuracy("clip-tinyvit4", task) + 0.5
+
+
+def test_the_world_preset(host):
+    from vlmshield.finetune import plan
+
+    run = plan("fare", "world")
+    config = run["config"]
+    assert (run["model"], run["dataset"], config.eps, config.batch_size) == ("clip-tinyvit4", "world-finetune",
+                                                                             2.5 / 255, 64)
+    assert [(s.steps, s.lr, s.warmup) for s in config.stages] == [(600, 1e-3, 20)]
+    assert config.attack_steps == 10 and config.attack_params == {"momentum": 0.9, "random_start": True}
