@@ -48,3 +48,17 @@ def test_parse_params_converts_by_default_type_and_pixel_rule():
 def test_parse_params_errors(text, fragment):
     with pytest.raises(ParameterError, match=fragment):
         parse_params(PGD, text, "attack 'pgd'", PGD.pixel_params)
+
+
+def test_number_and_template_checks_are_one_sentence():
+    from vlmshield.core import check_number, check_template
+
+    assert check_number("alpha", 0) == 0.0 and check_number("scale", 2, positive=True) == 2.0
+    for value, positive in ((-1, False), (0, True), (True, False), ("1", False), (float("nan"), False)):
+        with pytest.raises(ParameterError, match=f"alpha must be a {'positive' if positive else 'non-negative'} "
+                                                 f"number; got"):
+            check_number("alpha", value, positive=positive)
+    assert check_template("a photo of a {}.") == "a photo of a {}."
+    for template in ("a photo", None):
+        with pytest.raises(ParameterError, match=r"the prompt must contain \{\} for the class name"):
+            check_template(template)

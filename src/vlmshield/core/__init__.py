@@ -41,7 +41,7 @@ from .evaluate import Evaluator, evaluate, format_table, subset_indices
 from .hookspecs import hookimpl
 from .model import DEFAULT_TEMPLATES, VLM, ZeroShotClassifier, check_images, eval_mode, frozen
 from .packaged import export_packaged, packaged_cards
-from .params import Configurable, eps_note, format_eps, parse_eps, parse_params
+from .params import Configurable, check_number, check_template, eps_note, format_eps, parse_eps, parse_params
 from .plugins import Command, PluginHost, get_host, plugins, reset_host, temporary_host
 from .record import RunLog, atomic_write_json, derive_seed, environment, fingerprint
 from .registry import Registration, canonical_name, plugin_hint
@@ -69,7 +69,8 @@ __all__ = [
     "DataError", "InputError", "ParameterError", "PluginError", "UnknownNameError", "VlmshieldError",
     "did_you_mean", "error_summary", "Evaluator", "evaluate", "format_table", "subset_indices", "hookimpl",
     "DEFAULT_TEMPLATES",
-    "VLM", "ZeroShotClassifier", "check_images", "eval_mode", "frozen", "Configurable", "eps_note", "format_eps",
+    "VLM", "ZeroShotClassifier", "check_images", "eval_mode", "frozen", "Configurable", "check_number",
+    "check_template", "eps_note", "format_eps",
     "parse_eps", "parse_params", "Command", "PluginHost", "get_host", "plugins", "reset_host", "temporary_host",
     "RunLog", "atomic_write_json", "derive_seed", "environment", "fingerprint", "Registration", "canonical_name",
     "plugin_hint", "WordTokenizer", "export_packaged", "packaged_cards", "AdversarialFineTuning", "ImageEncoder",

@@ -152,6 +152,21 @@ def convert_value(raw: str, default: object, what: str, pixel: bool = False) -> 
     return raw
 
 
+def check_number(name: str, value: object, *, positive: bool = False) -> float:
+    """``value`` as a float if it is a number >= 0 (> 0 with ``positive``); else one clear sentence."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0 \
+            or (positive and value == 0):
+        raise ParameterError(f"{name} must be a {'positive' if positive else 'non-negative'} number; got {value!r}.")
+    return float(value)
+
+
+def check_template(template: object) -> str:
+    """A prompt template: a string with ``{}`` where the class name goes; else one clear sentence."""
+    if not isinstance(template, str) or "{}" not in template:
+        raise ParameterError(f"the prompt must contain {{}} for the class name; got {template!r}.")
+    return template
+
+
 class Configurable:
     """Parameters given to ``__init__`` become attributes and ``self.params``; every one has a default."""
 

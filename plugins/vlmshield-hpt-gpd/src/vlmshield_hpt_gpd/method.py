@@ -41,7 +41,16 @@ from __future__ import annotations
 
 import torch
 
-from vlmshield.core import AdversarialFineTuning, ParameterError, Stage, ZeroShotClassifier, get_host, kl_divergence
+from vlmshield.core import (
+    AdversarialFineTuning,
+    ParameterError,
+    Stage,
+    ZeroShotClassifier,
+    check_number,
+    check_template,
+    get_host,
+    kl_divergence,
+)
 
 PAPER = ("Fu, Huang & Zhang. Proxy Robustness in Vision Language Models is Effortlessly Transferable. "
          "arXiv 2601.12865, 2026.")
@@ -76,15 +85,9 @@ class HPTGPD(AdversarialFineTuning):
                  anchor_weight: float = 0.001):
         if not isinstance(proxy, str) or not proxy:
             raise ParameterError(f"the proxy is a zoo name (a vanilla CLIP of another architecture); got {proxy!r}.")
-        if not isinstance(template, str) or "{}" not in template:
-            raise ParameterError(f"the prompt must contain {{}} for the class name; got {template!r}.")
-        for key, value in (("logit_scale", logit_scale), ("anchor_weight", anchor_weight)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or \
-                    (key == "logit_scale" and value == 0):
-                raise ParameterError(f"{key} must be a {'positive' if key == 'logit_scale' else 'non-negative'} "
-                                     f"number; got {value!r}.")
-        super().__init__(proxy=proxy, template=template, logit_scale=float(logit_scale),
-                         anchor_weight=float(anchor_weight))
+        super().__init__(proxy=proxy, template=check_template(template),
+                         logit_scale=check_number("logit_scale", logit_scale, positive=True),
+                         anchor_weight=check_number("anchor_weight", anchor_weight))
 
     def references(self, vlm, data):
         host = get_host()

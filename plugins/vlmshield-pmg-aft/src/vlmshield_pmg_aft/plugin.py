@@ -40,6 +40,8 @@ from vlmshield.core import (
     ParameterError,
     Stage,
     ZeroShotClassifier,
+    check_number,
+    check_template,
     frozen_copy,
     hookimpl,
     kl_divergence,
@@ -76,17 +78,11 @@ class PMGAFT(AdversarialFineTuning):
 
     def __init__(self, template: str = TEMPLATE, logit_scale: float = 1.0, alpha: float = 1.0, beta: float = 1.0,
                  kl_batch_sum: bool = True):
-        if not isinstance(template, str) or "{}" not in template:
-            raise ParameterError(f"the prompt must contain {{}} for the class name; got {template!r}.")
-        for key, value in (("logit_scale", logit_scale), ("alpha", alpha), ("beta", beta)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or \
-                    (key == "logit_scale" and value == 0):
-                raise ParameterError(f"{key} must be a {'positive' if key == 'logit_scale' else 'non-negative'} "
-                                     f"number; got {value!r}.")
         if not isinstance(kl_batch_sum, bool):
             raise ParameterError(f"kl_batch_sum must be true or false; got {kl_batch_sum!r}.")
-        super().__init__(template=template, logit_scale=float(logit_scale), alpha=float(alpha), beta=float(beta),
-                         kl_batch_sum=kl_batch_sum)
+        super().__init__(template=check_template(template),
+                         logit_scale=check_number("logit_scale", logit_scale, positive=True),
+                         alpha=check_number("alpha", alpha), beta=check_number("beta", beta), kl_batch_sum=kl_batch_sum)
 
     def references(self, vlm, data):
         # the class prompt embeddings are computed once: the text tower does not train

@@ -24,8 +24,9 @@ import torch.nn.functional as F
 from vlmshield.core import (
     ROBUSTVLM_ATTACK,
     AdversarialFineTuning,
-    ParameterError,
     Stage,
+    check_number,
+    check_template,
     hookimpl,
     packaged_cards,
     recipe_card,
@@ -54,11 +55,8 @@ class TeCoA(AdversarialFineTuning):
     }
 
     def __init__(self, template: str = TEMPLATE, logit_scale: float = 100.0):
-        if not isinstance(template, str) or "{}" not in template:
-            raise ParameterError(f"the TeCoA prompt must contain {{}} for the class name; got {template!r}.")
-        if not logit_scale > 0:
-            raise ParameterError(f"the logit scale must be positive; got {logit_scale!r}.")
-        super().__init__(template=template, logit_scale=float(logit_scale))
+        super().__init__(template=check_template(template),
+                         logit_scale=check_number("logit_scale", logit_scale, positive=True))
 
     def references(self, vlm, data):
         # computed once with the text tower, which does not train: a fixed matrix of class embeddings
