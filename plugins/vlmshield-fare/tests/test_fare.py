@@ -127,4 +127,5 @@ def test_the_world_preset(host):
     assert (run["model"], run["dataset"], config.eps, config.batch_size) == ("clip-tinyvit4", "world-finetune",
                                                                              2.5 / 255, 64)
     assert [(s.steps, s.lr, s.warmup) for s in config.stages] == [(600, 1e-3, 20)]
-    assert config.attack_steps == 10 and config.attack_params == {"momentum": 0.9, "random_start": True}
+    assert (config.attack_steps, config.attack_alpha) == (5, 1 / 255)
+    assert config.attack_params == {"momentum": 0.9, "random_start": True}
