@@ -46,6 +46,7 @@ bench: install
 	$(PY) bench/attack_overhead.py
 	$(PY) bench/apgd_vs_autoattack.py
 	$(PY) bench/world_generation.py
+	$(PY) bench/world_pretrain.py
 	$(PY) bench/ttc_cost.py
 
 clean:

@@ -12,6 +12,7 @@ from vlmshield.core import (
     AdversarialFineTuning,
     ImageEncoder,
     ParameterError,
+    VLM,
     Stage,
     TrainConfig,
     WeightsError,
@@ -20,7 +21,7 @@ from vlmshield.core import (
     temporary_host,
     train,
 )
-from vlmshield.testing import logged_losses, tiny_vlm, toy_dataset
+from vlmshield.testing import TINY_CLIP, logged_losses, tiny_vlm, toy_dataset
 
 
 class EmbeddingPull(AdversarialFineTuning):
@@ -86,6 +87,21 @@ def test_only_the_declared_parameters_train_and_the_reference_stays_frozen():
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed and all(k.startswith("visual.") for k in changed)
     assert all(p.requires_grad for p in vlm.parameters())  # restored as they were
+
+
+def test_fixed_sin_cos_positions_are_a_buffer_that_never_trains():
+    # open_clip keeps them as a parameter that does not require gradients; the engine would train it
+    config = {**TINY_CLIP, "vision_cfg": {**TINY_CLIP["vision_cfg"], "pos_embed_type": "sin_cos_2d"}}
+    torch.manual_seed(0)
+    vlm = VLM.from_config(config).eval()
+    positions = vlm.model.visual.positional_embedding
+    assert "visual.positional_embedding" in vlm.model.state_dict()
+    assert all(p is not positions for p in vlm.parameters())
+    before, patches = positions.clone(), vlm.model.visual.conv1.weight.detach().clone()
+    with temporary_host():
+        train(vlm, toy_dataset(), EmbeddingPull(), _config(), progress=False)
+    assert not torch.equal(vlm.model.visual.conv1.weight, patches)  # the tower trained, its positions did not
+    assert torch.equal(vlm.model.visual.positional_embedding, before)
 
 
 def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path):

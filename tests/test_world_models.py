@@ -44,10 +44,10 @@ def test_shipped_model_reaches_its_card_accuracy(name):
     record = vs.evaluate(vlm, "world", n=300, progress=False)
     for task, result in record["results"].items():
         assert abs(result["clean_acc"] - card["metrics"]["clean"][task]) < 0.06, task
-    # the recipe's goal (90% mean clean accuracy; the shipped tinyvit4 falls short at 89.7%, see README),
-    # and the world's threat model: robust accuracy falls with eps, and apgd-ce at 4/255 breaks the model
+    # the recipe's goal (90% mean clean accuracy), and the world's threat model: robust accuracy falls
+    # with eps, and apgd-ce at 4/255 breaks the model
     metrics = card["metrics"]
-    assert metrics["clean_mean"] >= 0.895
+    assert metrics["clean_mean"] >= 0.90
     assert metrics["robust_mean"]["4/255"] <= 0.10
     assert metrics["protocol"]["steps"] >= 50 and metrics["protocol"]["n"] >= 500
     robust = [metrics["robust_mean"][eps] for eps in ("1/255", "2/255", "4/255")]

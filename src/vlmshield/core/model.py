@@ -81,6 +81,16 @@ def _fill(template: str, classname: str) -> str:
     return template.replace("{c}", classname) if "{c}" in template else template.format(classname)
 
 
+def _fixed_positions_as_buffers(model: nn.Module) -> None:
+    """open_clip keeps a fixed (sin-cos) position embedding as a parameter that does not require gradients;
+    as a buffer (same state-dict key) no optimizer or fine-tuning method can train it."""
+    for module in model.modules():
+        positions = module._parameters.get("positional_embedding")
+        if positions is not None and not positions.requires_grad:
+            del module._parameters["positional_embedding"]
+            module.register_buffer("positional_embedding", positions.detach())
+
+
 class VLM(nn.Module):
     """A CLIP-like model taking [0, 1] images; wraps an open_clip model, its tokenizer and preprocessing.
 
@@ -91,6 +101,7 @@ class VLM(nn.Module):
     def __init__(self, model: nn.Module, tokenizer, preprocess_cfg: dict | None = None, *,
                  name: str | None = None, model_cfg: dict | None = None):
         super().__init__()
+        _fixed_positions_as_buffers(model)
         self.model = model
         self.tokenizer = tokenizer
         self.name = name
