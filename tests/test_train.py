@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from vlmshield.core import (
+    VLM,
     AdversarialFineTuning,
     ImageEncoder,
     ParameterError,
-    VLM,
     Stage,
     TrainConfig,
     WeightsError,
@@ -121,6 +121,12 @@ def test_a_checkpoint_of_another_run_or_a_broken_one_is_refused(tmp_path):
         train(tiny_vlm(), toy_dataset(), EmbeddingPull(), _config(), out=tmp_path, progress=False, stop_after=2)
         with pytest.raises(ParameterError, match="another configuration"):
             train(tiny_vlm(), toy_dataset(), EmbeddingPull(), _config(seed=1), out=tmp_path, progress=False)
+        # the same run written by another version of the model (one more parameter, e.g. learnt positions)
+        state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+        state["optimizer"]["param_groups"][0]["params"].append(10 ** 6)
+        torch.save(state, tmp_path / "checkpoint.pt")
+        with pytest.raises(WeightsError, match="optimizer of another version of the model"):
+            train(tiny_vlm(), toy_dataset(), EmbeddingPull(), _config(), out=tmp_path, progress=False)
         (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
         with pytest.raises(WeightsError, match="unreadable"):
             train(tiny_vlm(), toy_dataset(), EmbeddingPull(), _config(), out=tmp_path, progress=False)

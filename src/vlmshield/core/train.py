@@ -49,7 +49,7 @@ from .model import VLM
 from .params import parse_eps, signature_defaults
 from .plugins import get_host
 from .record import derive_seed
-from .weights import WeightsError
+from .weights import WeightsError, resume_state
 
 
 @dataclass(frozen=True)
@@ -328,8 +328,7 @@ def train(vlm: VLM, data, method: AdversarialFineTuning, config: TrainConfig, *,
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
         if checkpoint.exists():
             state = _load_checkpoint(checkpoint, config, method)
-            vlm.model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
+            resume_state(vlm.model, optimizer, state, checkpoint)
             start, history = state["step"], list(state["history"])
             if "stage_start" in state:
                 refs["stage_start"] = frozen_copy(vlm)

@@ -128,3 +128,13 @@ def load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], what: st
         listed = ", ".join(p for p in problems if p)
         raise WeightsError(f"{what} does not fit its architecture: {listed} tensors.")
     module.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)
+
+
+def resume_state(module: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict, path) -> None:
+    """Restore a training checkpoint's model and optimizer, or say in one sentence that it does not fit."""
+    load_state(module, state["model"], what=f"checkpoint {path}")
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+    except (ValueError, KeyError) as error:  # parameter groups of another size: another version of the model
+        raise WeightsError(f"checkpoint {path} holds the optimizer of another version of the model "
+                           f"({error}); use another output folder, or delete it to start over.") from error

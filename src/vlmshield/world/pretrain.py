@@ -28,7 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from vlmshield.core import VLM, ParameterError, environment, evaluate, parse_eps
-from vlmshield.core.weights import WeightsError, load_state, read_weights, write_weights
+from vlmshield.core.weights import WeightsError, load_state, read_weights, resume_state, write_weights
 
 from . import data as world_data
 from .models import build
@@ -146,8 +146,7 @@ def pretrain(arch: str | Recipe, out: str | os.PathLike | None = None, *, checkp
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
         if checkpoint.exists():
             state = _load_checkpoint(checkpoint, recipe)
-            vlm.model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
+            resume_state(vlm.model, optimizer, state, checkpoint)
             start, losses, elapsed = state["step"], list(state["losses"]), state.get("elapsed_s", 0.0)
     end = recipe.steps if stop_after is None else min(recipe.steps, start + stop_after)
     bar = tqdm(range(start, end), initial=start, total=recipe.steps, desc=f"pretrain {recipe.arch}", unit="step",
