@@ -4,7 +4,7 @@ Three image towers share one text tower and one embedding size:
 
 - ``tinyvit8``: a ViT with 8-pixel patches (16 tokens at 32 px): the analogue of ViT-B/32;
 - ``tinyvit4``: a ViT with 4-pixel patches (64 tokens): the analogue of ViT-B/16. It is narrower
-  (width 96, not 128) to keep its pretraining near 20 minutes on two CPU cores (ViT-B/16 and ViT-B/32
+  (width 96, not 128) to keep its pretraining within half an hour on two CPU cores (ViT-B/16 and ViT-B/32
   share their width; the pair's point here is the patch size). At width 64 it trained in the time of
   tinyvit8 but reached only 80% mean zero-shot accuracy. Its position embedding is open_clip's fixed
   2-D sin-cos one: with learnt positions the same recipe reached 89.7% (positions are found late, and
