@@ -39,7 +39,7 @@ def _refs(method, vlm, data, batch_size=8):
 
 
 @pytest.mark.parametrize("batch_sum", [True, False])
-def test_the_loss_is_cross_entropy_plus_the_two_kl_terms_summed_over_the_batch(batch_sum):
+def test_the_loss_is_cross_entropy_plus_the_reference_kl_terms_summed_over_the_batch(batch_sum):
     vlm, data = tiny_vlm(), toy_dataset()
     method = PMGAFT(alpha=0.5, beta=2.0, kl_batch_sum=batch_sum)
     x, y = _batch(data, 4)
@@ -52,19 +52,41 @@ def test_the_loss_is_cross_entropy_plus_the_two_kl_terms_summed_over_the_batch(b
         def logits(model, images):  # the raw cosine: the released code's logits
             return F.normalize(model.encode_image(images), dim=-1) @ texts.t()
 
-        def kl(p, q):
-            return (p.softmax(1) * (p.log_softmax(1) - q.log_softmax(1))).sum()  # summed over batch and classes
+        # the released code's criterion: KLDivLoss(reduction="sum")(log_softmax(adv), softmax(reference)),
+        # that is KL(p_reference || p_adv), summed over the batch and the classes
+        criterion = torch.nn.KLDivLoss(reduction="sum")
+
+        def kl(adv, reference):
+            return criterion(F.log_softmax(adv, dim=1), F.softmax(reference, dim=1))
 
         adversarial = logits(vlm, x_adv)
-        by_hand_sum = F.cross_entropy(adversarial, y) + 0.5 * kl(adversarial, logits(original, x_adv)) \
-            + 2.0 * kl(adversarial, logits(vlm, x))
-        by_hand = by_hand_sum if batch_sum else \
-            F.cross_entropy(adversarial, y) + (by_hand_sum - F.cross_entropy(adversarial, y)) / 4
-        assert method.loss(vlm, x_adv, x, y, y, refs).item() == pytest.approx(by_hand.item(), rel=1e-5)
+        cross_entropy = F.cross_entropy(adversarial, y)
+        terms = 0.5 * kl(adversarial, logits(original, x_adv)) + 2.0 * kl(adversarial, logits(vlm, x))
+        by_hand = terms if batch_sum else terms / 4
+        assert method.loss(vlm, x_adv, x, y, y, refs).item() == pytest.approx((cross_entropy + by_hand).item(),
+                                                                              rel=1e-5)
         assert method.loss(vlm, x, x, y, y, refs).item() == pytest.approx(F.cross_entropy(logits(vlm, x), y).item(),
                                                                           rel=1e-5)  # both KL terms vanish
     module, target, loss = method.attack_target(vlm, x, y, refs)
     assert module is refs["target"] and target is y and loss == "ce"
+
+
+def test_the_kl_terms_point_as_in_the_released_code():
+    """KL(p_original(x_adv) || p(x_adv)) and KL(p(x) || p(x_adv)), not the reverse: checked on logits far
+    enough apart that the two directions differ (a tiny random model's cosines are nearly uniform)."""
+    generator = torch.Generator().manual_seed(0)
+    adversarial, clean, original = (3 * torch.randn(6, 5, generator=generator) for _ in range(3))
+    x_adv, x, y = torch.zeros(6, 3, 8, 8), torch.ones(6, 3, 8, 8), torch.arange(6) % 5
+    refs = {"target": lambda images: adversarial if images is x_adv else clean,
+            "original": lambda images: original, "config": TrainConfig(batch_size=6)}
+    criterion = torch.nn.KLDivLoss(reduction="sum")  # the released code's, on (log_softmax(adv), softmax(ref))
+    expected = F.cross_entropy(adversarial, y) + 0.5 * criterion(adversarial.log_softmax(1), original.softmax(1)) \
+        + 2.0 * criterion(adversarial.log_softmax(1), clean.softmax(1))
+    reverse = F.cross_entropy(adversarial, y) + 0.5 * criterion(original.log_softmax(1), adversarial.softmax(1)) \
+        + 2.0 * criterion(clean.log_softmax(1), adversarial.softmax(1))
+    loss = PMGAFT(alpha=0.5, beta=2.0).loss(None, x_adv, x, y, y, refs)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert abs(reverse.item() - expected.item()) > 0.02 * expected.item()
 
 
 def test_the_original_model_is_frozen_and_the_clean_term_trains_the_model():

@@ -4,11 +4,13 @@ TeCoA's cross-entropy on adversarial images, plus two KL terms that keep the fin
 it was: its output on an adversarial image is pulled towards the frozen original model's output on that
 same image (the "generalization information branch") and towards its own output on the clean image:
 
-    L = CE(z(x_adv), y) + alpha * KL(p(x_adv) || p_orig(x_adv)) + beta * KL(p(x_adv) || p(x))
+    L = CE(z(x_adv), y) + alpha * KL(p_orig(x_adv) || p(x_adv)) + beta * KL(p(x) || p(x_adv))
 
 with z the zero-shot logits over the training classes, p = softmax(z), and x_adv crafted on the model
-being trained by Linf PGD on the cross-entropy. As in the released code (research/hpt_dart.md, A.2-A.4;
-HPT-GPD is built on it):
+being trained by Linf PGD on the cross-entropy. As in the released code (HPT-GPD is built on it):
+
+- each KL term is ``KLDivLoss(log_softmax(z(x_adv)), softmax(reference))``: the adversarial output is the
+  second argument of the KL, the original model's and the clean output the first;
 
 - the logits are the raw cosine between the normalized image and class-prompt embeddings (the code
   renormalizes the scaled text features, so CLIP's logit scale 100 drops out): ``logit_scale=1``;
@@ -102,7 +104,7 @@ class PMGAFT(AdversarialFineTuning):
         adversarial, clean = refs["target"](x_adv), refs["target"](x)
         with torch.no_grad():
             original = refs["original"](x_adv)
-        regularizer = self.alpha * kl_divergence(adversarial, original) + self.beta * kl_divergence(adversarial, clean)
+        regularizer = self.alpha * kl_divergence(original, adversarial) + self.beta * kl_divergence(clean, adversarial)
         return (F.cross_entropy(adversarial.float(), y, reduction="none") + self.kl_weight(refs) * regularizer).mean()
 
 
