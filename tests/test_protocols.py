@@ -12,7 +12,6 @@ from vlmshield.core.protocol import Protocol, apply_templates, run_protocol
 from vlmshield.core.report import format_run, load_run, write_report
 from vlmshield.core.sanity import check_classifier, check_results
 from vlmshield.testing import make_plugin, tensor_dataset, toy_classifier
-from vlmshield.world.pretrain import CARD_PROTOCOL
 
 
 def test_protocols_resolve_to_their_documented_parameters():
@@ -27,9 +26,9 @@ def test_protocols_resolve_to_their_documented_parameters():
     assert robustvlm.datasets == "robustvlm-13"
     clean = get_host().get("protocol", "clean").obj
     assert clean.attack is None and clean.eps == () and clean.n is None
-    world = get_host().get("protocol", "world").obj  # the same threat model as the world's cards
-    assert (world.attack, world.steps, world.n, list(world.eps)) == (
-        CARD_PROTOCOL["attack"], CARD_PROTOCOL["steps"], CARD_PROTOCOL["n"], list(CARD_PROTOCOL["eps"]))
+    world = get_host().get("protocol", "world").obj  # a cascade with a targeted attack, as AutoAttack's
+    assert (world.attack, world.steps, world.n, list(world.eps)) == ("aa-lite", 50, 500, ["1/255", "2/255", "4/255"])
+    assert world.attack_params == {"n_target_classes": 9}
     for protocol in (tecoa, robustvlm, clean, world):  # every protocol's attack and datasets exist
         if protocol.attack:
             get_host().create("attack", protocol.attack, **protocol.attack_params)

@@ -95,3 +95,20 @@ def test_captions_mention_varying_factors_and_fit_the_tokenizer():
     assert WorldTokenizer.from_config(tokenizer.to_config())(["a red star"]).equal(tokens[:1])
     with pytest.raises(ParameterError, match="distinct lowercase words"):
         WorldTokenizer(["red", "red"])
+
+
+def test_finetune_labels_compose_color_shape_and_texture_without_held_out_pairs():
+    data = vs.dataset("world-finetune", split="test")
+    assert len(data.classnames) == len(set(data.classnames)) == 8 * 10 * 6 - len(wd.HELD_OUT) * 6
+    assert data.classnames[0] == "red circle on a plain background"
+    generator = torch.Generator().manual_seed(0)
+    scenes = wd.sample_scenes(2048, generator, wd.FINETUNE.held_out)
+    labels = wd.FINETUNE.label(scenes)
+    for i in range(0, 2048, 97):  # each label names the scene's color, shape and texture
+        name = data.classnames[labels[i]]
+        assert name == f"{scenes.names('color')[i]} {scenes.names('shape')[i]} on a {scenes.names('texture')[i]} " \
+                       f"background"
+    named = {tuple(data.classnames[i].split(" ")[:2]) for i in data.data.tensors[1].tolist()}
+    assert not named & set(wd.HELD_OUT) and len(named) == 71  # every other color-shape pair occurs
+    assert {data.classnames[i].split(" ")[-2] for i in data.data.tensors[1].tolist()} == set(wd.TEXTURES)
+    assert all(word in VOCABULARY for name in data.classnames for word in name.split())  # the text tower's words

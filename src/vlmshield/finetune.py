@@ -29,13 +29,14 @@ from vlmshield.core import (
     export_packaged,
     get_host,
     hookimpl,
+    measure_for_card,
     parse_eps,
     parse_params,
     train,
 )
 from vlmshield.core.distributed import init_from_env, is_main_process
 from vlmshield.core.params import signature_defaults
-from vlmshield.core.protocol import get_protocol, run_protocol
+from vlmshield.core.protocol import get_protocol
 
 
 def _method(name: str):
@@ -152,13 +153,7 @@ def run_training(run: dict, out, *, name: str | None = None, device=None, progre
             "train_time_s": seconds}
     if evaluate_with:
         protocol = get_protocol(evaluate_with)
-        measured = run_protocol(vlm, protocol, progress=progress, out=out / f"eval-{protocol.name}")
-        info["metrics"] = {
-            "protocol": protocol.config(),
-            "clean": {d: r["clean_acc"] for d, r in measured["results"].items()},
-            "clean_mean": measured["average"]["clean_acc"],
-            "robust": {e: {d: r["robust_acc"][e] for d, r in measured["results"].items()} for e in protocol.eps},
-            "robust_mean": measured["average"]["robust_acc"]}
+        info["metrics"] = measure_for_card(vlm, protocol, progress=progress, out=out / f"eval-{protocol.name}")
     if is_main_process():
         card = ModelCard(name, arch=base.arch, method=method.name, base_model=base.name, paper=method.paper,
                          threat_model=info["threat_model"], training_data=run["dataset"], recipe=info["command"],

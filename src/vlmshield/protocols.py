@@ -6,8 +6,9 @@
   APGD-CE alone on binary tasks) at 2/255 and 4/255, 1,000 images per dataset, CLIP's prompt
   ensembles: RobustVLM's zero-shot table (FARE) on its 13 datasets;
 - ``clean``: zero-shot accuracy on every test image with CLIP's ensembles;
-- ``world``: the embedded world's threat model: APGD-CE (50 iterations) at 1/255, 2/255 and 4/255,
-  500 images per task, each task's own prompts, on the whole world suite.
+- ``world``: the embedded world's threat model: APGD-CE then APGD-T (aa-lite, 9 target classes or as
+  many as a task has), 50 iterations each, at 1/255, 2/255 and 4/255, 500 images per task, each task's
+  own prompts, on the whole world suite.
 """
 
 from vlmshield.core import hookimpl
@@ -23,8 +24,9 @@ PROTOCOLS = (
              attack_params={"n_restarts": 5, "n_target_classes": 9}, n=1000, datasets="robustvlm-13",
              papers="RobustVLM / FARE (ICML 2024)"),
     Protocol("clean", "Zero-shot accuracy on every test image, CLIP's prompt ensembles.", datasets="zs-suite"),
-    Protocol("world", "The world's threat model: APGD-CE, 50 iterations, eps 1/255, 2/255, 4/255, 500 images per "
-             "task, each task's prompts.", attack="apgd-ce", eps=("1/255", "2/255", "4/255"), steps=50, n=500,
+    Protocol("world", "The world's threat model: APGD-CE then APGD-T (9 targets; aa-lite), 50 iterations each, "
+             "eps 1/255, 2/255, 4/255, 500 images per task, each task's prompts.", attack="aa-lite",
+             eps=("1/255", "2/255", "4/255"), steps=50, attack_params={"n_target_classes": 9}, n=500,
              datasets="world", papers="vlmshield's embedded world"),
 )
 

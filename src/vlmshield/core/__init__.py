@@ -40,7 +40,7 @@ from .errors import (
 from .evaluate import Evaluator, evaluate, format_table, subset_indices
 from .hookspecs import hookimpl
 from .model import DEFAULT_TEMPLATES, VLM, ZeroShotClassifier, check_images, eval_mode, frozen
-from .packaged import export_packaged, packaged_cards
+from .packaged import card_metrics, export_packaged, measure_for_card, packaged_cards
 from .params import Configurable, check_number, check_template, eps_note, format_eps, parse_eps, parse_params
 from .plugins import Command, PluginHost, get_host, plugins, reset_host, temporary_host
 from .record import RunLog, atomic_write_json, derive_seed, environment, fingerprint
@@ -73,7 +73,8 @@ __all__ = [
     "check_template", "eps_note", "format_eps",
     "parse_eps", "parse_params", "Command", "PluginHost", "get_host", "plugins", "reset_host", "temporary_host",
     "RunLog", "atomic_write_json", "derive_seed", "environment", "fingerprint", "Registration", "canonical_name",
-    "plugin_hint", "WordTokenizer", "export_packaged", "packaged_cards", "AdversarialFineTuning", "ImageEncoder",
+    "plugin_hint", "WordTokenizer", "export_packaged", "packaged_cards", "card_metrics", "measure_for_card",
+    "AdversarialFineTuning", "ImageEncoder",
     "Stage", "TrainConfig", "frozen_copy", "kl_divergence", "learning_rate", "train", "WeightsError", "load_state",
     "read_weights", "write_weights", "recipe_card", "ROBUSTVLM_ATTACK",
 ]

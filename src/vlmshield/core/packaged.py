@@ -17,7 +17,32 @@ from pathlib import Path
 from .card import ModelCard
 from .model import VLM
 from .plugins import get_host
+from .protocol import get_protocol, run_protocol
 from .weights import load_state, read_weights, write_weights
+
+
+def measure_for_card(vlm: VLM, protocol="world", *, progress=None, out=None) -> dict:
+    """A card's ``metrics``: the protocol (every parameter), clean and robust accuracy per dataset and on
+    average (fractions), measured with ``run_protocol`` (resumable in ``out``)."""
+    protocol = get_protocol(protocol)
+    measured = run_protocol(vlm, protocol, progress=progress, out=out)
+    results = measured["results"]
+    return {"protocol": protocol.config(),
+            "clean": {d: r["clean_acc"] for d, r in results.items()}, "clean_mean": measured["average"]["clean_acc"],
+            "robust": {e: {d: r["robust_acc"][e] for d, r in results.items()} for e in protocol.eps},
+            "robust_mean": measured["average"]["robust_acc"]}
+
+
+def card_metrics(metrics: dict) -> dict:
+    """The published-numbers field of a ``ModelCard`` (percent) from a measured card's ``metrics``."""
+    if not metrics:
+        return {}
+    protocol = metrics["protocol"]
+    described = (f"{protocol['name']}: {protocol['description']}" if "name" in protocol else  # a bare attack's
+                 f"{protocol['attack']}, {protocol['steps']} steps, n={protocol['n']} per dataset, Linf")
+    return {"protocol": described,
+            "clean": round(100 * metrics["clean_mean"], 1),
+            "robust": {e: round(100 * v, 1) for e, v in metrics["robust_mean"].items()}}
 
 
 def export_packaged(vlm: VLM, name: str, out: str | os.PathLike, info: dict) -> dict:
@@ -49,15 +74,10 @@ def packaged_cards(directory: str | os.PathLike, **fields) -> list[ModelCard]:
     found = []
     for path in sorted(directory.glob("*.json")):
         info = json.loads(path.read_text())
-        metrics = info.get("metrics", {})
         found.append(ModelCard(
             info["name"], arch=info["arch"], method=info["method"], base_model=info["base_model"],
             description=info.get("description", ""), threat_model=info.get("threat_model", {}),
             training_data=info.get("training_data", ""), source="package", files={info["file"]: info["sha256"]},
             loader=partial(load_packaged, directory=directory), recipe=info.get("command", ""),
-            metrics={} if not metrics else {
-                "protocol": f"{metrics['protocol']['name']}: {metrics['protocol']['description']}",
-                "clean": round(100 * metrics["clean_mean"], 1),
-                "robust": {e: round(100 * v, 1) for e, v in metrics["robust_mean"].items()}},
-            **fields))
+            metrics=card_metrics(info.get("metrics", {})), **fields))
     return found

@@ -8,10 +8,10 @@ import sys
 import time
 from pathlib import Path
 
-from vlmshield.core import Command, atomic_write_json, parse_eps
+from vlmshield.core import Command, atomic_write_json, environment, measure_for_card, parse_eps
 
 from .demo import DEMO_N, DEMO_STEPS, run_demo, summary_table
-from .models import ARCHS
+from .models import ARCHS, read_card
 from .pretrain import export, pretrain, recipe_for, training_time
 from .transfer import format_matrix, transfer_matrix
 
@@ -42,6 +42,25 @@ def _pretrain(args) -> int:
     return 0
 
 
+def _measure(args) -> int:
+    """Re-measure a shipped model's card under a protocol; the updated card goes to OUT (to copy into the package)."""
+    from vlmshield import zoo  # the command builds on the zoo, like the user's own script would
+
+    name = f"clip-{args.arch}"
+    out = Path(args.out or f"runs/world-measure-{args.arch}")
+    card = read_card(name)
+    card["metrics"] = measure_for_card(zoo.load(name, device=args.device), args.protocol,
+                                       progress=False if args.no_progress else None, out=out / f"eval-{args.protocol}")
+    card["metrics_environment"] = environment()
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / f"{name}.json", card)
+    metrics = card["metrics"]
+    print(f"{name} under {args.protocol}: clean {100 * metrics['clean_mean']:.1f}, robust "
+          + ", ".join(f"{e} {100 * v:.1f}" for e, v in metrics["robust_mean"].items())
+          + f"; card {out / (name + '.json')}")
+    return 0
+
+
 def _transfer(args) -> int:
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     result = transfer_matrix(models, eps=parse_eps(args.eps), steps=args.steps, n=args.n,
@@ -66,6 +85,15 @@ def _world_arguments(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--no-eval", action="store_true", help="skip measuring the card's clean and robust accuracy")
     train.add_argument("--no-progress", action="store_true")
     train.set_defaults(action_run=_pretrain)
+    measure = actions.add_parser(
+        "measure", help="re-measure a shipped model's card under a protocol (writes OUT/clip-ARCH.json)")
+    measure.add_argument("arch", choices=ARCHS)
+    measure.add_argument("--protocol", default="world")
+    measure.add_argument("--out", help="output folder (resumable evaluations, the card); default "
+                                       "runs/world-measure-ARCH")
+    measure.add_argument("--device")
+    measure.add_argument("--no-progress", action="store_true")
+    measure.set_defaults(action_run=_measure)
     transfer = actions.add_parser(
         "transfer", help="accuracy of each model on adversarial examples crafted on the others")
     transfer.add_argument("--models", default=",".join(f"clip-{a}" for a in ARCHS))
@@ -102,7 +130,8 @@ def _world(args) -> int:
 
 
 COMMANDS = (
-    Command("world", "the embedded world: pretrain its tiny CLIPs, measure transfer between them", _world,
+    Command("world", "the embedded world: pretrain its tiny CLIPs, re-measure their cards, measure transfer "
+            "between them", _world,
             _world_arguments),
     Command("demo", "evaluate the world's models, clean and under attack, and write a report", _demo,
             _demo_arguments),

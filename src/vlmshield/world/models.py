@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from vlmshield.core import VLM, ModelCard, UnknownNameError, did_you_mean
+from vlmshield.core import VLM, ModelCard, UnknownNameError, card_metrics, did_you_mean
 from vlmshield.core.weights import load_state, read_weights
 
 from .text import VOCABULARY, WorldTokenizer
@@ -86,14 +86,10 @@ def shipped_cards() -> list[ModelCard]:
     cards = []
     for path in sorted(WEIGHTS_DIR.glob("*.json")):
         info = read_card(path.stem)
-        metrics = info.get("metrics", {})
         cards.append(ModelCard(path.stem, arch=info["arch"], method=info.get("method", "none"),
                                description=info["description"], paper=info.get("paper", ""),
                                loader=load_shipped, source="package", files={info["file"]: info["sha256"]},
                                training_data="world-pretrain" if info.get("method", "none") == "none" else "",
-                               metrics={} if not metrics else {
-                                   "protocol": "world: apgd-ce, 50 steps, n=500 per task, Linf",
-                                   "clean": round(100 * metrics["clean_mean"], 1),
-                                   "robust": {e: round(100 * v, 1) for e, v in metrics["robust_mean"].items()}},
+                               metrics=card_metrics(info.get("metrics", {})),
                                license="MIT"))
     return cards

@@ -27,7 +27,7 @@ import open_clip
 import torch
 from tqdm.auto import tqdm
 
-from vlmshield.core import VLM, ParameterError, environment, evaluate, parse_eps
+from vlmshield.core import VLM, ParameterError, environment, measure_for_card
 from vlmshield.core.weights import WeightsError, load_state, read_weights, resume_state, write_weights
 
 from . import data as world_data
@@ -185,24 +185,6 @@ def training_time(out: str | os.PathLike) -> float | None:
     return torch.load(path, map_location="cpu", weights_only=True).get("elapsed_s")
 
 
-#: The world's threat model, with which every card's robust accuracy is measured.
-CARD_PROTOCOL = {"attack": "apgd-ce", "steps": 50, "n": 500, "eps": ("1/255", "2/255", "4/255"), "seed": 0}
-
-
-def measure(vlm: VLM, protocol: dict = CARD_PROTOCOL, progress: bool | None = None) -> dict:
-    """Clean accuracy on the full test set of every task, and robust accuracy under the card protocol."""
-    clean = evaluate(vlm, "world", progress=progress)
-    metrics = {"clean": {t: r["clean_acc"] for t, r in clean["results"].items()},
-               "clean_mean": clean["average"]["clean_acc"], "robust": {}, "robust_mean": {},
-               "protocol": dict(protocol, eps=list(protocol["eps"]))}
-    for eps in protocol["eps"]:
-        record = evaluate(vlm, "world", attack=protocol["attack"], eps=parse_eps(eps), steps=protocol["steps"],
-                          n=protocol["n"], seed=protocol["seed"], batch_size=100, progress=progress)
-        metrics["robust"][eps] = {t: r["robust_acc"] for t, r in record["results"].items()}
-        metrics["robust_mean"][eps] = record["average"]["robust_acc"]
-    return metrics
-
-
 def command(recipe: Recipe) -> str:
     """The ``vlmshield`` command line that runs ``recipe``."""
     default = RECIPES.get(recipe.arch, Recipe(recipe.arch))
@@ -233,6 +215,6 @@ def export(vlm: VLM, recipe: Recipe, out: str | os.PathLike, *, train_time_s: fl
         torch.manual_seed(0)
         check = build(recipe.arch, name=name)
         load_state(check.model, read_weights(file, sha256), what=str(file))
-        card["metrics"] = measure(check.eval(), progress=progress)
+        card["metrics"] = measure_for_card(check.eval(), "world", progress=progress)
     (out / f"{name}.json").write_text(json.dumps(card, indent=2) + "\n")
     return card
