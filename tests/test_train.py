@@ -21,6 +21,7 @@ from vlmshield.core import (
     temporary_host,
     train,
 )
+from vlmshield.core.train import training_seconds
 from vlmshield.testing import TINY_CLIP, logged_losses, tiny_vlm, toy_dataset
 
 
@@ -109,7 +110,9 @@ def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path):
         whole = train(tiny_vlm(), toy_dataset(), EmbeddingPull(), _config(), progress=False)
         train(tiny_vlm(), toy_dataset(), EmbeddingPull(), _config(), out=tmp_path, progress=False, stop_after=3)
         assert json.loads((tmp_path / "log.jsonl").read_text().splitlines()[-1])["step"] == 3
+        first_part = training_seconds(tmp_path)
         resumed = train(tiny_vlm(), toy_dataset(), EmbeddingPull(), _config(), out=tmp_path, progress=False)
+    assert 0 < first_part < training_seconds(tmp_path)  # the training time counts every part of the run
     for key, value in whole.model.state_dict().items():
         assert torch.equal(value, resumed.model.state_dict()[key]), key
     steps = [json.loads(line)["step"] for line in (tmp_path / "log.jsonl").read_text().splitlines()]

@@ -37,6 +37,7 @@ from vlmshield.core import (
 from vlmshield.core.distributed import init_from_env, is_main_process
 from vlmshield.core.params import signature_defaults
 from vlmshield.core.protocol import get_protocol
+from vlmshield.core.train import training_seconds
 
 
 def _method(name: str):
@@ -140,7 +141,7 @@ def run_training(run: dict, out, *, name: str | None = None, device=None, progre
     val = dataset(run["val_dataset"], split="test", image_size=image_size) if run["val_dataset"] else None
     clock = time.perf_counter()
     train(vlm, data, run["method"], run["config"], out=out, val_data=val, device=device, progress=progress, log=log)
-    seconds = round(time.perf_counter() - clock, 1)
+    seconds = round(training_seconds(out) or time.perf_counter() - clock, 1)  # all parts of a resumed run
     method, config = run["method"], run["config"]
     eps_label = f"{round(config.eps * 255, 2):g}/255"
     name = name or f"{method.name}-{run['model'].removeprefix('clip-')}"

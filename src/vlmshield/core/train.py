@@ -266,9 +266,9 @@ def _average_gradients(parameters: list[nn.Parameter]) -> None:
         offset += grad.numel()
 
 
-def _checkpoint_state(step, vlm, optimizer, config, method, history, refs) -> dict:
+def _checkpoint_state(step, vlm, optimizer, config, method, history, refs, elapsed_s) -> dict:
     state = {"step": step, "model": vlm.model.state_dict(), "optimizer": optimizer.state_dict(),
-             "config": config.to_dict(), "method": method.config(), "history": history}
+             "config": config.to_dict(), "method": method.config(), "history": history, "elapsed_s": elapsed_s}
     if refs.get("stage_start") is not None:
         state["stage_start"] = refs["stage_start"].model.state_dict()
     return state
@@ -322,7 +322,7 @@ def train(vlm: VLM, data, method: AdversarialFineTuning, config: TrainConfig, *,
     optimizer = OPTIMIZERS[config.optimizer](parameters, config.stages[0])
     attack = inner_attack(config)
     batches = _Batches(data, config.batch_size, config.seed)
-    start, history = 0, []
+    start, history, elapsed_before = 0, [], 0.0
     checkpoint = Path(out) / "checkpoint.pt" if out is not None else None
     if checkpoint is not None:
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
@@ -330,6 +330,7 @@ def train(vlm: VLM, data, method: AdversarialFineTuning, config: TrainConfig, *,
             state = _load_checkpoint(checkpoint, config, method)
             resume_state(vlm.model, optimizer, state, checkpoint)
             start, history = state["step"], list(state["history"])
+            elapsed_before = state.get("elapsed_s", 0.0)
             if "stage_start" in state:
                 refs["stage_start"] = frozen_copy(vlm)
                 refs["stage_start"].model.load_state_dict(state["stage_start"])
@@ -375,13 +376,23 @@ def train(vlm: VLM, data, method: AdversarialFineTuning, config: TrainConfig, *,
                    if "val" in entry else ""))
         if checkpoint is not None and (done % config.checkpoint_every == 0 or done == end):
             if main:
-                _save_checkpoint(checkpoint, _checkpoint_state(done, vlm, optimizer, config, method, history, refs))
+                elapsed_s = elapsed_before + time.perf_counter() - clock
+                _save_checkpoint(checkpoint, _checkpoint_state(done, vlm, optimizer, config, method, history, refs,
+                                                               elapsed_s))
             if rank_and_world()[1] > 1:
                 dist.barrier()
     bar.close()
     for parameter, wanted in zip(vlm.parameters(), required, strict=True):
         parameter.requires_grad_(wanted)
     return vlm.eval()
+
+
+def training_seconds(out) -> float | None:
+    """Seconds of training in ``out``'s checkpoint, summed over every resumed part of the run."""
+    path = Path(out) / "checkpoint.pt"
+    if not path.exists():
+        return None
+    return torch.load(path, map_location="cpu", weights_only=True).get("elapsed_s")
 
 
 def inner_attack(config: TrainConfig):
