@@ -5,6 +5,12 @@ Models: small CNNs trained in seconds on vlmshield.testing's toy task (4 and 10 
 images each, Linf. The two implementations draw different random starts, so single points may differ;
 the robust accuracies should agree to within a few points, and neither should be consistently weaker.
 
+The last column runs one APGD run of each implementation from the same start point (the reference's
+``x_init``; APGD-T towards the most likely wrong class), so that the rest is deterministic: "identical"
+means the same points were fooled and every point left standing ends at the same best iterate and
+loss (how many are left says how much of the run the comparison covers). Any step-size decision taken
+differently, at the first checkpoint as at the others, would move the iterates.
+
     pip install --no-deps pyautoattack   # `make bench` does this
     python bench/apgd_vs_autoattack.py [--eps 4/255,8/255] [--steps 10,100]
 """
@@ -41,6 +47,34 @@ def accuracy(model, x, y) -> float:
         return (model(x).argmax(dim=1) == y).float().mean().item()
 
 
+def same_start(model, x, y, eps: float, steps: int, name: str) -> str:
+    """One run of vlmshield's APGD and one of the reference's from the same start: do they agree?"""
+    from pyautoattack.autopgd_base import APGDAttack, APGDAttack_targeted
+
+    ours = vs.attack(name, eps=eps, steps=steps)
+    generator = torch.Generator().manual_seed(0)
+    start = ours.start(x, generator)
+    ours.start = lambda x, generator: start.clone()
+    if name == "apgd-t":
+        with torch.no_grad():
+            target = model(x).argsort(dim=1)[:, -2]
+        loss_fn = vs.core.targeted_dlr_loss(target)
+        reference = APGDAttack_targeted(model, n_iter=steps, eps=eps, seed=0, device="cpu")
+        reference.y_target = target
+    else:
+        loss_fn = vs.core.resolve_loss("ce")
+        reference = APGDAttack(model, n_iter=steps, eps=eps, seed=0, device="cpu", loss="ce")
+    reference.init_hyperparam(x)
+    best, robust, loss, _ = reference.attack_single_run(x, y, x_init=start.clone())
+    adv, fooled, our_loss = ours.run(model, x, y, loss_fn, generator, labels=True)
+    if not torch.equal(fooled, ~robust):
+        return f"differs ({int(fooled.sum())} vs {int((~robust).sum())} fooled)"
+    kept = ~fooled
+    gap = max((adv[kept] - best[kept]).abs().max().item(), (our_loss[kept] - loss[kept]).abs().max().item()) \
+        if kept.any() else 0.0
+    return f"identical ({int(kept.sum())} left standing)" if gap <= 1e-5 else f"differs (max gap {gap:.1e})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--eps", default="4/255,8/255")
@@ -53,8 +87,9 @@ def main() -> None:
     except ImportError:
         raise SystemExit("the reference is not installed: pip install --no-deps pyautoattack") from None
 
-    print("Linf, 128 test images; robust accuracy % (time)")
-    print(f"{'model':<10}{'eps':>7}{'steps':>6}  {'attack':<9}{'vlmshield':>18}{'reference':>18}")
+    print("Linf, 128 test images; robust accuracy % (time); same start: one run of each from the same point")
+    print(f"{'model':<10}{'eps':>7}{'steps':>6}  {'attack':<9}{'vlmshield':>18}{'reference':>18}  same start")
+    agree = []
     for classes in (4, 10):
         model, x, y = train(classes)
         targets = min(9, classes - 1)
@@ -80,10 +115,15 @@ def main() -> None:
                     theirs_x = reference[name].perturb(x, y)
                 theirs = accuracy(model, theirs_x, y)
                 theirs_time = time.perf_counter() - start
+                verdict = "" if name == "aa-lite" else same_start(model, x, y, eps, steps, name)
+                agree += [verdict.startswith("identical")] if verdict else []
                 print(f"{classes:>2} classes{vs.core.format_eps(eps):>7}{steps:>6}  {name:<9}"
                       f"{100 * ours:>10.2f} ({ours_time:4.1f}s)"
-                      f"{100 * theirs:>10.2f} ({theirs_time:4.1f}s)")
+                      f"{100 * theirs:>10.2f} ({theirs_time:4.1f}s)  {verdict}")
         print(f"{classes:>2} classes clean accuracy {100 * accuracy(model, x, y):.2f}")
+    print(f"same start: {sum(agree)} of {len(agree)} runs identical to the reference's; "
+          + ("the step-size decisions match it, the first checkpoint's included (step 1 compared with zero)."
+             if all(agree) else "the step-size decisions do not all match it."))
 
 
 if __name__ == "__main__":

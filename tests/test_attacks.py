@@ -154,3 +154,62 @@ def test_bad_inputs_are_refused(zero_shot):
 def test_unknown_attack_suggests_the_closest_name():
     with pytest.raises(vs.core.UnknownNameError, match="Did you mean 'pgd'"):
         vs.attack("pdg")
+
+
+def test_apgd_first_checkpoint_compares_step_one_with_zero_as_autoattack_does():
+    """AutoAttack keeps no loss before the first step: its first checkpoint compares step 1 with zero."""
+    from vlmshield.attacks.apgd import halve_step
+
+    steps, k = 10, 2  # APGD's first checkpoint for 10 steps comes after step 2 (row 1)
+    record = torch.zeros(steps, 3)
+    # a DLR loss rising while the point stays correctly classified (start -0.9), a cross-entropy that
+    # fell at step 1 and rose at step 2 (start 0.5), a DLR loss rising through zero
+    record[0] = torch.tensor([-0.8, 0.3, -0.1])
+    record[1] = torch.tensor([-0.7, 0.4, 0.2])
+    first = torch.ones(3, dtype=torch.bool)  # nothing was halved "at the last check": no stall test
+    best = record[:2].amax(dim=0)
+    reduce = halve_step(record, 1, k, 0.75, first, best, best)
+    # rises counted: 0 + 1 (step 1 is not above 0), 1 + 1, 0 + 1; halved when at most 0.75 * 2
+    assert reduce.tolist() == [True, False, True]
+
+
+def test_apgd_later_checkpoints_compare_consecutive_steps_and_halve_on_a_stall():
+    from vlmshield.attacks.apgd import halve_step
+
+    record = torch.zeros(10, 3)
+    record[:5] = torch.tensor([[1.0, 1.0, 1.0], [2.0, 2.0, 2.0], [3.0, 1.0, 3.0], [4.0, 2.0, 3.5],
+                               [5.0, 3.0, 4.0]])
+    # second checkpoint after step 5 (row 4), 3 steps since the first: rises 3, 2, 3 of 3 (threshold 2.25);
+    # the third sample's best loss (6, reached before the first checkpoint) did not improve since
+    best_at_check, best = torch.tensor([2.0, 2.0, 6.0]), torch.tensor([5.0, 3.0, 6.0])
+    not_halved = torch.zeros(3, dtype=torch.bool)
+    assert halve_step(record, 4, 3, 0.75, not_halved, best_at_check, best).tolist() == [False, True, True]
+    assert halve_step(record, 4, 3, 0.75, ~not_halved, best_at_check, best).tolist() == [False, True, False]
+
+
+@pytest.mark.parametrize("name", ["apgd-ce", "apgd-t"])
+def test_apgd_iterates_are_autoattacks_from_the_same_start(name, toy):
+    """One run from the reference's ``x_init``: the same points fooled, the others at the same best point."""
+    autopgd = pytest.importorskip("pyautoattack.autopgd_base")
+    model, x, y = toy
+    x, y = x[:64], y[:64]
+    eps, steps = 8 / 255, 10
+    attack = vs.attack(name, eps=eps, steps=steps)
+    start = attack.start(x, torch.Generator().manual_seed(0))
+    attack.start = lambda x, generator: start.clone()
+    if name == "apgd-t":
+        with torch.no_grad():
+            target = model(x).argsort(dim=1)[:, -2]
+        loss_fn = vs.core.targeted_dlr_loss(target)
+        reference = autopgd.APGDAttack_targeted(model, n_iter=steps, eps=eps, device="cpu")
+        reference.y_target = target
+    else:
+        loss_fn = vs.core.resolve_loss("ce")
+        reference = autopgd.APGDAttack(model, n_iter=steps, eps=eps, device="cpu", loss="ce")
+    reference.init_hyperparam(x)
+    best, robust, loss, _ = reference.attack_single_run(x, y, x_init=start.clone())
+    adv, fooled, our_loss = attack.run(model, x, y, loss_fn, torch.Generator(), labels=True)
+    assert torch.equal(fooled, ~robust)
+    assert robust.any()
+    torch.testing.assert_close(adv[robust], best[robust], rtol=0, atol=1e-6)
+    torch.testing.assert_close(our_loss[robust], loss[robust], rtol=0, atol=1e-6)

@@ -430,3 +430,82 @@ def test_an_unknown_convention_or_dataset_is_a_parameter_error():
         templates_for("cifar10", "dataset")
     with pytest.raises(ParameterError, match="no templates for dataset 'mnist'"):
         templates_for("mnist")
+
+
+# ----------------------------------------------------------------------------- protocol preprocessing
+TTC_RULE = {"resize": 256, "crop": 224, "interpolation": "bilinear"}
+
+
+def test_a_resize_rule_is_torchvisions_resize_and_centre_crop(tmp_path, monkeypatch):
+    from torchvision import transforms
+
+    write_cifar10(tmp_path, monkeypatch)
+    data = vs.dataset(f"cifar10:{tmp_path}", preprocess=TTC_RULE)
+    raw = tv.CIFAR10(tmp_path, train=False)[0][0]  # the PIL image
+    ttc = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor()])
+    assert data[0][0].shape == (3, 224, 224) and torch.equal(data[0][0], ttc(raw))
+    jpeg(tmp_path / "folder" / "cat" / "a.jpg", size=(300, 260))
+    jpeg(tmp_path / "folder" / "dog" / "b.jpg")
+    assert vs.dataset(f"imagefolder:{tmp_path / 'folder'}", preprocess=TTC_RULE)[0][0].shape == (3, 224, 224)
+
+
+@pytest.fixture
+def seen(monkeypatch):
+    """dataset name -> the image sizes its zero-shot classifier was called on (clean and adversarial)."""
+    from vlmshield.evaluators import ZeroShot
+
+    sizes: dict[str, set] = {}
+    build = ZeroShot.classifier
+
+    class Spy(torch.nn.Module):
+        def __init__(self, inner, name):
+            super().__init__()
+            self.inner, self.name = inner, name
+
+        def forward(self, x):
+            sizes.setdefault(self.name, set()).add(tuple(x.shape[-2:]))
+            return self.inner(x)
+
+    monkeypatch.setattr(ZeroShot, "classifier", lambda self, model, data: Spy(build(self, model, data), data.name))
+    return sizes
+
+
+def test_tecoa_feeds_the_classifier_ttcs_224_pixel_crops(tmp_path, monkeypatch, seen):
+    from vlmshield.core.protocol import run_protocol
+    from vlmshield.testing import tiny_vlm
+
+    write_cifar10(tmp_path, monkeypatch)
+    run = run_protocol(tiny_vlm(), "tecoa", f"cifar10:{tmp_path}", n=2, batch_size=2, progress=False)
+    assert seen == {"cifar10": {(224, 224)}}  # the 32-px images, attacked and classified at 224
+    assert run["protocol"]["preprocess"] == {"default": TTC_RULE} and run["preprocess"] == {"cifar10": TTC_RULE}
+    assert run["protocol"]["counting"] == run["counting"] == "all"
+    record = json.loads(json.dumps(run))  # the record is JSON as written
+    assert record["preprocess"]["cifar10"]["interpolation"] == "bilinear"
+
+
+def test_robustvlm_resizes_pcam_and_eurosat_and_keeps_cifar_native(tmp_path, monkeypatch, seen):
+    import dataclasses
+
+    from vlmshield.core.protocol import get_protocol, run_protocol
+    from vlmshield.testing import tiny_vlm
+
+    for name in ("cifar10", "eurosat", "pcam"):
+        WRITERS[name](tmp_path / name, monkeypatch)
+    # robustvlm's preprocessing with one PGD step in place of its 1,400 APGD iterations per image
+    protocol = dataclasses.replace(get_protocol("robustvlm"), attack="pgd", eps=("1/255",), steps=1, attack_params={})
+    spec = ",".join(f"{name}:{tmp_path / name}" for name in ("cifar10", "eurosat", "pcam"))
+    run = run_protocol(tiny_vlm(), protocol, spec, n=2, batch_size=2, progress=False)
+    assert seen == {"cifar10": {(32, 32)}, "eurosat": {(224, 224)}, "pcam": {(224, 224)}}
+    resize = {"resize": 224, "crop": 224, "interpolation": "bicubic"}
+    assert run["preprocess"] == {"cifar10": "native", "eurosat": resize, "pcam": resize}
+    assert run["protocol"]["preprocess"] == {"default": "native", "pcam": resize, "eurosat": resize}
+    assert run["counting"] == "clean-correct"
+
+
+def test_plain_evaluation_keeps_native_resolution(tmp_path, monkeypatch, seen):
+    from vlmshield.core import evaluate
+    from vlmshield.testing import tiny_vlm
+
+    write_eurosat(tmp_path, monkeypatch)
+    record = evaluate(tiny_vlm(), f"eurosat:{tmp_path}", n=2, progress=False)
+    assert seen == {"eurosat": {(64, 64)}} and "preprocess" not in record

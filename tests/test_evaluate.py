@@ -239,3 +239,95 @@ def test_image_folders_are_read_resized_and_classified(host, tmp_path):
     data = vs.dataset(f"imagefolder:{tmp_path}", image_size=32)
     assert data.classnames == ["blue sky", "red apple"] and data[0][0].shape == (3, 32, 32)
     assert evaluate("tiny-clip", data, n=4)["results"][data.name]["n"] == 4
+
+
+# ----------------------------------------------------------------------------- counting conventions
+class Threshold(torch.nn.Module):
+    """Class 1 when an image's mean pixel is above 0.5, class 0 below: the attack moves the mean."""
+
+    def forward(self, x):
+        mean = x.mean(dim=(1, 2, 3))
+        return 50 * torch.stack([0.5 - mean, mean - 0.5], dim=1)
+
+
+class FlipsPerturbed(torch.nn.Module):
+    """The opposite of ``inner``'s answer on images off the 1/255 grid (perturbed ones), its own elsewhere:
+    wrong on a clean image ``inner`` gets wrong, right on the adversarial version of it."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        logits = self.inner(x)
+        perturbed = ((x * 255) - (x * 255).round()).abs().flatten(1).amax(dim=1) > 1e-3
+        return torch.where(perturbed[:, None], -logits, logits)
+
+
+class Reverse(TestTimeDefense):
+    name = "test-reverse"
+    adaptive_attacks = ()
+
+    def wrap(self, classifier, calibration=None):
+        return FlipsPerturbed(classifier)
+
+
+def counting_task():
+    """Five constant images on the 1/255 grid: three at 0.2 labelled 1 (Threshold gets them wrong clean),
+    one at 0.8 labelled 1 and one at 0.2 labelled 0 (right clean)."""
+    levels = torch.tensor([51, 51, 204, 51, 51]) / 255
+    x = levels[:, None, None, None].expand(5, 3, 8, 8).clone()
+    return tensor_dataset(x, torch.tensor([1, 1, 1, 0, 1]), ["low", "high"], name="levels")
+
+
+#: PGD with an eps off the 1/255 grid, so that every adversarial image is off it.
+OFF_GRID_PGD = dict(evaluator="accuracy", attack="pgd", eps=0.01, steps=3, attack_params={"alpha": 0.004},
+                    batch_size=5)
+
+
+def test_the_two_counting_conventions_on_a_test_time_defense():
+    data = counting_task()
+    results, records = {}, {}
+    for counting in ("clean-correct", "all"):
+        records[counting] = evaluate(Threshold(), data, defense=Reverse(), counting=counting, **OFF_GRID_PGD)
+        results[counting] = records[counting]["results"]["levels"]
+        assert records[counting]["counting"] == counting
+    # clean: the defended classifier is Threshold on clean images, right on the 0.8 and the label-0 images
+    assert results["clean-correct"]["clean_acc"] == results["all"]["clean_acc"] == pytest.approx(0.4)
+    # only those two are attacked; the defense flips its answer on them and gets both wrong
+    assert results["clean-correct"]["robust_acc"] == 0.0
+    # every image attacked: the three wrong clean are right once perturbed, the two right clean are wrong
+    assert results["all"]["robust_acc"] == pytest.approx(0.6)
+    # above clean, and no fault of the evaluation: not robust-above-clean; the non-adaptive number is flagged
+    assert [f["flag"] for f in records["all"]["flags"]] == ["test-time-defense"]
+    assert [f["flag"] for f in records["clean-correct"]["flags"]] == ["test-time-defense"]
+
+
+def test_robust_above_clean_is_flagged_when_counting_all_without_a_defense():
+    record = evaluate(FlipsPerturbed(Threshold()), counting_task(), counting="all", **OFF_GRID_PGD)
+    result = record["results"]["levels"]
+    assert result["robust_acc"] == pytest.approx(0.6) and result["clean_acc"] == pytest.approx(0.4)
+    assert [f["flag"] for f in record["flags"]] == ["robust-above-clean"]
+    default = evaluate(FlipsPerturbed(Threshold()), counting_task(), **OFF_GRID_PGD)
+    assert default["counting"] == "clean-correct" and default["results"]["levels"]["robust_acc"] == 0.0
+
+
+def test_a_log_of_another_counting_convention_is_not_resumed(host, toy, tmp_path):
+    model, data = toy
+    out = tmp_path / "run.json"
+    settings = dict(evaluator="accuracy", attack="counting-pgd", steps=2, n=32, batch_size=8, out=out)
+    CountingPGD.crash_at = 1
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(model, data, **settings)
+    CountingPGD.crash_at = None
+    with pytest.raises(ParameterError, match="different configuration"):
+        evaluate(model, data, counting="all", **settings)
+
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    ({"counting": "some"}, "counting must be one of clean-correct, all"),
+    ({"counting": "all", "evaluator": "asr", "attack": "corner-patch"}, "no counting convention 'all'"),
+])
+def test_bad_counting_requests_are_refused(host, kwargs, fragment):
+    with pytest.raises(ParameterError, match=fragment):
+        evaluate("tiny-clip", "fakedata", **kwargs)

@@ -223,3 +223,65 @@ def test_a_test_time_defense_is_reported_with_its_adaptive_numbers_and_ranked_by
     assert row["adaptive_robust_acc"] == defended["average"]["adaptive_robust_acc"]
     markdown = (tmp_path / "report.md").read_text()
     assert "(test-time defense)" in markdown and " / adaptive " in markdown
+
+
+# ----------------------------------------------------------------------------- preprocessing and counting
+def test_protocols_declare_their_preprocessing_and_counting():
+    from vlmshield.cli import describe
+
+    tecoa, robustvlm, clean = (get_host().get("protocol", name).obj for name in ("tecoa", "robustvlm", "clean"))
+    ttc = {"resize": 256, "crop": 224, "interpolation": "bilinear"}
+    assert tecoa.preprocess == {"default": ttc} and tecoa.counting == "all"
+    assert tecoa.preprocessing("cifar10") == tecoa.preprocessing("pcam") == ttc
+    resize = {"resize": 224, "crop": 224, "interpolation": "bicubic"}
+    assert robustvlm.preprocessing("pcam") == robustvlm.preprocessing("eurosat") == resize
+    assert robustvlm.preprocessing("cifar10") == robustvlm.preprocessing("stl10") == "native"
+    assert robustvlm.counting == clean.counting == "clean-correct" and clean.preprocessing("eurosat") == "native"
+    info = describe(get_host().get("protocol", "tecoa"))  # what `vlmshield list/info protocols` shows
+    assert info["preprocess"] == {"default": ttc} and info["counting"] == "all"
+    assert "224" in tecoa.description and "all images" in tecoa.description
+    assert "native" in robustvlm.description and "clean-correct" in robustvlm.description
+
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    ({"counting": "some"}, "counting must be one of clean-correct, all"),
+    ({"preprocess": {"default": "upsampled"}}, "a rule is 'native' or"),
+    ({"preprocess": {"default": {"resize": 224, "crop": 256, "interpolation": "bilinear"}}}, "cannot exceed"),
+    ({"preprocess": {"pcam": {"resize": 224, "crop": 224, "interpolation": "lanczos"}}}, "interpolation must be"),
+    ({"preprocess": {"pcam": {"resize": 0, "crop": 0, "interpolation": "bicubic"}}}, "whole number of pixels"),
+])
+def test_malformed_preprocessing_and_counting_are_refused(kwargs, fragment):
+    with pytest.raises(ParameterError, match=fragment):
+        Protocol("bad", "a bad protocol", **kwargs)
+
+
+def test_a_dataset_that_cannot_resize_itself_is_resized_as_tensors():
+    from vlmshield.core.protocol import protocol_datasets
+
+    rule = {"resize": 64, "crop": 48, "interpolation": "bicubic"}
+    wide = Protocol("wide", "resize and crop", preprocess={"default": "native", "tensors": rule})
+    data = tensor_dataset(torch.rand(3, 3, 16, 20), torch.arange(3) % 2, ["cat", "dog"])
+    data.template_sets = {"single": ["This is a photo of a {}."]}
+    built, = protocol_datasets(wide, [data])
+    image = built[0][0]
+    assert image.shape == (3, 48, 48) and 0 <= image.min() and image.max() <= 1
+    assert built.preprocess == rule and built.template_sets == data.template_sets and built.name == "tensors"
+    native = Protocol("plain", "as built")
+    assert protocol_datasets(native, [data])[0] is data and data.preprocess == "native"
+
+
+def test_a_counting_override_is_recorded_and_the_report_warns_about_mixed_conventions(tmp_path):
+    from vlmshield.testing import tiny_vlm
+
+    quick = Protocol("quick-all", "one PGD step, counted over all images", attack="pgd", eps=("1/255",), steps=1,
+                     datasets="fakedata", counting="all")
+    data = tensor_dataset(torch.rand(4, 3, 32, 32), torch.arange(4) % 2, ["cat", "dog"])
+    runs = [run_protocol(tiny_vlm(), quick, data, batch_size=4, progress=False, counting=counting)
+            for counting in (None, "clean-correct")]
+    assert [r["counting"] for r in runs] == ["all", "clean-correct"]
+    assert runs[0]["overrides"] == {"datasets": ["tensors"]}  # a built dataset is recorded by name
+    assert runs[1]["overrides"] == {"datasets": ["tensors"], "counting": "clean-correct"}
+    assert "robust accuracy over all images" in format_run(runs[0])
+    report = write_report(runs, tmp_path)
+    assert sorted(r["counting"] for r in report["leaderboard"]) == ["all", "clean-correct"]
+    assert "counted differently across these runs" in (tmp_path / "report.md").read_text()

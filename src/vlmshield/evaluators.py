@@ -5,8 +5,10 @@
 - ``accuracy``: clean and robust accuracy of a plain classifier, e.g. a domain-adapted one (DART's metric);
 - ``asr``: clean zero-shot accuracy and the attack success rate of a backdoor trigger.
 
-Robust accuracy attacks only the clean-correct points (a wrong clean prediction is not robust), as
-AutoAttack and RobustBench count it.
+Robust accuracy counts as ``evaluate(counting=...)`` says. ``"clean-correct"`` (the default): only the
+clean-correct images are attacked, a wrong clean prediction is not robust, as AutoAttack, RobustBench and
+RobustVLM count it. ``"all"``: every image is attacked and robust accuracy is the share classified right
+after the attack, as TeCoA, PMG-AFT and TTC count it. Both are shares of all evaluated images.
 """
 
 from __future__ import annotations
@@ -14,25 +16,29 @@ from __future__ import annotations
 import torch
 
 from vlmshield.core import VLM, BackdoorAttack, Evaluator, ParameterError, hookimpl
+from vlmshield.core.evaluate import COUNTINGS
 
 
 class Accuracy(Evaluator):
     name = "accuracy"
     description = "Clean and robust accuracy of a classifier that is not a VLM (a domain-adapted model, say)."
     metrics = ("clean_acc", "robust_acc")
+    countings = COUNTINGS
 
     def classifier(self, model, data):
         if isinstance(model, VLM):
             raise ParameterError("the accuracy evaluator takes a classifier; evaluate a VLM with zero-shot.")
         return model
 
-    def score(self, classifier, x, y, *, data, attack=None, attack_model=None, seed=0):
+    def score(self, classifier, x, y, *, data, attack=None, attack_model=None, seed=0, counting="clean-correct"):
+        """Clean and robust correctness per image; ``counting="all"`` attacks every image, the default
+        only those ``classifier`` gets right clean (the others count as not robust)."""
         with torch.no_grad():
             clean = classifier(x).argmax(dim=1) == y
         values = {"clean_acc": clean.float()}
         if attack is not None:
             robust = torch.zeros_like(clean)
-            idx = clean.nonzero().squeeze(1)
+            idx = torch.arange(len(y), device=y.device) if counting == "all" else clean.nonzero().squeeze(1)
             if idx.numel():
                 x_adv = attack(attack_model, x[idx], y[idx], seed=seed)
                 with torch.no_grad():

@@ -3,35 +3,47 @@
     vlmshield train fare --model clip-vitl14 --dataset imagenet:/data --eps 2/255     # the paper's run
     vlmshield train tecoa --preset world --out runs/tecoa-tinyvit4                      # minutes on a CPU
 
-The method is any registered ``AdversarialFineTuning`` defense; its preset gives the model, the dataset
-and the ``TrainConfig``, and the options override them (recorded in the card). The run resumes from
-``OUT/checkpoint.pt`` when started again. At the end the model is saved as a zoo folder
-(``OUT/model``: open_clip's layout, ``vs.zoo.load("local-dir:OUT/model")``) and, with ``--package``, as
-a packaged weight file and card (``OUT/NAME.safetensors``, ``OUT/NAME.json``) of the kind a plugin ships
-in its ``weights/`` folder; ``--evaluate PROTOCOL`` measures it and writes the numbers into both.
+The method is any registered ``AdversarialFineTuning`` defense; its preset gives the model, the dataset,
+how the dataset's images are preprocessed before the attack sees them, and the ``TrainConfig``; the
+options override them (recorded in the card). The run resumes from ``OUT/checkpoint.pt`` when started
+again. At the end the model is saved as a zoo folder (``OUT/model``: open_clip's layout,
+``vs.zoo.load("local-dir:OUT/model")``) and, with ``--package``, as a packaged weight file and card
+(``OUT/NAME.safetensors``, ``OUT/NAME.json``) of the kind a plugin ships in its ``weights/`` folder;
+``--evaluate PROTOCOL`` measures it and writes the numbers into both.
+
+Preprocessing, and so the threat model of training: a preset's ``"preprocess"`` is ``"native"`` (the
+default: the images as the dataset builds them, e.g. TinyImageNet at its 64 px, the model resizing inside)
+or a resize-and-crop rule ``{"resize": R, "crop": C, "interpolation": "bilinear" | "bicubic"}``: each
+image's shortest side is resized to R pixels, then centre-cropped to C, before the attack, so that eps
+applies to those pixels (``--preprocess 256,224,bilinear`` or ``native`` overrides it; the card records
+the rule; ``vlmshield.core.preprocess`` applies it). A run keeps its rule in ``OUT/preprocess.txt`` and
+is not resumed under another one.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
 from vlmshield.core import (
+    NATIVE,
     AdversarialFineTuning,
     Command,
     ModelCard,
     ParameterError,
     TrainConfig,
-    dataset,
+    check_preprocess_rule,
     export_packaged,
     get_host,
     hookimpl,
     measure_for_card,
     parse_eps,
     parse_params,
+    preprocessed_dataset,
     train,
 )
 from vlmshield.core.distributed import init_from_env, is_main_process
@@ -47,12 +59,77 @@ def _method(name: str):
     return cls
 
 
+def preprocess_rule(value, where: str = "preprocess"):
+    """``"native"`` or a checked resize-and-crop rule ``{"resize": R, "crop": C, "interpolation": I}``,
+    from None or ``"native"``, such a dict, a tuple ``(R, C)`` or ``(R, C, I)``, or the command line's
+    ``"R,C"`` or ``"R,C,I"`` (the interpolation is bilinear unless named)."""
+    if value is None or value == NATIVE:
+        return NATIVE
+    if isinstance(value, str):
+        value = tuple(part.strip() for part in value.split(","))
+        try:
+            value = (int(value[0]), int(value[1]), *value[2:]) if len(value) >= 2 else value
+        except ValueError:
+            raise ParameterError(f"{where}: write RESIZE,CROP[,INTERPOLATION] in pixels (256,224,bilinear) "
+                                 f"or native; got {','.join(value)!r}.") from None
+    if isinstance(value, (tuple, list)) and len(value) in (2, 3):
+        value = {"resize": value[0], "crop": value[1], "interpolation": value[2] if len(value) == 3 else "bilinear"}
+    check_preprocess_rule(value, where)
+    return dict(value)
+
+
+def _flag(rule) -> str:
+    """The rule as ``--preprocess`` takes it: ``native`` or ``RESIZE,CROP,INTERPOLATION``."""
+    return NATIVE if rule == NATIVE else f"{rule['resize']},{rule['crop']},{rule['interpolation']}"
+
+
+def describe_preprocess(rule) -> str:
+    """The rule in words, as a card's description says it (nothing for ``"native"``)."""
+    if rule == NATIVE:
+        return ""
+    return f" ({rule['interpolation']} resize to {rule['resize']} px, centre crop {rule['crop']})"
+
+
+def training_data(run: dict, image_size: int) -> tuple:
+    """(training data, validation data or None) of ``run`` (from ``plan``), preprocessed as it says."""
+    rule = run.get("preprocess", NATIVE)
+    data = preprocessed_dataset(run["dataset"], rule, split="train", image_size=image_size)
+    val = preprocessed_dataset(run["val_dataset"], rule, split="test", image_size=image_size) \
+        if run["val_dataset"] else None
+    return data, val
+
+
+#: The file of a run's folder that names the preprocessing rule its checkpoint is trained with, as
+#: ``--preprocess`` takes it (not JSON: the folder's ``*.json`` files are packaged cards).
+PREPROCESS_FILE = "preprocess.txt"
+
+
+def _keep_preprocessing(out: Path, rule) -> None:
+    """Write ``rule`` into ``out`` (``PREPROCESS_FILE``); ParameterError if ``out`` holds a checkpoint trained
+    with another rule (a checkpoint without the file is from before training data had rules: native)."""
+    path = out / PREPROCESS_FILE
+    if (out / "checkpoint.pt").exists():
+        trained = preprocess_rule(path.read_text().strip(), str(path)) if path.exists() else NATIVE
+        if trained != rule:
+            raise ParameterError(f"the checkpoint in {out} was trained on images preprocessed as {_flag(trained)}, "
+                                 f"not {_flag(rule)}; resume it with --preprocess {_flag(trained)}, or train with "
+                                 f"{_flag(rule)} into another output folder.")
+    if is_main_process():
+        out.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(path.name + ".tmp")
+        temporary.write_text(_flag(rule) + "\n")
+        os.replace(temporary, path)
+
+
 def plan(method: str, preset: str = "paper", *, model=None, data=None, eps=None, steps=None, batch_size=None,
-         lr=None, seed=None, stage=None, proxy=None, params: dict | None = None, attack_steps=None) -> dict:
-    """The run a preset and its overrides describe: model, dataset, method parameters and TrainConfig.
+         lr=None, seed=None, stage=None, proxy=None, params: dict | None = None, attack_steps=None,
+         preprocess=None) -> dict:
+    """The run a preset and its overrides describe: model, dataset, its preprocessing, method parameters
+    and TrainConfig.
 
     ``stage`` runs one stage of a multi-stage method (by name; ``all`` or ``both``: every stage),
-    ``proxy`` is the method's ``proxy`` parameter (a zoo name) and ``params`` its other parameters.
+    ``proxy`` is the method's ``proxy`` parameter (a zoo name) and ``params`` its other parameters;
+    ``preprocess`` replaces the preset's preprocessing rule (``preprocess_rule``).
     """
     cls = _method(method)
     if preset not in cls.presets:
@@ -79,14 +156,19 @@ def plan(method: str, preset: str = "paper", *, model=None, data=None, eps=None,
                        ("seed", seed), ("attack_steps", attack_steps)):
         if value is not None:
             config[key] = value
+    rule = preprocess_rule(chosen.get("preprocess"), f"{cls.name}'s {preset} preset")
+    if preprocess is not None:
+        rule = preprocess_rule(preprocess)
+        preprocess = _flag(rule)
     overrides = {k: v for k, v in (("model", model), ("proxy", proxy), ("dataset", data), ("stage", stage),
                                    ("eps", eps), ("steps", steps), ("batch_size", batch_size), ("lr", lr),
-                                   ("seed", seed), ("attack_steps", attack_steps)) if v is not None}
+                                   ("seed", seed), ("attack_steps", attack_steps), ("preprocess", preprocess))
+                 if v is not None}
     if params:
         overrides["method_params"] = ",".join(f"{k}={v}" for k, v in params.items())
     return {"method": cls.create(**method_params), "preset": preset, "overrides": overrides,
             "model": model or chosen["model"], "dataset": data or chosen["dataset"],
-            "val_dataset": chosen.get("val_dataset"), "config": TrainConfig(**config).check()}
+            "val_dataset": chosen.get("val_dataset"), "preprocess": rule, "config": TrainConfig(**config).check()}
 
 
 def _per_stage(method: str, stages: tuple, field: str, value) -> tuple:
@@ -135,10 +217,9 @@ def run_training(run: dict, out, *, name: str | None = None, device=None, progre
     from vlmshield import zoo  # the command builds on the zoo, like the user's own script would
 
     out = Path(out)
+    _keep_preprocessing(out, run.get("preprocess", NATIVE))
     vlm = zoo.load(run["model"], device=device)
-    image_size = vlm.image_size[0]
-    data = dataset(run["dataset"], split="train", image_size=image_size)
-    val = dataset(run["val_dataset"], split="test", image_size=image_size) if run["val_dataset"] else None
+    data, val = training_data(run, vlm.image_size[0])
     clock = time.perf_counter()
     train(vlm, data, run["method"], run["config"], out=out, val_data=val, device=device, progress=progress, log=log)
     seconds = round(training_seconds(out) or time.perf_counter() - clock, 1)  # all parts of a resumed run
@@ -146,12 +227,13 @@ def run_training(run: dict, out, *, name: str | None = None, device=None, progre
     eps_label = f"{round(config.eps * 255, 2):g}/255"
     name = name or f"{method.name}-{run['model'].removeprefix('clip-')}"
     base = get_host().get("model", run["model"]).obj
+    rule = run.get("preprocess", NATIVE)
     info = {"arch": base.arch, "method": method.name, "base_model": base.name,
-            "description": f"{method.name} fine-tuning of {base.name} on {run['dataset']} at eps {eps_label} "
-                           f"({run['preset']} preset).",
+            "description": f"{method.name} fine-tuning of {base.name} on {run['dataset']}{describe_preprocess(rule)} "
+                           f"at eps {eps_label} ({run['preset']} preset).",
             "threat_model": {"norm": "Linf", "eps": eps_label}, "training_data": run["dataset"],
-            "command": command_line(run), "method_params": method.config()["params"], "config": config.to_dict(),
-            "train_time_s": seconds}
+            "preprocess": rule, "command": command_line(run), "method_params": method.config()["params"],
+            "config": config.to_dict(), "train_time_s": seconds}
     if evaluate_with:
         protocol = get_protocol(evaluate_with)
         info["metrics"] = measure_for_card(vlm, protocol, progress=progress, out=out / f"eval-{protocol.name}")
@@ -173,7 +255,7 @@ def _train(args) -> int:
         params = parse_params(cls, args.method_params, f"defense {cls.name!r}", cls.pixel_params)
     run = plan(args.method, args.preset, model=args.model, data=args.dataset, eps=args.eps, steps=args.steps,
                batch_size=args.batch_size, lr=args.lr, seed=args.seed, stage=args.stage, proxy=args.proxy,
-               params=params, attack_steps=args.attack_steps)
+               params=params, attack_steps=args.attack_steps, preprocess=args.preprocess)
     out = Path(args.out or f"runs/{args.method}-{args.preset}")
     try:
         info = run_training(run, out, name=args.name, device=args.device,
@@ -209,6 +291,9 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", help="peak learning rate: one for every stage, or STAGE=LR,... (hpt-gpd: "
                                      "warmup=1e-4,hpt=3e-4)")
     parser.add_argument("--attack-steps", type=int, help="iterations of the inner attack (the preset's by default)")
+    parser.add_argument("--preprocess", help="the training images before the attack: RESIZE,CROP[,INTERPOLATION] "
+                                             "(shortest side resized, centre crop; 256,224,bilinear) or native "
+                                             "(the preset's by default)")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--out", help="folder: checkpoint (resumable), log, model folder; default runs/METHOD-PRESET")
     parser.add_argument("--name", help="zoo name of the result (default METHOD-ARCH)")

@@ -7,6 +7,10 @@
 - ``make_plugin()``: a plugin object from hook functions, to register with ``temporary_host``.
 - ``attacked_accuracy()``: a zoo model's zero-shot accuracy under PGD on the first images of a task, to
   check that a shipped robust model resists where its base breaks.
+- ``tinyimagenet_files()``: TinyImageNet's release layout with a few 64-px JPEGs, ``training_inputs()``:
+  the data ``vlmshield.finetune.run_training`` hands the training engine, and
+  ``tinyimagenet_training_image()``: an image of those files as a preset's training data has it, for
+  checking a fine-tuning preset's data and preprocessing without training.
 
 Nothing here downloads anything.
 """
@@ -136,3 +140,58 @@ def attacked_accuracy(model: str, task: str, n: int = 32, eps: str = "4/255", st
     x_adv = get_host().create("attack", "pgd", eps=eps, alpha="1/255", steps=steps)(classifier, x, y)
     with torch.no_grad():
         return float((classifier(x_adv).argmax(1) == y).float().mean())
+
+
+def tinyimagenet_files(root, n: int = 2) -> tuple:
+    """TinyImageNet's release layout under ``root`` with ``n`` 64-px noise JPEGs of its first class;
+    returns (root, the JPEGs' paths)."""
+    from PIL import Image
+
+    from .datasets.prompts import wnids
+
+    names = wnids("tinyimagenet")
+    folder = root / "tiny-imagenet-200" / "train" / names[0] / "images"
+    folder.mkdir(parents=True)
+    (root / "tiny-imagenet-200" / "wnids.txt").write_text("\n".join(names) + "\n")
+    generator, paths = torch.Generator().manual_seed(0), []
+    for i in range(n):
+        paths.append(folder / f"{names[0]}_{i}.JPEG")
+        Image.fromarray((torch.rand(64, 64, 3, generator=generator) * 255).byte().numpy()).save(paths[-1])
+    return root, paths
+
+
+class _Stopped(Exception):
+    """Raised by ``training_inputs``'s stand-in engine once it has the data."""
+
+
+def training_inputs(run: dict, out, monkeypatch) -> tuple:
+    """(training data, validation data or None) that ``run_training(run, out)`` hands the training engine,
+    stopped there, with ``tiny_vlm()`` for the zoo's model (``monkeypatch``: pytest's fixture)."""
+    from . import finetune, zoo
+
+    seen = {}
+
+    def engine(vlm, data, method, config, val_data=None, **options):
+        seen.update(data=data, val=val_data)
+        raise _Stopped
+
+    monkeypatch.setattr(finetune, "train", engine)
+    monkeypatch.setattr(zoo, "load", lambda name, device=None: tiny_vlm())
+    try:
+        finetune.run_training(run, out)
+    except _Stopped:
+        return seen["data"], seen["val"]
+    raise AssertionError("run_training ended without handing the engine its data.")
+
+
+def tinyimagenet_training_image(method: str, tmp_path, monkeypatch, index: int = 0, **overrides) -> tuple:
+    """(image, label, the JPEG as PIL decodes it) of item ``index`` of the training data that ``method``'s
+    paper preset (with ``plan`` ``overrides``) reads from ``tinyimagenet_files(tmp_path / "data")``."""
+    from PIL import Image
+
+    from .finetune import plan
+
+    root, paths = tinyimagenet_files(tmp_path / "data")
+    data, _ = training_inputs(plan(method, data=f"tinyimagenet:{root}", **overrides), tmp_path / "run", monkeypatch)
+    image, label = data[index]
+    return image, label, Image.open(paths[index]).convert("RGB")

@@ -24,7 +24,9 @@ from vlmshield.testing import (
     attacked_accuracy,
     make_plugin,
     tiny_vlm,
+    tinyimagenet_training_image,
     toy_dataset,
+    training_inputs,
 )
 
 CLASSES = list(TOY_CLASSES)
@@ -216,3 +218,27 @@ def test_the_shipped_world_model_loads_checked_and_resists_more_than_its_base(ho
     # card: 33.6% against 0.0% (n 500)
     task = "world-colors"
     assert attacked_accuracy("hpt-gpd-tinyvit8", task) >= attacked_accuracy("clip-tinyvit8", task) + 0.2
+
+
+def test_the_paper_preset_attacks_tinyimagenet_at_224_px_as_the_code_does_and_the_world_keeps_32(
+        host, tmp_path, monkeypatch):
+    from torchvision import transforms
+
+    from vlmshield.finetune import command_line, plan
+
+    image, label, decoded = tinyimagenet_training_image("hpt-gpd", tmp_path, monkeypatch, index=1)
+    assert image.shape == (3, 224, 224) and label == 0
+    # the released code's training transform, on the file as it decodes it (up to rounding to 8 bits: bicubic
+    # or Resize 224 would be tens of levels away on this noise)
+    code = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor()])
+    assert (image - code(decoded)).abs().max() <= 1.5 / 255
+    paper = plan("hpt-gpd")
+    assert paper["preprocess"] == {"resize": 256, "crop": 224, "interpolation": "bilinear"}
+    assert command_line(plan("hpt-gpd", preprocess="256,224,bicubic")) == \
+        "vlmshield train hpt-gpd --preprocess 256,224,bicubic"
+    with pytest.raises(ParameterError, match="the crop .224. cannot exceed the resized side .64."):
+        plan("hpt-gpd", preprocess="64,224")
+    world = plan("hpt-gpd", "world")
+    assert world["preprocess"] == "native"
+    data, val = training_inputs(world, tmp_path / "world", monkeypatch)
+    assert data[0][0].shape == val[0][0].shape == (3, 32, 32)

@@ -16,7 +16,9 @@ from vlmshield.testing import (
     attacked_accuracy,
     logged_losses,
     tiny_vlm,
+    tinyimagenet_training_image,
     toy_dataset,
+    training_inputs,
 )
 
 CLASSES = list(TOY_CLASSES)
@@ -164,3 +166,52 @@ def test_the_shipped_world_model_loads_checked_and_is_more_robust_than_its_base(
     for task in ("world-colors", "world-positions"):  # card at 2/255: 94.4% and 86.8% against 61.4% and 44.8%
         assert attacked_accuracy("pmg-aft-tinyvit4", task, n=64, eps="2/255") >= \
             attacked_accuracy("clip-tinyvit4", task, n=64, eps="2/255") + 0.1
+
+
+def test_the_paper_preset_attacks_tinyimagenet_at_224_px_as_the_code_does_and_the_world_keeps_32(
+        host, tmp_path, monkeypatch):
+    from torchvision import transforms
+
+    from vlmshield.finetune import command_line, plan
+
+    image, label, decoded = tinyimagenet_training_image("pmg-aft", tmp_path, monkeypatch)
+    assert image.shape == (3, 224, 224) and label == 0
+    # the released code's training transform, on the file as it decodes it (up to rounding to 8 bits: bicubic
+    # or Resize 224 would be tens of levels away on this noise)
+    code = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor()])
+    assert (image - code(decoded)).abs().max() <= 1.5 / 255
+    paper = plan("pmg-aft")
+    assert paper["preprocess"] == {"resize": 256, "crop": 224, "interpolation": "bilinear"}
+    assert command_line(plan("pmg-aft", preprocess="native")) == "vlmshield train pmg-aft --preprocess native"
+    native = tinyimagenet_training_image("pmg-aft", tmp_path / "native", monkeypatch, preprocess="native")
+    assert native[0].shape == (3, 64, 64)
+    world = plan("pmg-aft", "world")
+    assert world["preprocess"] == "native"
+    data, val = training_inputs(world, tmp_path / "world", monkeypatch)
+    assert data[0][0].shape == val[0][0].shape == (3, 32, 32)
+
+
+def test_a_run_is_not_resumed_with_another_preprocessing_rule(host, tmp_path, monkeypatch):
+    from vlmshield.finetune import plan
+
+    out = tmp_path / "run"
+    out.mkdir()
+    training_inputs(plan("pmg-aft", "world"), out, monkeypatch)  # started on native images...
+    (out / "checkpoint.pt").write_bytes(b"")  # ...and stopped after a checkpoint
+    with pytest.raises(ParameterError, match="trained on images preprocessed as native, not 64,32,bilinear; "
+                                             "resume it with --preprocess native, or train with 64,32,bilinear "
+                                             "into another output folder"):
+        training_inputs(plan("pmg-aft", "world", preprocess="64,32"), out, monkeypatch)
+    data, _ = training_inputs(plan("pmg-aft", "world", preprocess="native"), out, monkeypatch)  # the same rule
+    assert data[0][0].shape == (3, 32, 32)
+    older = tmp_path / "older"  # a checkpoint from before training data had rules was trained on native images
+    older.mkdir()
+    (older / "checkpoint.pt").write_bytes(b"")
+    with pytest.raises(ParameterError, match="preprocessed as native, not 256,224,bilinear"):
+        training_inputs(plan("pmg-aft"), older, monkeypatch)
+    resized = tmp_path / "resized"  # and the other way round
+    resized.mkdir()
+    training_inputs(plan("pmg-aft", "world", preprocess="64,32"), resized, monkeypatch)
+    (resized / "checkpoint.pt").write_bytes(b"")
+    with pytest.raises(ParameterError, match="preprocessed as 64,32,bilinear, not native"):
+        training_inputs(plan("pmg-aft", "world"), resized, monkeypatch)

@@ -3,9 +3,12 @@
 A budget of ``steps`` iterations is split at checkpoints w_0 = 0, w_1 = 0.22 N, ... with intervals that
 shrink by 0.03 N down to 0.06 N. The step size starts at 2 eps; at each checkpoint it is halved, and
 the iterate restarted from the best point so far, for every sample whose loss increased in at most
-``rho`` of the steps since the last checkpoint (the first step compared with the start point), or
-whose step size was not halved at the last checkpoint although its best loss did not improve since
-(a test skipped at the first checkpoint). Each step moves with momentum 0.75 (none on the first step).
+``rho`` of the steps since the last checkpoint, or whose step size was not halved at the last checkpoint
+although its best loss did not improve since (a test skipped at the first checkpoint): ``halve_step``.
+As in AutoAttack's reference code, the start point is not part of that count: at the first
+checkpoint step 1 is compared with zero (it counts as a rise when its loss is positive, which a
+cross-entropy nearly always is and a DLR loss is not while the point is still classified correctly).
+Each step moves with momentum 0.75 (none on the first step).
 For labels, a point counts as fooled as soon as any iterate is misclassified, and that iterate is
 kept; for other targets (embedding losses) the highest-loss iterate is returned. A fooled point's result
 can no longer change, so later iterations compute the model only on the points still standing (and stop
@@ -83,7 +86,7 @@ class APGD(Attack):
         x_fooled = x_adv.clone()
         x_best, loss_best, grad_best = x_adv.clone(), loss.clone(), grad.clone()
         step = torch.full((x.shape[0], 1, 1, 1), 2.0 * eps, device=x.device, dtype=x.dtype)
-        history = [loss]
+        record = torch.zeros((n_iter, x.shape[0]), device=loss.device, dtype=loss.dtype)  # loss after each step
         x_prev = x_adv
         loss_best_at_check = loss_best.clone()
         reduced_at_check = torch.ones_like(fooled)  # no "stalled" test at the first checkpoint
@@ -109,14 +112,11 @@ class APGD(Attack):
                 improved = loss > loss_best
                 x_best[improved], grad_best[improved] = x_adv[improved], grad[improved]
                 loss_best[improved] = loss[improved]
-                history.append(loss)
+                record[i] = loss
                 since_check += 1
                 if since_check == interval:
-                    recent = torch.stack(history[-(interval + 1):])
-                    increases = (recent[1:] > recent[:-1]).sum(dim=0)
-                    oscillating = increases <= interval * self.rho
-                    stalled = ~reduced_at_check & (loss_best_at_check >= loss_best)
-                    reduce = oscillating | stalled
+                    reduce = halve_step(record, i, interval, self.rho, reduced_at_check, loss_best_at_check,
+                                        loss_best)
                     reduced_at_check, loss_best_at_check = reduce, loss_best.clone()
                     step[reduce] /= 2
                     x_adv[reduce], grad[reduce] = x_best[reduce], grad_best[reduce]
@@ -124,3 +124,24 @@ class APGD(Attack):
         if labels:
             return torch.where(fooled.view(-1, 1, 1, 1), x_fooled, x_best), fooled, loss_best
         return x_best, fooled, loss_best
+
+
+def halve_step(record: torch.Tensor, i: int, k: int, rho: float, reduced_at_check: torch.Tensor,
+               loss_best_at_check: torch.Tensor, loss_best: torch.Tensor) -> torch.Tensor:
+    """Which samples halve their step size at the checkpoint reached by step ``i + 1``: AutoAttack's rule.
+
+    ``record`` (steps, N) holds each sample's loss after every step (row ``i`` after step ``i + 1``) and
+    zeros in the rows of steps not taken yet; ``k`` is the number of steps since the last checkpoint.
+    A sample oscillates when its loss rose in at most ``rho * k`` of those ``k`` steps, each compared with
+    the row before it. Rows are indexed as AutoAttack indexes them, so the row before row 0 is the
+    last row: at the first checkpoint, step 1 is compared with that row, still zero (with a single-step
+    budget, with itself). A sample stalled when its step size was not halved at the last checkpoint
+    (``reduced_at_check`` false; all true before the first) and its best loss did not improve since
+    (``loss_best_at_check >= loss_best``). Returns the boolean mask of either.
+    """
+    rows = torch.arange(i - k, i + 1, device=record.device) % record.shape[0]
+    window = record[rows]
+    increases = (window[1:] > window[:-1]).sum(dim=0)
+    oscillating = increases <= k * rho
+    stalled = ~reduced_at_check & (loss_best_at_check >= loss_best)
+    return oscillating | stalled

@@ -43,6 +43,7 @@ from .model import DEFAULT_TEMPLATES, VLM, ZeroShotClassifier, check_images, eva
 from .packaged import card_metrics, export_packaged, measure_for_card, packaged_cards
 from .params import Configurable, check_number, check_template, eps_note, format_eps, parse_eps, parse_params
 from .plugins import Command, PluginHost, get_host, plugins, reset_host, temporary_host
+from .preprocess import INTERPOLATIONS, NATIVE, check_preprocess_rule, preprocessed_dataset, resize_crop
 from .record import RunLog, atomic_write_json, derive_seed, environment, fingerprint
 from .registry import Registration, canonical_name, plugin_hint
 from .tokenizer import WordTokenizer
@@ -76,5 +77,6 @@ __all__ = [
     "plugin_hint", "WordTokenizer", "export_packaged", "packaged_cards", "card_metrics", "measure_for_card",
     "AdversarialFineTuning", "ImageEncoder",
     "Stage", "TrainConfig", "frozen_copy", "kl_divergence", "learning_rate", "train", "WeightsError", "load_state",
-    "read_weights", "write_weights", "recipe_card", "ROBUSTVLM_ATTACK",
+    "read_weights", "write_weights", "recipe_card", "ROBUSTVLM_ATTACK", "NATIVE", "INTERPOLATIONS",
+    "check_preprocess_rule", "preprocessed_dataset", "resize_crop",
 ]

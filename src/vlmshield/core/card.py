@@ -9,6 +9,11 @@ cards through the ``register_models`` hook; ``vs.zoo.load(name)`` builds them.
 ``homepage`` into the weights folder, such as vision-only checkpoints on a university server), or
 ``recipe`` (known but not published yet: loading it says which command produces it). ``metrics`` are the
 numbers the model was published with, with the protocol that measured them.
+
+``quick_gelu`` says which activation the weights were trained with: OpenAI's CLIPs, and every model
+fine-tuned from them, use QuickGELU (``x * sigmoid(1.702 x)``), most others nn.GELU. Unless a card sets
+it, it is what open_clip's pretrained config declares for ``pretrained`` (or for the ``ARCH/TAG`` of
+``base_model``), and ``load`` builds the model with it, random weights included.
 """
 
 from __future__ import annotations
@@ -16,8 +21,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-from .errors import ParameterError
-from .model import VLM
+from .errors import ParameterError, VlmshieldError
+from .model import VLM, declared_quick_gelu
+from .plugins import get_host
 
 SOURCES = ("open_clip", "hf-hub:", "package", "manual", "recipe")
 
@@ -51,6 +57,29 @@ class ModelCard:
     recipe: str = ""
     #: For ``source="manual"``: the page where a person downloads ``files``.
     homepage: str = ""
+    #: True: the weights were trained with QuickGELU (OpenAI's CLIPs and their fine-tunes); False: nn.GELU;
+    #: None: not known from the card. Left None, it is what open_clip declares for ``pretrained`` or for
+    #: the ``ARCH/TAG`` of ``base_model``.
+    quick_gelu: bool | None = None
+
+    def __post_init__(self):
+        if self.quick_gelu is None:
+            if self.pretrained:
+                arch, tag = self.arch, self.pretrained
+            else:
+                arch, _, tag = self.base_model.partition("/")
+            object.__setattr__(self, "quick_gelu", declared_quick_gelu(arch, tag or None))
+
+    def resolved_quick_gelu(self) -> bool | None:
+        """The activation ``load`` builds: ``quick_gelu``, or else that of the zoo entry ``base_model`` names
+        (a recipe's base model, whose weights it fine-tunes)."""
+        if self.quick_gelu is not None or not self.base_model or "/" in self.base_model:
+            return self.quick_gelu
+        try:
+            base = get_host().get("model", self.base_model).obj
+        except VlmshieldError:
+            return None
+        return base.quick_gelu if isinstance(base, ModelCard) else None
 
     def load(self, device=None, weights: bool = True) -> VLM:
         """Build the model; ``weights=False`` gives the architecture with random weights (no download)."""
@@ -60,7 +89,8 @@ class ModelCard:
         if self.loader is not None:
             vlm = self.loader(self, device=device, weights=weights)
         else:
-            vlm = VLM.from_open_clip(self.arch, self.pretrained if weights else None, device=device)
+            vlm = VLM.from_open_clip(self.arch, self.pretrained if weights else None,
+                                     quick_gelu=self.resolved_quick_gelu(), device=device)
         vlm.name = self.name
         return vlm.eval()
 

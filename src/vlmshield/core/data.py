@@ -12,7 +12,7 @@ expands it into its members.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,25 +127,35 @@ def dataset(spec: str, split: str = "test", image_size: int = 224, download: boo
     return data
 
 
-def datasets(specs: str | Sequence, split: str = "test", image_size: int = 224, download: bool = False) -> list:
-    """Build several datasets: 'a,b:/root,c', a list of specs or built datasets; collections expand."""
+def expand_specs(specs: str | Sequence | Dataset) -> list:
+    """'a,b:/root,c', a list of specs or built datasets, a dataset: one item (a spec or a built dataset) per
+    dataset, collections expanded into their members."""
     if isinstance(specs, Dataset):
-        specs = [specs]
-    elif isinstance(specs, str):
+        return [specs]
+    if isinstance(specs, str):
         specs = [s.strip() for s in specs.split(",") if s.strip()]
-    built = []
-    for spec in specs:
-        if not isinstance(spec, str):
-            built.append(spec)
-            continue
-        entry: DatasetEntry = get_host().get("dataset", parse_dataset_spec(spec)[0]).obj
-        if entry.members:
-            built.extend(datasets(list(entry.members), split, image_size, download))
-        else:
-            built.append(dataset(spec, split=split, image_size=image_size, download=download))
+    items = []
+    for spec in specs if isinstance(specs, Iterable) else [specs]:
+        if isinstance(spec, str):
+            entry: DatasetEntry = get_host().get("dataset", parse_dataset_spec(spec)[0]).obj
+            if entry.members:
+                items.extend(expand_specs(list(entry.members)))
+                continue
+        items.append(spec)
+    return items
+
+
+def check_distinct(built: list) -> list:
+    """``built``, unless it is empty or names a dataset twice (ParameterError)."""
     if not built:
         raise ParameterError("no dataset given.")
     names = [d.name for d in built]
     if len(set(names)) != len(names):
         raise ParameterError(f"a dataset is listed twice: {', '.join(names)}.")
     return built
+
+
+def datasets(specs: str | Sequence, split: str = "test", image_size: int = 224, download: bool = False) -> list:
+    """Build several datasets: 'a,b:/root,c', a list of specs or built datasets; collections expand."""
+    return check_distinct([dataset(item, split=split, image_size=image_size, download=download)
+                           if isinstance(item, str) else item for item in expand_specs(specs)])

@@ -20,6 +20,22 @@ the defended classifier. Beside a non-adaptive number, the defense's own adaptiv
 non-adaptive attack too (an adaptive attacker may also transfer); ``adaptive=False`` skips them. A
 defense that asks for clean calibration images receives a seeded sample of the dataset, disjoint from
 the evaluated subset when the dataset has enough images left.
+
+Counting (``counting=``), which images robust accuracy counts:
+
+- ``"clean-correct"`` (the default; AutoAttack, RobustBench, RobustVLM): only the images the (defended)
+  classifier gets right on the clean input are attacked, and robust accuracy is the share of all images
+  that are right on the clean input and stay right under the attack, so it never exceeds clean accuracy;
+- ``"all"`` (TeCoA, PMG-AFT, TTC): every image is attacked and robust accuracy is the share of all images
+  classified right after the attack. A test-time defense may classify an image right after the attack
+  that it gets wrong clean, so its robust accuracy may exceed its clean accuracy.
+
+The convention is part of the record and of the resume fingerprint, so a resumed run never mixes them.
+The ``robust-above-clean`` flag (a sign of a broken attack or evaluation) is raised under both, except
+for a non-adaptive attack on a test-time defense counted over all images: there the attack is crafted
+on the undefended classifier and the defense reacts to what it did (TTC counterattacks the images that
+look attacked), so robust above clean is what the defense does, not a fault of the evaluation; that
+number is marked by the ``test-time-defense`` flag when no adaptive attack ran beside it.
 """
 
 from __future__ import annotations
@@ -48,6 +64,10 @@ from .plugins import get_host
 from .record import RunLog, atomic_write_json, derive_seed, environment, fingerprint
 from .sanity import check_classifier, check_results, format_flag
 
+#: Counting conventions of robust accuracy (module docstring): attack the clean-correct images only
+#: (the default), or every image.
+COUNTINGS = ("clean-correct", "all")
+
 
 class Evaluator(Configurable, abc.ABC):
     """Turns a model and a dataset into per-sample metric values."""
@@ -59,6 +79,9 @@ class Evaluator(Configurable, abc.ABC):
     attack_type: ClassVar[type | None] = Attack
     #: Whether an attack is required (an attack success rate without a backdoor means nothing).
     needs_attack: ClassVar[bool] = False
+    #: The counting conventions (``COUNTINGS``) ``score`` takes as ``counting=``; empty: it takes none,
+    #: and only the default, "clean-correct", can be asked for.
+    countings: ClassVar[tuple[str, ...]] = ()
 
     @abc.abstractmethod
     def classifier(self, model: nn.Module, data: LabelledImages) -> nn.Module:
@@ -67,7 +90,9 @@ class Evaluator(Configurable, abc.ABC):
     @abc.abstractmethod
     def score(self, classifier: nn.Module, x: torch.Tensor, y: torch.Tensor, *, data: LabelledImages,
               attack=None, attack_model: nn.Module | None = None, seed: int = 0) -> dict[str, torch.Tensor]:
-        """Per-sample values (1.0/0.0, or NaN where a sample does not count) for each metric."""
+        """Per-sample values (1.0/0.0, or NaN where a sample does not count) for each metric.
+
+        An evaluator that declares ``countings`` also receives ``counting=`` (one of them)."""
 
 
 def _model(model, device, weights: bool) -> tuple[nn.Module, dict]:
@@ -160,14 +185,19 @@ def evaluate(model, dataset=None, *, protocol=None, evaluator: str | Evaluator =
              steps: int | None = None, attack_params: dict | None = None, defense=None,
              defense_params: dict | None = None, n: int | None = None, batch_size: int = 64, seed: int = 0,
              device=None, weights: bool = True, out=None, progress: bool | None = None,
-             num_workers: int = 0, download: bool = False, adaptive: bool = True) -> dict:
+             num_workers: int = 0, download: bool = False, adaptive: bool = True,
+             counting: str | None = None) -> dict:
     """Evaluate ``model`` (a zoo name or a module) on ``dataset`` (a name, 'a,b,c', or LabelledImages).
 
     Returns the record: configuration, per-dataset numbers (fractions in [0, 1]) and their average.
     ``protocol="robustvlm"`` runs a named protocol instead (``run_protocol``): it fixes the attack, eps,
-    steps, n and prompts, and ``dataset`` and ``n``, when given, are recorded as overrides. Against a
-    test-time defense, ``adaptive`` (the default) also runs the defense's adaptive attacks.
+    steps, n, prompts, preprocessing and counting, and ``dataset``, ``n`` and ``counting``, when given,
+    are recorded as overrides. Against a test-time defense, ``adaptive`` (the default) also runs the
+    defense's adaptive attacks. ``counting`` is "clean-correct" (the default) or "all": see the module
+    docstring; the record holds it.
     """
+    if counting is not None and counting not in COUNTINGS:
+        raise ParameterError(f"counting must be one of {', '.join(COUNTINGS)}; got {counting!r}.")
     if protocol is not None:
         if attack is not None or eps is not None or steps is not None or attack_params:
             raise ParameterError("a protocol fixes the attack, eps and steps; give either a protocol or an attack.")
@@ -175,7 +205,8 @@ def evaluate(model, dataset=None, *, protocol=None, evaluator: str | Evaluator =
 
         return run_protocol(model, protocol, dataset, n=n, defense=defense, defense_params=defense_params,
                             out=out, device=device, batch_size=batch_size, seed=seed, weights=weights,
-                            progress=progress, download=download, adaptive=adaptive)
+                            progress=progress, download=download, adaptive=adaptive, counting=counting)
+    counting = COUNTINGS[0] if counting is None else counting
     if dataset is None:
         raise ParameterError("no dataset given: name one or several (or a protocol, which names its own).")
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
@@ -186,6 +217,9 @@ def evaluate(model, dataset=None, *, protocol=None, evaluator: str | Evaluator =
         evaluator = get_host().create("evaluator", evaluator)
     device = torch.device(device) if device else default_device()
     attack = _attack(attack, evaluator, eps, steps, attack_params)
+    if counting != COUNTINGS[0] and counting not in evaluator.countings:
+        raise ParameterError(f"the {evaluator.name} evaluator has no counting convention {counting!r} "
+                             f"(it takes: {', '.join(evaluator.countings) or COUNTINGS[0]}).")
     defense = _defense(defense, defense_params)
     adaptive_attacks = _adaptive_attacks(defense, attack, adaptive)
     model, model_info = _model(model, device, weights)
@@ -201,8 +235,11 @@ def evaluate(model, dataset=None, *, protocol=None, evaluator: str | Evaluator =
         "attack": attack.config() if attack else None, "defense": defense.config() if defense else None,
         **({"adaptive_attacks": [a.config() for a in adaptive_attacks]} if adaptive_attacks else {}),
         "datasets": [d.name for d in datasets], "n": n, "seed": seed, "batch_size": batch_size,
-        "device": device.type,
+        "device": device.type, "counting": counting,
     }
+    preprocess = {d.name: d.preprocess for d in datasets if getattr(d, "preprocess", None) is not None}
+    if preprocess:  # the rules a protocol built the datasets with
+        config["preprocess"] = preprocess
     rank, world = rank_and_world()
     log = None
     if out is not None:
@@ -213,7 +250,8 @@ def evaluate(model, dataset=None, *, protocol=None, evaluator: str | Evaluator =
     try:
         for data in datasets:
             results[data.name] = _evaluate_one(model, data, evaluator, attack, defense, n, batch_size,
-                                               seed, device, log, progress, num_workers, adaptive_attacks)
+                                               seed, device, log, progress, num_workers, adaptive_attacks,
+                                               counting)
     finally:
         if log is not None:
             log.close()
@@ -224,7 +262,11 @@ def evaluate(model, dataset=None, *, protocol=None, evaluator: str | Evaluator =
     flags = [f for r in results.values() for f in r.pop("flags", [])]
     if attack is not None and "robust_acc" in average:
         label = format_eps(attack.eps) if hasattr(attack, "eps") else attack.name
-        flags += check_results({name: {"clean_acc": r.get("clean_acc"), "robust_acc": {label: r.get("robust_acc")}}
+        # counted over all images, a test-time defense may be right after a non-adaptive attack where it
+        # is wrong clean (module docstring): robust above clean is then no sign of a broken evaluation
+        compared = not (counting == "all" and defense is not None and not getattr(attack, "adaptive", False))
+        flags += check_results({name: {"clean_acc": r.get("clean_acc"),
+                                       "robust_acc": {label: r.get("robust_acc")} if compared else {}}
                                 for name, r in results.items()}, defense, attack, adaptive_attacks)
     record = {
         "record": "evaluation", **config, "processes": world, "results": results, "average": average,
@@ -240,7 +282,7 @@ def evaluate(model, dataset=None, *, protocol=None, evaluator: str | Evaluator =
 
 
 def _evaluate_one(model, data, evaluator, attack, defense, n, batch_size, seed, device, log,
-                  progress, num_workers, adaptive_attacks=()) -> dict:
+                  progress, num_workers, adaptive_attacks=(), counting: str = COUNTINGS[0]) -> dict:
     indices = subset_indices(len(data), n, seed)
     classifier = evaluator.classifier(model, data)
     calibration, calibration_info = _calibration(defense, data, indices, seed, device)
@@ -250,6 +292,7 @@ def _evaluate_one(model, data, evaluator, attack, defense, n, batch_size, seed, 
         defended = defense.wrap(classifier, calibration=calibration) if calibration is not None \
             else defense.wrap(classifier)
     attack_model = defended if attack is None or defense is None or getattr(attack, "adaptive", False) else classifier
+    counted = {"counting": counting} if evaluator.countings else {}
     batches = [indices[i:i + batch_size] for i in range(0, len(indices), batch_size)]
     rank, world = rank_and_world()
     mine = range(rank, len(batches), world)  # this process's share
@@ -269,11 +312,12 @@ def _evaluate_one(model, data, evaluator, attack, defense, n, batch_size, seed, 
             torch.manual_seed(batch_seed)
             x, y = x.to(device), y.to(device)
             scores = evaluator.score(defended, x, y, data=data, attack=attack, attack_model=attack_model,
-                                     seed=batch_seed)
+                                     seed=batch_seed, **counted)
             for adaptive in adaptive_attacks:
                 torch.manual_seed(batch_seed)  # the same draws of the defense's randomness on the clean images
                 scores[f"robust_acc:{adaptive.name}"] = evaluator.score(
-                    defended, x, y, data=data, attack=adaptive, attack_model=defended, seed=batch_seed)["robust_acc"]
+                    defended, x, y, data=data, attack=adaptive, attack_model=defended, seed=batch_seed,
+                    **counted)["robust_acc"]
             if adaptive_attacks:  # an adaptive attacker may also transfer: the worst case of all
                 scores["adaptive_robust_acc"] = torch.stack(
                     [scores["robust_acc"], *(scores[f"robust_acc:{a.name}"] for a in adaptive_attacks)]).amin(dim=0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
 import open_clip
 import torch
@@ -77,6 +78,38 @@ def frozen(module: object) -> Iterator[None]:
             p.requires_grad_(requires_grad)
 
 
+def declared_quick_gelu(arch: str, pretrained: str | None) -> bool | None:
+    """Whether open_clip's pretrained config of ``arch`` and the tag ``pretrained`` declares QuickGELU, the
+    activation OpenAI's CLIP weights (and a few others) were trained with; None when open_clip knows no such tag."""
+    cfg = open_clip.get_pretrained_cfg(arch, pretrained) if pretrained else {}
+    return bool(cfg.get("quick_gelu", False)) if cfg else None
+
+
+#: The error open_clip logs just before raising what ``from_open_clip`` reports in its own sentence.
+_REWORDED_LOG = "Failed to download weights for tag "
+_OPEN_CLIP_DIR = Path(open_clip.__file__).resolve().parent
+
+
+class _DropRewordedLog(logging.Filter):
+    """Drops open_clip's log of a failed weight download (and nothing else): the error raised after it says
+    the same, and ``from_open_clip`` turns that into one sentence."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno >= logging.ERROR and record.getMessage().startswith(_REWORDED_LOG)
+                    and Path(record.pathname).resolve().parent == _OPEN_CLIP_DIR)
+
+
+@contextmanager
+def _without_reworded_log() -> Iterator[None]:
+    """For the duration, filter that one message out of the root logger, which open_clip logs through."""
+    logger, drop = logging.getLogger(), _DropRewordedLog()
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)
+
+
 def _fill(template: str, classname: str) -> str:
     return template.replace("{c}", classname) if "{c}" in template else template.format(classname)
 
@@ -119,17 +152,32 @@ class VLM(nn.Module):
 
     # ----------------------------------------------------------------- construction
     @classmethod
-    def from_open_clip(cls, arch: str, pretrained: str | None = None, *, device=None,
-                       cache_dir: str | None = None, name: str | None = None) -> VLM:
-        """Build an open_clip architecture; random init when ``pretrained`` is None (no download)."""
+    def from_open_clip(cls, arch: str, pretrained: str | None = None, *, quick_gelu: bool | None = None,
+                       device=None, cache_dir: str | None = None, name: str | None = None) -> VLM:
+        """Build an open_clip architecture; random init when ``pretrained`` is None (no download).
+
+        The activation is the one the weights were trained with: QuickGELU where the architecture's config
+        or open_clip's pretrained config of the tag declares it (every ``openai`` tag), nn.GELU otherwise.
+        ``quick_gelu`` chooses it instead, so that random weights can be built as a tag's model is
+        (``quick_gelu=declared_quick_gelu(arch, tag)``). The model config kept on the VLM records it, so a
+        folder written by ``zoo.save`` reloads with the same activation (here and in plain open_clip).
+        """
         if arch not in open_clip.list_models():
             raise UnknownNameError(
                 f"unknown open_clip architecture {arch!r}.{did_you_mean(arch, open_clip.list_models())}"
             )
-        logging.disable(logging.ERROR)  # open_clip logs what we report ourselves, in one sentence
+        model_cfg = open_clip.get_model_config(arch)
+        if quick_gelu is None:
+            quick_gelu = bool(model_cfg.get("quick_gelu")) or bool(declared_quick_gelu(arch, pretrained))
+        if quick_gelu:
+            activation = {"force_quick_gelu": True}
+            model_cfg["quick_gelu"] = True
+        else:  # a "-quickgelu" architecture asked for nn.GELU: override its config
+            activation = {"quick_gelu": False} if model_cfg.pop("quick_gelu", False) else {}
         try:
-            model = open_clip.create_model(arch, pretrained=pretrained, device=device or "cpu",
-                                           cache_dir=cache_dir)
+            with _without_reworded_log():
+                model = open_clip.create_model(arch, pretrained=pretrained, device=device or "cpu",
+                                               cache_dir=cache_dir, **activation)
         except VlmshieldError:
             raise
         except Exception as error:  # a download or file problem, reported in one sentence
@@ -137,10 +185,7 @@ class VLM(nn.Module):
                 f"could not load the {pretrained!r} weights of {arch}: {error_summary(error)} (without "
                 f"network access, build it with random weights instead: weights=False / --no-weights)."
             ) from error
-        finally:
-            logging.disable(logging.NOTSET)
-        return cls(model, open_clip.get_tokenizer(arch), name=name or arch,
-                   model_cfg=open_clip.get_model_config(arch))
+        return cls(model, open_clip.get_tokenizer(arch), name=name or arch, model_cfg=model_cfg)
 
     @classmethod
     def from_config(cls, model_cfg: dict, *, preprocess_cfg: dict | None = None, tokenizer=None,

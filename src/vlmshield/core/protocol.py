@@ -1,13 +1,22 @@
-"""Named evaluation protocols: the attack, budgets, iterations, sample count and prompts of a paper's table.
+"""Named evaluation protocols: the attack, budgets, iterations, sample count, prompts, preprocessing and
+counting convention of a paper's table.
 
 A ``Protocol`` is data, registered by plugins like models and datasets (the built-in ones: ``tecoa``,
-``robustvlm``, ``clean``, ``world``). ``run_protocol(model, "robustvlm")`` runs one ``evaluate`` per
-eps (clean accuracy comes with each: the same seeded subset) and combines them into one run record:
-per dataset and on average, clean accuracy and robust accuracy by eps, the sanity flags, the model's
-card (paper, architecture, threat model) and the protocol with every parameter. Overriding ``n`` or
-the datasets is allowed for smoke runs and is written into the record as an override, so that a
-number is never passed off as the protocol's. With ``out=DIR`` each evaluation resumes where it
-stopped and the run record is ``DIR/run.json``.
+``robustvlm``, ``clean``, ``world``). ``run_protocol(model, "robustvlm")`` builds each dataset with the
+protocol's preprocessing, runs one ``evaluate`` per eps (clean accuracy comes with each: the same seeded
+subset) and combines them into one run record: per dataset and on average, clean accuracy and robust
+accuracy by eps, the sanity flags, the model's card (paper, architecture, threat model), the protocol
+with every parameter, and the preprocessing and counting convention each dataset was evaluated with.
+Overriding ``n``, the datasets or the counting convention is allowed (smoke runs, comparisons) and is
+written into the record as an override, so that a number is never passed off as the protocol's. With
+``out=DIR`` each evaluation resumes where it stopped and the run record is ``DIR/run.json``.
+
+Preprocessing decides which pixels eps is measured on, since the attack perturbs the images the data
+loader produces. ``Protocol.preprocess`` maps dataset names (and ``"default"``, for every other one) to
+a rule (``vlmshield.core.preprocess``): ``"native"``, the images as the dataset builds them (what
+``evaluate(model, dataset=...)`` uses), or ``{"resize": R, "crop": C, "interpolation": "bilinear" |
+"bicubic"}``, the shortest side resized to R pixels and a centre crop of C x C before the attack (TTC's
+``Resize(256), CenterCrop(224)`` is ``{"resize": 256, "crop": 224, "interpolation": "bilinear"}``).
 """
 
 from __future__ import annotations
@@ -18,16 +27,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
+from torch.utils.data import Dataset
 
-from .data import LabelledImages
-from .data import datasets as build_datasets
+from .data import LabelledImages, check_distinct, expand_specs, parse_dataset_spec
 from .defense import TestTimeDefense
 from .distributed import default_device, is_main_process
 from .errors import ParameterError
-from .evaluate import _defense, _mean, _model, evaluate
+from .evaluate import COUNTINGS, _defense, _mean, _model, evaluate
 from .model import VLM
 from .params import parse_eps
 from .plugins import get_host
+from .preprocess import NATIVE, check_preprocess_rule, preprocessed_dataset
 from .record import atomic_write_json, environment
 
 #: Template conventions: each dataset's own prompts (CLIP's ensembles for the real datasets), or the
@@ -54,6 +64,12 @@ class Protocol:
     datasets: str = ""
     #: Who uses it.
     papers: str = ""
+    #: How each dataset's images reach the model, by dataset name; "default" covers the others (a rule:
+    #: "native" or {"resize": R, "crop": C, "interpolation": ...}; see the module docstring).
+    preprocess: dict = field(default_factory=lambda: {"default": NATIVE})
+    #: Which images robust accuracy counts: "clean-correct" (AutoAttack, RobustBench, RobustVLM) or
+    #: "all" (TeCoA, PMG-AFT, TTC); see ``evaluate``.
+    counting: str = "clean-correct"
 
     def __post_init__(self):
         if self.templates not in TEMPLATE_CONVENTIONS:
@@ -63,6 +79,18 @@ class Protocol:
             raise ParameterError(f"protocol {self.name!r}: an attack needs its eps values, and eps an attack.")
         for eps in self.eps:
             parse_eps(eps)
+        if self.counting not in COUNTINGS:
+            raise ParameterError(f"protocol {self.name!r}: counting must be one of {', '.join(COUNTINGS)}; "
+                                 f"got {self.counting!r}.")
+        if not isinstance(self.preprocess, dict) or not all(isinstance(k, str) for k in self.preprocess):
+            raise ParameterError(f"protocol {self.name!r}: preprocess maps dataset names (and 'default') to rules; "
+                                 f"got {self.preprocess!r}.")
+        for name, rule in self.preprocess.items():
+            check_preprocess_rule(rule, f"protocol {self.name!r}, preprocess[{name!r}]")
+
+    def preprocessing(self, dataset: str):
+        """The preprocessing rule of ``dataset`` under this protocol ("native" unless the protocol says)."""
+        return self.preprocess.get(dataset, self.preprocess.get("default", NATIVE))
 
     def config(self) -> dict:
         return {**asdict(self), "eps": list(self.eps)}
@@ -84,6 +112,19 @@ def apply_templates(data: LabelledImages, convention: str) -> LabelledImages:
     return data
 
 
+def protocol_datasets(protocol: str | Protocol, spec, image_size: int = 224, download: bool = False) -> list:
+    """Build the datasets of ``spec`` (names, 'name:/root', collections, built datasets) preprocessed as
+    ``protocol`` says (``preprocessed_dataset``); each one's ``preprocess`` attribute is the rule it was
+    built with."""
+    protocol = get_protocol(protocol)
+    built = []
+    for item in expand_specs(spec):
+        name = get_host().get("dataset", parse_dataset_spec(item)[0]).obj.name if isinstance(item, str) else item.name
+        built.append(preprocessed_dataset(item, protocol.preprocessing(name), image_size=image_size,
+                                          download=download))
+    return check_distinct(built)
+
+
 def _model_info(model, loaded: VLM) -> dict:
     """What a leaderboard keeps about a model (RobustBench's model_info): its card, when it has one."""
     info = {"name": getattr(loaded, "name", None) or type(loaded).__name__}
@@ -97,6 +138,14 @@ def _model_info(model, loaded: VLM) -> dict:
     return info
 
 
+def _names(spec):
+    """A datasets override as the record keeps it: the spec as written, built datasets by name."""
+    if spec is None or isinstance(spec, str):
+        return spec
+    items = [spec] if isinstance(spec, Dataset) else list(spec)
+    return [item if isinstance(item, str) else getattr(item, "name", type(item).__name__) for item in items]
+
+
 def _slug(eps: str) -> str:
     return eps.replace("/", "-").replace(".", "p")
 
@@ -104,15 +153,22 @@ def _slug(eps: str) -> str:
 def run_protocol(model, protocol: str | Protocol, dataset=None, *, n: int | None = None, defense=None,
                  defense_params: dict | None = None, out=None, device=None, batch_size: int = 64, seed: int = 0,
                  weights: bool = True, progress: bool | None = None, download: bool = False,
-                 adaptive: bool = True) -> dict:
+                 adaptive: bool = True, counting: str | None = None) -> dict:
     """Evaluate ``model`` (a zoo name or a VLM) under ``protocol``; returns the run record.
 
-    ``dataset`` and ``n`` override the protocol's (recorded as overrides); ``out`` is a folder. Around a
+    ``dataset``, ``n`` and ``counting`` override the protocol's (recorded as overrides); ``out`` is a
+    folder. Each dataset is built with the protocol's preprocessing rule for it; the record holds the
+    rules applied (``preprocess``, by dataset) and the counting convention (``counting``). Around a
     test-time defense, ``adaptive`` also runs its adaptive attacks (``adaptive_robust_acc`` per eps).
     """
     protocol = get_protocol(protocol)
-    overrides = {k: v for k, v in (("datasets", dataset), ("n", n)) if v is not None}
+    if counting is not None and counting not in COUNTINGS:
+        raise ParameterError(f"counting must be one of {', '.join(COUNTINGS)}; got {counting!r}.")
+    overrides = {k: v for k, v in (("datasets", _names(dataset)), ("n", n)) if v is not None}
+    if counting is not None and counting != protocol.counting:
+        overrides["counting"] = counting
     n = protocol.n if n is None else n
+    counting = protocol.counting if counting is None else counting
     vlm, _ = _model(model, torch.device(device) if device else default_device(), weights)
     info = _model_info(model, vlm)
     if not weights:
@@ -123,7 +179,7 @@ def run_protocol(model, protocol: str | Protocol, dataset=None, *, n: int | None
         raise ParameterError(f"protocol {protocol.name!r} names no datasets; give some.")
     image_size = vlm.image_size[0] if isinstance(vlm, VLM) else 224
     built = [apply_templates(d, protocol.templates)
-             for d in build_datasets(spec, image_size=image_size, download=download)]
+             for d in protocol_datasets(protocol, spec, image_size=image_size, download=download)]
     out = Path(out) if out is not None else None
     started, clock = datetime.now(timezone.utc), time.perf_counter()
 
@@ -132,7 +188,7 @@ def run_protocol(model, protocol: str | Protocol, dataset=None, *, n: int | None
         attack = {} if eps is None else {"attack": protocol.attack, "eps": parse_eps(eps), "steps": protocol.steps,
                                          "attack_params": dict(protocol.attack_params) or None}
         return evaluate(vlm, built, **attack, defense=defense_obj, n=n, batch_size=batch_size, seed=seed,
-                        device=device, out=where, progress=progress, adaptive=adaptive)
+                        device=device, out=where, progress=progress, adaptive=adaptive, counting=counting)
 
     records = [one(eps) for eps in protocol.eps] if protocol.attack else [one(None)]
     results = {}
@@ -157,7 +213,8 @@ def run_protocol(model, protocol: str | Protocol, dataset=None, *, n: int | None
         "record": "protocol-run", "protocol": protocol.config(), "overrides": overrides, "model": info,
         "defense": defense_obj.config() if defense_obj else None,
         "test_time_defense": isinstance(defense_obj, TestTimeDefense),
-        "datasets": [d.name for d in built], "n": n, "seed": seed, "results": results, "average": average,
+        "datasets": [d.name for d in built], "n": n, "seed": seed, "counting": counting,
+        "preprocess": {d.name: d.preprocess for d in built}, "results": results, "average": average,
         "flags": flags, "evaluations": [r["attack"] for r in records],
         "adaptive_attacks": records[0].get("adaptive_attacks", []), "environment": environment(),
         "started_at": started.isoformat(timespec="seconds"), "wall_time_s": round(time.perf_counter() - clock, 3),

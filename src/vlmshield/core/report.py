@@ -12,7 +12,9 @@
 
 A model defended at test time (TTC) is marked in every table: its number under a non-adaptive attack
 is an upper bound, so its leaderboard cell shows the adaptive number beside it (``35.0 / adaptive 2.0``)
-and the row is ranked by the adaptive one; a run without adaptive numbers says so.
+and the row is ranked by the adaptive one; a run without adaptive numbers says so. Each row keeps the
+run's counting convention (robust accuracy over the clean-correct images or over all images) and the
+report warns when runs that count differently share a table.
 """
 
 from __future__ import annotations
@@ -49,6 +51,28 @@ def label(run: dict) -> str:
     return f"{name} + {run['defense']['name']}" if run.get("defense") else name
 
 
+def counting(run: dict) -> str:
+    """The run's counting convention (records written before conventions existed counted clean-correct)."""
+    return run.get("counting") or run["protocol"].get("counting") or "clean-correct"
+
+
+def describe_preprocess(rule) -> str:
+    """A preprocessing rule in words: ``native`` or ``resize 256, crop 224 (bilinear)``."""
+    if isinstance(rule, dict):
+        return f"resize {rule['resize']}, crop {rule['crop']} ({rule['interpolation']})"
+    return str(rule)
+
+
+def _how(run: dict) -> str:
+    """The run's counting and preprocessing in one line."""
+    rules: dict[str, list[str]] = {}
+    for name, rule in (run.get("preprocess") or {}).items():
+        rules.setdefault(describe_preprocess(rule), []).append(name)
+    shown = "; ".join(text if len(rules) == 1 else f"{text}: {', '.join(names)}" for text, names in rules.items())
+    over = "all images" if counting(run) == "all" else "the clean-correct images"
+    return f"robust accuracy over {over}" + (f"; preprocessing: {shown}" if shown else "")
+
+
 def all_eps(runs: list[dict]) -> list[str]:
     """Every eps of the runs, smallest first."""
     return sorted({eps for run in runs for eps in run["average"]["robust_acc"]}, key=parse_eps)
@@ -67,7 +91,7 @@ def leaderboard(runs: list[dict]) -> list[dict]:
         rows.append({
             "model": label(run), "paper": model.get("paper", ""), "arch": model.get("arch", ""),
             "method": model.get("method", ""), "protocol": run["protocol"]["name"],
-            "overrides": run.get("overrides", {}), "datasets": len(run["datasets"]),
+            "overrides": run.get("overrides", {}), "counting": counting(run), "datasets": len(run["datasets"]),
             "clean_acc": run["average"]["clean_acc"], "robust_acc": dict(run["average"]["robust_acc"]),
             "adaptive_robust_acc": dict(run["average"].get("adaptive_robust_acc", {})),
             "main_eps": eps[-1] if eps else None, "test_time_defense": bool(run.get("test_time_defense")),
@@ -184,6 +208,10 @@ def write_report(runs: list[dict], out: str | os.PathLike, title: str = "vlmshie
     lines = [f"# {title}", "", "## Leaderboard (mean over datasets, %)", "", *_leaderboard_md(rows, eps_values)]
     protocols = {run["protocol"]["name"]: run["protocol"] for run in runs}
     lines += ["", "Protocols: " + "; ".join(f"**{name}**: {p['description']}" for name, p in protocols.items())]
+    conventions = {counting(run) for run in runs}
+    if len(conventions) > 1:
+        lines += ["", "**Robust accuracy is counted differently across these runs** (" + "; ".join(
+            f"{label(run)}: {counting(run)}" for run in runs) + "): their robust numbers do not compare."]
     flagged = [(label(run), f) for run in runs for f in run.get("flags", [])]
     if flagged:
         lines += ["", "## Flags", ""] + [f"- {name}: {format_flag(f)}" for name, f in flagged]
@@ -202,7 +230,7 @@ def format_run(run: dict) -> str:
     eps_values = list(run["average"]["robust_acc"])
     lines = [f"{label(run)} under {run['protocol']['name']}"
              + (" (overrides: " + ", ".join(f"{k}={v}" for k, v in run["overrides"].items()) + ")"
-                if run.get("overrides") else ""), "",
+                if run.get("overrides") else ""), _how(run), "",
              "| dataset | n | clean | " + " | ".join(f"robust {e}" for e in eps_values) + " |",
              "|" + "---|" * (len(eps_values) + 3)]
     rows = [*run["results"].items()] + ([("**average**", {**run["average"], "n": ""})] if len(run["results"]) > 1

@@ -2,7 +2,8 @@
 
 Class names are the sub-folder names with '_' read as a space; the prompt is CLIP's single template.
 Images are resized (bicubic, shortest side) and centre-cropped to the model's input size, as CLIP's
-preprocessing does, so the threat model is on those pixels.
+preprocessing does, so the threat model is on those pixels; a protocol's resize-and-crop rule
+(``preprocess``) replaces that.
 """
 
 from __future__ import annotations
@@ -12,10 +13,15 @@ from torchvision import datasets, transforms
 from vlmshield.core import DEFAULT_TEMPLATES, DataError, DatasetEntry, LabelledImages
 
 
-def build(root, split: str = "test", image_size: int = 224) -> LabelledImages:
+def build(root, split: str = "test", image_size: int = 224, preprocess: dict | None = None) -> LabelledImages:
+    if preprocess is not None:  # {"resize": R, "crop": C, "interpolation": ...}: a protocol's rule
+        size, crop = preprocess["resize"], preprocess["crop"]
+        interpolation = transforms.InterpolationMode(preprocess["interpolation"])
+    else:
+        size, crop, interpolation = image_size, image_size, transforms.InterpolationMode.BICUBIC
     transform = transforms.Compose([
-        transforms.Resize(image_size, interpolation=transforms.InterpolationMode.BICUBIC),
-        transforms.CenterCrop(image_size),
+        transforms.Resize(size, interpolation=interpolation),
+        transforms.CenterCrop(crop),
         transforms.ToTensor(),
     ])
     try:

@@ -8,12 +8,16 @@ val split; DTD: partition 1), the whole dataset for Caltech-101, Caltech-256, SU
 have none (as TTC evaluates them). Class names and templates are data (``prompts.py``): CLIP's
 ensembles by default, TTC's single prompts in ``template_sets["single"]``.
 
-Resolution, and so the threat model: images whose size varies are resized (bicubic, shortest side to
-the model's ``image_size``) and centre-cropped, as CLIP's preprocessing does, and eps is measured on those
-pixels. Fixed-size low-resolution sets (CIFAR-10/100 32 px, STL-10 96 px, PCAM 96 px, EuroSAT 64 px,
-TinyImageNet 64 px) keep their native resolution by default: the model upsamples inside its forward pass,
-and eps is measured on the user's own pixels (RobustVLM's convention; RobustBench's too). ``upsample=True``
-resizes them like the others, as TTC and TeCoA do (Resize to 224 before the attack).
+Resolution, and so the threat model: by default, images whose size varies are resized (bicubic, shortest
+side to the model's ``image_size``) and centre-cropped, as CLIP's preprocessing does, and eps is measured
+on those pixels. Fixed-size low-resolution sets (CIFAR-10/100 32 px, STL-10 96 px, PCAM 96 px, EuroSAT
+64 px, TinyImageNet 64 px) keep their native resolution by default: the model upsamples inside its forward
+pass, and eps is measured on the dataset's own pixels (RobustBench's convention, and RobustVLM's for
+CIFAR-10/100 and STL-10; RobustVLM resizes PCAM and EuroSAT to 224 before the attack). ``upsample=True``
+resizes them like the others. ``preprocess={"resize": R, "crop": C, "interpolation": ...}`` replaces
+both: every image's shortest side is resized to R pixels, then centre-cropped to C (the named protocols
+use it: ``tecoa`` applies TTC's Resize 256 (bilinear) and CenterCrop 224 to every dataset, ``robustvlm``
+resizes PCAM and EuroSAT to 224, bicubic, as RobustVLM does).
 
 Collections: ``zs-suite`` is TTC's 16 datasets in TTC's order (``code/utils.py: DATASETS``; TeCoA's and
 PMG-AFT's list, without TinyImageNet, the fine-tuning set), ``robustvlm-13`` RobustVLM's 13 in the order of
@@ -42,12 +46,22 @@ def _rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def image_transform(image_size: int | None) -> transforms.Compose:
-    """PIL image -> float tensor (3, H, W) in [0, 1]; resized and centre-cropped unless size is None."""
-    resize = [] if image_size is None else [
-        transforms.Resize(image_size, interpolation=transforms.InterpolationMode.BICUBIC),
-        transforms.CenterCrop(image_size),
-    ]
+def image_transform(image_size: int | None, preprocess: dict | None = None) -> transforms.Compose:
+    """PIL image -> float tensor (3, H, W) in [0, 1].
+
+    With ``preprocess`` (``{"resize": R, "crop": C, "interpolation": "bilinear" | "bicubic"}``): the
+    shortest side resized to R pixels with that interpolation, then a centre crop of C. Without it:
+    resized (bicubic) and centre-cropped to ``image_size``, or left as it is when that is None.
+    """
+    if preprocess is not None:
+        resize = [transforms.Resize(preprocess["resize"],
+                                    interpolation=transforms.InterpolationMode(preprocess["interpolation"])),
+                  transforms.CenterCrop(preprocess["crop"])]
+    else:
+        resize = [] if image_size is None else [
+            transforms.Resize(image_size, interpolation=transforms.InterpolationMode.BICUBIC),
+            transforms.CenterCrop(image_size),
+        ]
     return transforms.Compose([transforms.Lambda(_rgb), *resize, transforms.ToTensor()])
 
 
@@ -74,9 +88,11 @@ class Adapter:
     needs: tuple[str, ...] = ()
 
     def __call__(self, root, split: str = "test", image_size: int = 224, download: bool = False,
-                 upsample: bool = False) -> LabelledImages:
+                 upsample: bool = False, preprocess: dict | None = None) -> LabelledImages:
+        """The dataset's split; ``preprocess`` (a resize-and-crop rule, see ``image_transform``) replaces
+        the default resolution handling (``image_size``, ``native``, ``upsample``)."""
         self._check_packages()
-        transform = image_transform(None if self.native and not upsample else image_size)
+        transform = image_transform(None if self.native and not upsample else image_size, preprocess)
         try:
             data = self.load(Path(root), split, transform, download and self.downloadable)
         except (FileNotFoundError, NotADirectoryError):

@@ -2,6 +2,10 @@
 CLIPs that exist publicly today (RobustVLM's FARE and TeCoA checkpoints: on the Hugging Face Hub, and the
 OpenAI-initialised ViT-B/32 ones as vision-only files to download by hand).
 
+Every model whose weights start from OpenAI's (the vanilla CLIPs, and RobustVLM's fine-tunes of them) is
+built with QuickGELU, the activation OpenAI trained with, as open_clip's ``openai`` tags declare; its card
+says so (``quick_gelu``, and its description). The LAION-initialised ones use nn.GELU.
+
 A built-in plugin. Models that a method plugin trains (``hpt-gpd-vitb16``, the world's defended models)
 are registered by that plugin. The Hub entries are not pinned to a commit yet: the Hub could not be
 reached when they were written, so their revision is the repo's default branch until someone pins it.
@@ -16,19 +20,22 @@ from .visual import load_manual
 
 OPENAI_CLIP = "Radford et al., Learning Transferable Visual Models From Natural Language Supervision, ICML 2021"
 
+#: What the description of a model fine-tuned from OpenAI's weights says about its activation.
+OPENAI_INIT = "OpenAI-initialised: it runs QuickGELU, the activation OpenAI's weights were trained with."
+
+
+def _openai(name: str, arch: str, what: str) -> ModelCard:
+    return ModelCard(name, arch=arch, pretrained="openai", paper=OPENAI_CLIP,
+                     description=f"OpenAI CLIP {what}; it runs QuickGELU, the activation OpenAI trained it with.")
+
+
 BASE_MODELS = (
-    ModelCard("clip-rn50", arch="RN50", pretrained="openai", paper=OPENAI_CLIP,
-              description="OpenAI CLIP ResNet-50."),
-    ModelCard("clip-rn101", arch="RN101", pretrained="openai", paper=OPENAI_CLIP,
-              description="OpenAI CLIP ResNet-101."),
-    ModelCard("clip-vitb32", arch="ViT-B-32", pretrained="openai", paper=OPENAI_CLIP,
-              description="OpenAI CLIP ViT-B/32."),
-    ModelCard("clip-vitb16", arch="ViT-B-16", pretrained="openai", paper=OPENAI_CLIP,
-              description="OpenAI CLIP ViT-B/16."),
-    ModelCard("clip-vitl14", arch="ViT-L-14", pretrained="openai", paper=OPENAI_CLIP,
-              description="OpenAI CLIP ViT-L/14."),
-    ModelCard("clip-vitl14-336", arch="ViT-L-14-336", pretrained="openai", paper=OPENAI_CLIP,
-              description="OpenAI CLIP ViT-L/14 at 336 px."),
+    _openai("clip-rn50", "RN50", "ResNet-50"),
+    _openai("clip-rn101", "RN101", "ResNet-101"),
+    _openai("clip-vitb32", "ViT-B-32", "ViT-B/32"),
+    _openai("clip-vitb16", "ViT-B-16", "ViT-B/16"),
+    _openai("clip-vitl14", "ViT-L-14", "ViT-L/14"),
+    _openai("clip-vitl14-336", "ViT-L-14-336", "ViT-L/14 at 336 px"),
 )
 
 
@@ -46,16 +53,30 @@ ROBUSTVLM_L14 = ("RobustVLM README: mean zero-shot accuracy over its 13 datasets
 ROBUSTVLM_BASE = "RobustVLM README (Additional Models): mean zero-shot accuracy, APGD, Linf"
 
 
+def _activation(quick_gelu) -> str:
+    return "QuickGELU" if quick_gelu else "nn.GELU"
+
+
 def load_from_hub(card: ModelCard, device=None, weights: bool = True) -> VLM:
-    """A catalog entry on the Hub; ``weights=False`` builds its base architecture (no download)."""
+    """A catalog entry on the Hub; ``weights=False`` builds its base architecture (no download) with the
+    activation of its base model's weights, which is what the Hub config declares.
+
+    The Hub config builds the model; one that declares another activation than the card's is warned about.
+    """
     if not weights:
-        return VLM.from_open_clip(card.arch, None, device=device, name=card.name)
+        return VLM.from_open_clip(card.arch, None, quick_gelu=card.quick_gelu, device=device, name=card.name)
     spec = card.source.removeprefix(hub.PREFIX)
     if hub.parse(spec)[1] is None:
         warnings.warn(f"{card.name}: the catalog does not pin {spec} to a commit yet (the Hub could not be reached "
                       f"when the entry was written), so its default branch is loaded; pin it with "
                       f"hf-hub:{spec}@COMMIT for a reproducible run.", stacklevel=3)
-    return hub.load(spec, device=device)
+    vlm = hub.load(spec, device=device)
+    declared = bool((vlm.model_cfg or {}).get("quick_gelu", False))  # RobustVLM writes it as the string "TRUE"
+    if card.quick_gelu is not None and declared != card.quick_gelu:
+        warnings.warn(f"{card.name}: the config of {spec} declares {_activation(declared)}, but its weights come "
+                      f"from {card.base_model}, trained with {_activation(card.quick_gelu)}; it is built as the config "
+                      f"says.", stacklevel=3)
+    return vlm
 
 
 def _robust(name, repo, arch, base, method, eps, data, clean, robust) -> ModelCard:
@@ -64,7 +85,8 @@ def _robust(name, repo, arch, base, method, eps, data, clean, robust) -> ModelCa
         training_data=data, source=f"hf-hub:{repo}", license="MIT", loader=load_from_hub, paper=ROBUSTVLM,
         bibtex=ROBUSTVLM_BIBTEX,
         description=f"{'FARE' if method == 'fare' else 'TeCoA (Mao et al., ICLR 2023)'} at eps {eps}/255 on "
-                    f"ImageNet, from {base}; trained and released by RobustVLM.",
+                    f"ImageNet, from {base}; trained and released by RobustVLM."
+                    + (f" {OPENAI_INIT}" if base.endswith("/openai") else ""),
         metrics={"protocol": ROBUSTVLM_L14 if arch == "ViT-L-14" else ROBUSTVLM_BASE, "clean": clean,
                  "robust": robust})
 
@@ -107,7 +129,8 @@ def _manual(name, filename, method, eps, clean, robust) -> ModelCard:
         files={filename: None}, homepage=ROBUSTVLM_README, license="MIT", loader=load_manual, paper=ROBUSTVLM,
         bibtex=ROBUSTVLM_BIBTEX,
         description=f"{'FARE' if method == 'fare' else 'TeCoA'} at eps {eps}/255 on ImageNet, from OpenAI's "
-                    f"ViT-B/32; a vision-only checkpoint released by RobustVLM, loaded into its base model.",
+                    f"ViT-B/32; a vision-only checkpoint released by RobustVLM, loaded into its base model. "
+                    f"{OPENAI_INIT}",
         metrics={"protocol": ROBUSTVLM_BASE, "clean": clean, "robust": robust})
 
 

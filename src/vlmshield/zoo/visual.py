@@ -42,15 +42,19 @@ def load_visual(vlm: VLM, path: str | os.PathLike, sha256: str | None = None) ->
 
 
 def load_manual(card: ModelCard, device=None, weights: bool = True) -> VLM:
-    """Loader of catalog entries published as a vision-only file to download by hand (``card.files``)."""
+    """Loader of catalog entries published as a vision-only file to download by hand (``card.files``).
+
+    The base model (``card.base_model``, ``ARCH/TAG``) is built with the card's activation (what the tag
+    declares, which the vision tower was fine-tuned with), ``weights=False`` included.
+    """
     arch, _, pretrained = card.base_model.partition("/")
     if not weights:
-        return VLM.from_open_clip(arch, None, device=device, name=card.name)
+        return VLM.from_open_clip(arch, None, quick_gelu=card.quick_gelu, device=device, name=card.name)
     (filename, sha256), = card.files.items()
     path = weights_dir() / filename
     if not path.is_file():
         raise WeightsError(f"{card.name} needs {filename}, which is not in {path.parent}: download it from "
                            f"{card.homepage or 'its authors'} and put it there (or set {WEIGHTS_ENV} to its "
                            f"folder).")
-    vlm = VLM.from_open_clip(arch, pretrained, device=device, name=card.name)
+    vlm = VLM.from_open_clip(arch, pretrained, quick_gelu=card.quick_gelu, device=device, name=card.name)
     return load_visual(vlm, path, sha256)

@@ -35,6 +35,9 @@ were not available):
   5e-4 (HEAD) for HPT, each with HEAD's 1,000 warm-up steps and cosine decay, SGD with momentum 0.9 and no
   weight decay, batch 64, the vision tower only (HEAD); one epoch of TinyImageNet (1,563 steps) of
   warm-up and HEAD's five epochs (7,815 steps) of HPT.
+
+The paper preset reads TinyImageNet as the released code's training transform does: Resize 256
+(bilinear) then CenterCrop 224, before the attack, so eps applies to 224-px pixels.
 """
 
 from __future__ import annotations
@@ -68,7 +71,8 @@ class HPTGPD(AdversarialFineTuning):
     paper = PAPER
     stage_snapshot = True
     presets = {
-        "paper": {"model": "clip-vitb32", "dataset": "tinyimagenet", "params": {"proxy": "clip-vitb16"}, "config": {
+        "paper": {"model": "clip-vitb32", "dataset": "tinyimagenet", "params": {"proxy": "clip-vitb16"},
+                  "preprocess": {"resize": 256, "crop": 224, "interpolation": "bilinear"}, "config": {
             "stages": [Stage("warmup", steps=TINYIMAGENET_EPOCH, lr=5e-5 * 64, warmup=1000, weight_decay=0.0),
                        Stage("hpt", steps=5 * TINYIMAGENET_EPOCH, lr=5e-4 * 64, warmup=1000, weight_decay=0.0)],
             "batch_size": 64, "eps": 2 / 255, "optimizer": "sgd", **HPT_ATTACK, "val_every": 1000, "val_n": 128,

@@ -19,10 +19,11 @@ being trained by Linf PGD on the cross-entropy. As in the released code (HPT-GPD
   weighted by the global batch size here: the same gradients as the code's (``kl_batch_sum``);
 - gradients flow through both sides of the clean term (the model's clean output trains too); the original
   model is frozen;
-- the ``paper`` preset is the README's run: ViT-B/32 (OpenAI) on TinyImageNet, PGD-2 at eps 1/255 with
-  step 1/255 from a random start, SGD lr 5e-5 with momentum 0.9 and no weight decay, batch 256, 10 epochs
-  (391 steps each) with 1,000 warm-up steps and cosine decay, the vision tower only. The script's own
-  defaults train at 2/255 with 5 steps. The code's ImageNet normalization of the input is not copied:
+- the ``paper`` preset is the README's run: ViT-B/32 (OpenAI) on TinyImageNet read as the code's training
+  transform reads it (Resize 256, bilinear, then CenterCrop 224: the attack perturbs 224-px pixels), PGD-2
+  at eps 1/255 with step 1/255 from a random start, SGD lr 5e-5 with momentum 0.9 and no weight decay,
+  batch 256, 10 epochs (391 steps each) with 1,000 warm-up steps and cosine decay, the vision tower only.
+  The script's own defaults train at 2/255 with 5 steps. The code's ImageNet normalization of the input is not copied:
   vlmshield models normalize with their own preprocessing config.
 
 The ``world`` preset is the same method on ``clip-tinyvit4`` and ``world-finetune``, set as TeCoA's world
@@ -67,7 +68,8 @@ class PMGAFT(AdversarialFineTuning):
                    "clean output (supervised; Wang et al., CVPR 2024).")
     paper = PAPER
     presets = {
-        "paper": {"model": "clip-vitb32", "dataset": "tinyimagenet", "config": {
+        "paper": {"model": "clip-vitb32", "dataset": "tinyimagenet",
+                  "preprocess": {"resize": 256, "crop": 224, "interpolation": "bilinear"}, "config": {
             "stages": [Stage("pmg-aft", steps=10 * TINYIMAGENET_EPOCH, lr=5e-5, warmup=1000, weight_decay=0.0)],
             "batch_size": 256, "eps": 1 / 255, "optimizer": "sgd", **PMG_ATTACK, "val_every": 500, "val_n": 128,
             "val_steps": 10}},
