@@ -27,8 +27,8 @@ def test_protocols_resolve_to_their_documented_parameters():
     clean = get_host().get("protocol", "clean").obj
     assert clean.attack is None and clean.eps == () and clean.n is None
     world = get_host().get("protocol", "world").obj  # a cascade with a targeted attack, as AutoAttack's
-    assert (world.attack, world.steps, world.n, list(world.eps)) == ("aa-lite", 50, 500, ["1/255", "2/255", "4/255"])
-    assert world.attack_params == {"n_target_classes": 9}
+    assert (world.attack, world.steps, world.n, list(world.eps)) == ("aa-lite", 50, 250, ["1/255", "2/255", "4/255"])
+    assert world.attack_params == {"n_target_classes": 3}
     for protocol in (tecoa, robustvlm, clean, world):  # every protocol's attack and datasets exist
         if protocol.attack:
             get_host().create("attack", protocol.attack, **protocol.attack_params)

@@ -19,7 +19,7 @@ from vlmshield.core import ParameterError, evaluate, format_eps, get_host
 from .models import ARCHS
 
 EPS = (1 / 255, 2 / 255, 4 / 255)
-#: The demo's reduced protocol (the world's full one is apgd-ce, 50 steps, n=500 per task).
+#: The demo's reduced protocol (the world's full one is the `world` protocol: aa-lite, 50 steps, n=250 per task).
 DEMO_N, DEMO_STEPS = 100, 20
 
 
