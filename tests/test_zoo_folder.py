@@ -24,7 +24,7 @@ def test_world_model_round_trip_keeps_outputs_tokenizer_and_metrics(tmp_path):
     assert back.name == "clip-tinyvit8" and back.image_size == vlm.image_size
     readme = (tmp_path / "README.md").read_text()
     assert readme.startswith("---\nlibrary_name: open_clip\n") and "model-index:" in readme
-    assert 'name: "robust accuracy (apgd-ce, Linf eps 4/255, n 500)"' in readme
+    assert 'name: "robust accuracy (aa-lite, Linf eps 4/255, n 250)"' in readme  # the world protocol
 
 
 def test_a_saved_open_clip_architecture_loads_with_plain_open_clip(tmp_path):
