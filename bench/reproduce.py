@@ -24,9 +24,9 @@ import sys
 from pathlib import Path
 
 import vlmshield as vs
+from vlmshield.api import get_protocol, run_protocol
 from vlmshield.core import DATA_ENV, ParameterError, VlmshieldError
-from vlmshield.core.protocol import get_protocol, run_protocol
-from vlmshield.core.sanity import format_flag
+from vlmshield.engine.sanity import format_flag
 from vlmshield.world.models import WEIGHTS_DIR as WORLD_WEIGHTS
 
 #: Cards that cite a paper's table rather than name a protocol: RobustVLM's README numbers come from its

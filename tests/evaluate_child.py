@@ -9,8 +9,8 @@ import sys
 import time
 
 import vlmshield as vs
+from vlmshield.api import temporary_host
 from vlmshield.attacks import PGD
-from vlmshield.core import temporary_host
 from vlmshield.testing import make_plugin, tensor_dataset, toy_classifier
 
 calls = []

@@ -13,7 +13,7 @@ from open_clip.transformer import QuickGELU
 from torch import nn
 
 import vlmshield as vs
-from vlmshield.core import VlmshieldError
+from vlmshield.api import VlmshieldError
 from vlmshield.zoo import catalog
 
 CORE_CATALOG = (*catalog.BASE_MODELS, *catalog.ROBUST_MODELS, *catalog.VISION_ONLY_MODELS)

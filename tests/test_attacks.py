@@ -2,7 +2,7 @@ import pytest
 import torch
 
 import vlmshield as vs
-from vlmshield.core import Attack, InputError, ParameterError, get_host, squared_l2_loss
+from vlmshield.api import Attack, InputError, ParameterError, get_host, squared_l2_loss
 from vlmshield.testing import tiny_vlm, toy_classifier
 
 EVASION = [r.name for r in get_host().registries["attack"] if issubclass(r.obj, Attack)]

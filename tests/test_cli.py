@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
+from vlmshield.api import Command, ModelCard, temporary_host
 from vlmshield.cli import main
-from vlmshield.core import Command, ModelCard, temporary_host
 from vlmshield.testing import make_plugin, tiny_vlm
 
 PGD_EVAL = ["eval", "--model", "tiny-clip", "--dataset", "fakedata", "--attack", "pgd"]
@@ -122,7 +122,7 @@ def test_plugins_add_subcommands(host, capsys):
     (["eval", "--model", "tiny-clip", "--protocol", "wrold"], "Did you mean 'world'"),
     (["eval", "--model", "tiny-clip", "--protocol", "tecoa", "--dataset", "fakedata"], "no 'single' prompt"),
     (["report", "/does/not/exist.json"], "cannot read a run record"),
-    (["bench", "--models", "tiny-clip", "--protocol", "world"], "required: --out"),
+    (["leaderboard", "--models", "tiny-clip", "--protocol", "world"], "required: --out"),
     (["list", "widgets"], "cannot list 'widgets'"),
     (["info", "pdg"], "Did you mean 'pgd'"),
     (["frobnicate"], "invalid choice"),

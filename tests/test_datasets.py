@@ -22,8 +22,8 @@ import torch
 from PIL import Image
 from torchvision import datasets as tv
 
-import vlmshield.core as vs
-from vlmshield.core import DataError, ParameterError
+import vlmshield.api as vs
+from vlmshield.api import DataError, ParameterError
 from vlmshield.datasets import prompts, zeroshot
 from vlmshield.datasets.prompts import SINGLE_TEMPLATE, templates_for
 
@@ -471,7 +471,7 @@ def seen(monkeypatch):
 
 
 def test_tecoa_feeds_the_classifier_ttcs_224_pixel_crops(tmp_path, monkeypatch, seen):
-    from vlmshield.core.protocol import run_protocol
+    from vlmshield.api import run_protocol
     from vlmshield.testing import tiny_vlm
 
     write_cifar10(tmp_path, monkeypatch)
@@ -486,7 +486,7 @@ def test_tecoa_feeds_the_classifier_ttcs_224_pixel_crops(tmp_path, monkeypatch, 
 def test_robustvlm_resizes_pcam_and_eurosat_and_keeps_cifar_native(tmp_path, monkeypatch, seen):
     import dataclasses
 
-    from vlmshield.core.protocol import get_protocol, run_protocol
+    from vlmshield.api import get_protocol, run_protocol
     from vlmshield.testing import tiny_vlm
 
     for name in ("cifar10", "eurosat", "pcam"):
@@ -503,7 +503,7 @@ def test_robustvlm_resizes_pcam_and_eurosat_and_keeps_cifar_native(tmp_path, mon
 
 
 def test_plain_evaluation_keeps_native_resolution(tmp_path, monkeypatch, seen):
-    from vlmshield.core import evaluate
+    from vlmshield.api import evaluate
     from vlmshield.testing import tiny_vlm
 
     write_eurosat(tmp_path, monkeypatch)

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 import vlmshield as vs
-from vlmshield.core import temporary_host
+from vlmshield.api import temporary_host
 from vlmshield.testing import tiny_vlm
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,7 +40,7 @@ def _protocol_rows(text: str) -> dict[str, dict[str, str]]:
         cells = [cell.strip() for cell in line.strip("|").split("|")]
         if len(cells) != len(names) or not cells[0].startswith("`"):
             break
-        rows[cells[0].strip("`")] = dict(zip(names, cells))
+        rows[cells[0].strip("`")] = dict(zip(names, cells, strict=True))
     return rows
 
 

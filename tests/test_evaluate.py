@@ -4,8 +4,7 @@ import pytest
 import torch
 
 import vlmshield as vs
-from vlmshield.attacks import PGD
-from vlmshield.core import (
+from vlmshield.api import (
     BackdoorAttack,
     ModelCard,
     ParameterError,
@@ -15,6 +14,7 @@ from vlmshield.core import (
     subset_indices,
     temporary_host,
 )
+from vlmshield.attacks import PGD
 from vlmshield.evaluators import AttackSuccessRate
 from vlmshield.testing import make_plugin, tensor_dataset, tiny_vlm, toy_classifier
 
@@ -53,6 +53,7 @@ class Blur(TestTimeDefense):
 
 class Finetune(TrainingDefense):
     name = "test-finetune"
+    trainer = "adversarial"
 
     def fit(self, model, data, **options):
         return model

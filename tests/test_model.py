@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vlmshield.core import VLM, InputError, ParameterError, UnknownNameError
+from vlmshield.api import VLM, InputError, ParameterError, UnknownNameError
 from vlmshield.testing import tiny_vlm
 
 

@@ -2,8 +2,8 @@ import math
 
 import pytest
 
+from vlmshield.api import ParameterError, eps_note, format_eps, parse_eps, parse_params
 from vlmshield.attacks import PGD
-from vlmshield.core import ParameterError, eps_note, format_eps, parse_eps, parse_params
 
 
 @pytest.mark.parametrize("text, expected", [

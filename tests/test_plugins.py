@@ -4,8 +4,7 @@ import warnings
 import pytest
 
 import vlmshield as vs
-from vlmshield.attacks import PGD
-from vlmshield.core import (
+from vlmshield.api import (
     Attack,
     PluginError,
     PluginHost,
@@ -14,11 +13,12 @@ from vlmshield.core import (
     reset_host,
     temporary_host,
 )
+from vlmshield.attacks import PGD
 from vlmshield.core.plugins import PluginWarning
 from vlmshield.testing import make_plugin
 
 GOOD = '''
-from vlmshield.core import hookimpl
+from vlmshield.api import hookimpl
 from vlmshield.attacks import PGD
 
 class GoodAttack(PGD):

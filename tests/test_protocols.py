@@ -7,10 +7,20 @@ import torch
 from torch import nn
 
 import vlmshield as vs
-from vlmshield.core import ParameterError, Purifier, TestTimeDefense, get_host, temporary_host
-from vlmshield.core.protocol import Protocol, apply_templates, run_protocol
-from vlmshield.core.report import format_run, load_run, write_report
-from vlmshield.core.sanity import check_classifier, check_results
+from vlmshield.api import (
+    ParameterError,
+    Protocol,
+    Purifier,
+    TestTimeDefense,
+    format_run,
+    get_host,
+    load_run,
+    run_protocol,
+    temporary_host,
+    write_report,
+)
+from vlmshield.engine.protocol_runs import apply_templates
+from vlmshield.engine.sanity import check_classifier, check_results
 from vlmshield.testing import make_plugin, tensor_dataset, toy_classifier
 
 
@@ -113,19 +123,19 @@ def test_a_report_has_the_leaderboard_table_csv_and_plots(world_runs, tmp_path):
     assert json.loads((tmp_path / "report.json").read_text())["leaderboard"] == rows
 
 
-def test_bench_reuses_finished_runs_and_reruns_changed_ones(world_runs, monkeypatch):
+def test_leaderboard_reuses_finished_runs_and_reruns_changed_ones(world_runs, monkeypatch):
     out, runs = world_runs
-    import vlmshield.leaderboard as board
+    import vlmshield.engine.leaderboard as board
 
     def no_run(*args, **kwargs):
         raise AssertionError("a finished run was run again")
 
     monkeypatch.setattr(board, "run_protocol", no_run)
-    report = board.bench(["clip-tinyvit8", "clip-tinyrn"], QUICK, out, dataset="world-shapes,world-colors", n=6)
+    report = board.leaderboard(["clip-tinyvit8", "clip-tinyrn"], QUICK, out, dataset="world-shapes,world-colors", n=6)
     assert {r["model"] for r in report["leaderboard"]} == {"clip-tinyvit8", "clip-tinyrn"}
     assert (out / "leaderboard.md").exists()
     with pytest.raises(AssertionError, match="run again"):  # another n: not the same run
-        board.bench(["clip-tinyvit8"], QUICK, out, dataset="world-shapes,world-colors", n=7)
+        board.leaderboard(["clip-tinyvit8"], QUICK, out, dataset="world-shapes,world-colors", n=7)
 
 
 def test_report_rejects_what_is_not_a_run_record(tmp_path):
@@ -227,7 +237,7 @@ def test_a_test_time_defense_is_reported_with_its_adaptive_numbers_and_ranked_by
 
 # ----------------------------------------------------------------------------- preprocessing and counting
 def test_protocols_declare_their_preprocessing_and_counting():
-    from vlmshield.cli import describe
+    from vlmshield.cli.commands import describe
 
     tecoa, robustvlm, clean = (get_host().get("protocol", name).obj for name in ("tecoa", "robustvlm", "clean"))
     ttc = {"resize": 256, "crop": 224, "interpolation": "bilinear"}
@@ -256,7 +266,7 @@ def test_malformed_preprocessing_and_counting_are_refused(kwargs, fragment):
 
 
 def test_a_dataset_that_cannot_resize_itself_is_resized_as_tensors():
-    from vlmshield.core.protocol import protocol_datasets
+    from vlmshield.engine.protocol_runs import protocol_datasets
 
     rule = {"resize": 64, "crop": 48, "interpolation": "bicubic"}
     wide = Protocol("wide", "resize and crop", preprocess={"default": "native", "tensors": rule})

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import vlmshield as vs
-from vlmshield.core import ModelCard, temporary_host
+from vlmshield.api import ModelCard, temporary_host
 from vlmshield.testing import make_plugin
 from vlmshield.world.models import build, read_card
 
@@ -106,7 +106,7 @@ def test_missing_weights_and_data_are_the_librarys_sentences(reproduce, tmp_path
 
 
 def test_a_card_measured_under_other_settings_than_the_registered_protocol_says_so(reproduce):
-    from vlmshield.core.protocol import get_protocol
+    from vlmshield.api import get_protocol
 
     config = get_protocol("world").config()
     run = {"protocol": config, "overrides": {}, "n": config["n"]}

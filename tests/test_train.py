@@ -8,7 +8,7 @@ import textwrap
 import pytest
 import torch
 
-from vlmshield.core import (
+from vlmshield.api import (
     VLM,
     AdversarialFineTuning,
     ImageEncoder,
@@ -19,9 +19,8 @@ from vlmshield.core import (
     kl_divergence,
     learning_rate,
     temporary_host,
-    train,
+    training_seconds,
 )
-from vlmshield.core.train import training_seconds
 from vlmshield.testing import TINY_CLIP, logged_losses, tiny_vlm, toy_dataset
 
 
@@ -83,7 +82,7 @@ def test_only_the_declared_parameters_train_and_the_reference_stays_frozen():
         vlm = tiny_vlm()
         before = {k: v.clone() for k, v in vlm.model.state_dict().items()}
         method = EmbeddingPull()
-        train(vlm, toy_dataset(), method, _config(), progress=False)
+        method.fit(vlm, toy_dataset(), _config(), progress=False)
     after = vlm.model.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed and all(k.startswith("visual.") for k in changed)
@@ -100,18 +99,18 @@ def test_fixed_sin_cos_positions_are_a_buffer_that_never_trains():
     assert all(p is not positions for p in vlm.parameters())
     before, patches = positions.clone(), vlm.model.visual.conv1.weight.detach().clone()
     with temporary_host():
-        train(vlm, toy_dataset(), EmbeddingPull(), _config(), progress=False)
+        EmbeddingPull().fit(vlm, toy_dataset(), _config(), progress=False)
     assert not torch.equal(vlm.model.visual.conv1.weight, patches)  # the tower trained, its positions did not
     assert torch.equal(vlm.model.visual.positional_embedding, before)
 
 
 def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path):
     with temporary_host():
-        whole = train(tiny_vlm(), toy_dataset(), EmbeddingPull(), _config(), progress=False)
-        train(tiny_vlm(), toy_dataset(), EmbeddingPull(), _config(), out=tmp_path, progress=False, stop_after=3)
+        whole = EmbeddingPull().fit(tiny_vlm(), toy_dataset(), _config(), progress=False)
+        EmbeddingPull().fit(tiny_vlm(), toy_dataset(), _config(), out=tmp_path, progress=False, stop_after=3)
         assert json.loads((tmp_path / "log.jsonl").read_text().splitlines()[-1])["step"] == 3
         first_part = training_seconds(tmp_path)
-        resumed = train(tiny_vlm(), toy_dataset(), EmbeddingPull(), _config(), out=tmp_path, progress=False)
+        resumed = EmbeddingPull().fit(tiny_vlm(), toy_dataset(), _config(), out=tmp_path, progress=False)
     assert 0 < first_part < training_seconds(tmp_path)  # the training time counts every part of the run
     for key, value in whole.model.state_dict().items():
         assert torch.equal(value, resumed.model.state_dict()[key]), key
@@ -121,25 +120,25 @@ def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path):
 
 def test_a_checkpoint_of_another_run_or_a_broken_one_is_refused(tmp_path):
     with temporary_host():
-        train(tiny_vlm(), toy_dataset(), EmbeddingPull(), _config(), out=tmp_path, progress=False, stop_after=2)
+        EmbeddingPull().fit(tiny_vlm(), toy_dataset(), _config(), out=tmp_path, progress=False, stop_after=2)
         with pytest.raises(ParameterError, match="another configuration"):
-            train(tiny_vlm(), toy_dataset(), EmbeddingPull(), _config(seed=1), out=tmp_path, progress=False)
+            EmbeddingPull().fit(tiny_vlm(), toy_dataset(), _config(seed=1), out=tmp_path, progress=False)
         # the same run written by another version of the model (one more parameter, e.g. learnt positions)
         state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
         state["optimizer"]["param_groups"][0]["params"].append(10 ** 6)
         torch.save(state, tmp_path / "checkpoint.pt")
         with pytest.raises(WeightsError, match="optimizer of another version of the model"):
-            train(tiny_vlm(), toy_dataset(), EmbeddingPull(), _config(), out=tmp_path, progress=False)
+            EmbeddingPull().fit(tiny_vlm(), toy_dataset(), _config(), out=tmp_path, progress=False)
         (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
         with pytest.raises(WeightsError, match="unreadable"):
-            train(tiny_vlm(), toy_dataset(), EmbeddingPull(), _config(), out=tmp_path, progress=False)
+            EmbeddingPull().fit(tiny_vlm(), toy_dataset(), _config(), out=tmp_path, progress=False)
 
 
 def test_stages_set_their_own_learning_rate(tmp_path):
     config = _config(stages=(Stage("warm", steps=2, lr=1e-3, warmup=0, weight_decay=0.0),
                              Stage("main", steps=2, lr=1e-2, warmup=2, weight_decay=0.1)))
     with temporary_host():
-        train(tiny_vlm(), toy_dataset(), EmbeddingPull(), config, out=tmp_path, progress=False)
+        EmbeddingPull().fit(tiny_vlm(), toy_dataset(), config, out=tmp_path, progress=False)
     log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [e["stage"] for e in log] == ["warm", "warm", "main", "main"]
     assert [e["lr"] for e in log] == pytest.approx([1e-3, 5e-4, 5e-3, 1e-2])
@@ -151,7 +150,7 @@ def test_the_inner_attack_raises_and_the_outer_steps_lower_the_method_loss():
         x = torch.stack([data[i][0] for i in range(8)])
         refs = method.references(vlm, data)
         target = refs["original"](x)
-        from vlmshield.core.train import inner_attack
+        from vlmshield.api import inner_attack
 
         x_adv = inner_attack(_config(attack_steps=5))(vlm, x, target, seed=0)
         with torch.no_grad():
@@ -163,15 +162,15 @@ def test_the_inner_attack_raises_and_the_outer_steps_lower_the_method_loss():
 SCRIPT = textwrap.dedent('''
     import sys, torch
     torch.set_num_threads(1)
-    from vlmshield.core import Stage, TrainConfig, train
-    from vlmshield.core.distributed import init_from_env, rank_and_world
+    from vlmshield.api import Stage, TrainConfig
+    from vlmshield.api import init_from_env, rank_and_world
     sys.path.insert(0, sys.argv[2])
     from test_train import EmbeddingPull
     from vlmshield.testing import tiny_vlm, toy_dataset
     init_from_env()
     config = TrainConfig(stages=(Stage("a", steps=3, lr=1e-3, warmup=1, weight_decay=0.01),), batch_size=8,
                          attack_steps=2, attack_params={"random_start": False})
-    vlm = train(tiny_vlm(), toy_dataset(), EmbeddingPull(), config, progress=False, device="cpu")
+    vlm = EmbeddingPull().fit(tiny_vlm(), toy_dataset(), config, progress=False, device="cpu")
     if rank_and_world()[0] == 0:
         torch.save(vlm.model.visual.state_dict(), sys.argv[1])
 ''')

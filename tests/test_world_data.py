@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import vlmshield as vs
-from vlmshield.core import ParameterError, datasets
+from vlmshield.api import ParameterError, datasets
 from vlmshield.world import data as wd
 from vlmshield.world.scene import FACTORS, render
 from vlmshield.world.text import VOCABULARY, WorldTokenizer, captions

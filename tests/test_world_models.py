@@ -8,9 +8,8 @@ import pytest
 import torch
 
 import vlmshield as vs
+from vlmshield.api import ParameterError, UnknownNameError, get_protocol
 from vlmshield.cli import main
-from vlmshield.core import ParameterError, UnknownNameError
-from vlmshield.core.protocol import get_protocol
 from vlmshield.core.weights import WeightsError
 from vlmshield.world import models as wm
 from vlmshield.world import pretrain as wp

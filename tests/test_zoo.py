@@ -1,17 +1,17 @@
 import pytest
 
 import vlmshield as vs
-from vlmshield.core import UnknownNameError, VlmshieldError
+from vlmshield.api import UnknownNameError, VlmshieldError
 
 
 def test_base_models_are_listed_with_their_plugin():
-    names = [card.name for card in vs.zoo.list(method="none")]
+    names = [card.name for card in vs.zoo.cards(method="none")]
     assert {"clip-vitb32", "clip-vitb16", "clip-vitl14", "clip-rn50"} <= set(names)
-    assert [card.name for card in vs.zoo.list(method="none", arch="ViT-B-16")] == ["clip-vitb16"]
-    assert {card.name for card in vs.zoo.list(method="fare", arch="ViT-L-14")} == {"fare2-vitl14", "fare4-vitl14"}
+    assert [card.name for card in vs.zoo.cards(method="none", arch="ViT-B-16")] == ["clip-vitb16"]
+    assert {card.name for card in vs.zoo.cards(method="fare", arch="ViT-L-14")} == {"fare2-vitl14", "fare4-vitl14"}
     info = vs.zoo.info("CLIP_ViTB32")
     assert info["arch"] == "ViT-B-32" and info["pretrained"] == "openai"
-    assert info["plugin"].startswith("vlmshield.zoo.catalog (vlmshield ")
+    assert info["plugin"].startswith("vlmshield.zoo.plugin (vlmshield ")
 
 
 def test_weights_false_builds_the_architecture_without_download():
@@ -54,7 +54,7 @@ def test_every_catalog_entry_validates():
     from vlmshield.core.card import SOURCES
     from vlmshield.core.registry import NAME_PATTERN
 
-    cards = vs.zoo.list()
+    cards = vs.zoo.cards()
     robust = [card for card in cards if card.method != "none"]
     assert {"fare2-vitl14", "fare4-vitl14", "tecoa2-vitl14", "tecoa4-vitl14"} <= {card.name for card in robust}
     for card in cards:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import vlmshield as vs
-from vlmshield.core import ParameterError
+from vlmshield.api import ParameterError
 from vlmshield.core.weights import WeightsError, read_legacy_weights
 
 REVISION = "0123456789abcdef0123456789abcdef01234567"

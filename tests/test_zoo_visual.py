@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import vlmshield as vs
-from vlmshield.core import VLM, ModelCard
+from vlmshield.api import VLM, ModelCard
 from vlmshield.core.weights import WeightsError
 from vlmshield.world.models import build
 from vlmshield.zoo import visual
@@ -79,7 +79,7 @@ def test_a_manual_entry_says_where_to_put_its_file_then_loads_it(tmp_path, monke
 
 
 def test_the_vision_only_catalog_entries_point_to_their_files():
-    assert {card.name for card in vs.zoo.list(method="fare", arch="ViT-B-32")} == {
+    assert {card.name for card in vs.zoo.cards(method="fare", arch="ViT-B-32")} == {
         "fare1-vitb32", "fare4-vitb32", "fare4-vitb32-laion2b"}
     for method, eps in (("tecoa", 1), ("fare", 1), ("tecoa", 4), ("fare", 4)):
         card = vs.zoo.info(f"{method}{eps}-vitb32")

@@ -4,12 +4,12 @@
     vlm = vs.zoo.load("clip-vitb32")
     record = vs.evaluate(vlm, dataset="cifar10:/data/cifar10", attack="pgd", eps="1/255", n=1000)
     run = vs.evaluate("fare2-vitl14", protocol="robustvlm")      # a paper's protocol, all its datasets
-    board = vs.bench(["clip-tinyvit4", "clip-tinyrn"], "world", out="runs/board")
+    board = vs.leaderboard(["clip-tinyvit4", "clip-tinyrn"], "world", out="runs/board")
 """
 
 from . import zoo
 from ._version import __version__
-from .core import (
+from .api import (
     VLM,
     Attack,
     BackdoorAttack,
@@ -21,10 +21,10 @@ from .core import (
     evaluate,
     format_table,
     get_host,
+    leaderboard,
     parse_eps,
     plugins,
 )
-from .leaderboard import bench
 
 
 def attack(name: str, **params) -> Attack:
@@ -45,5 +45,5 @@ def evaluator(name: str, **params) -> Evaluator:
 __all__ = [
     "__version__", "VLM", "ZeroShotClassifier", "LabelledImages", "Attack", "BackdoorAttack", "Defense",
     "Evaluator", "attack", "defense", "evaluator", "dataset", "evaluate", "format_table", "parse_eps",
-    "plugins", "zoo", "bench",
+    "plugins", "zoo", "leaderboard",
 ]

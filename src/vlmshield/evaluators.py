@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from vlmshield.core import VLM, BackdoorAttack, Evaluator, ParameterError, hookimpl
-from vlmshield.core.evaluate import COUNTINGS
+from vlmshield.api import COUNTINGS, VLM, BackdoorAttack, Evaluator, ParameterError, hookimpl
 
 
 class Accuracy(Evaluator):

@@ -19,8 +19,7 @@
   prompts, on the whole world suite.
 """
 
-from vlmshield.core import hookimpl
-from vlmshield.core.protocol import Protocol
+from vlmshield.api import Protocol, hookimpl
 
 PROTOCOLS = (
     Protocol("tecoa", "PGD-10, step 1/255, eps 1/255, all test images, TTC's single prompt per dataset; every "

@@ -8,7 +8,7 @@
 - ``attacked_accuracy()``: a zoo model's zero-shot accuracy under PGD on the first images of a task, to
   check that a shipped robust model resists where its base breaks.
 - ``tinyimagenet_files()``: TinyImageNet's release layout with a few 64-px JPEGs, ``training_inputs()``:
-  the data ``vlmshield.finetune.run_training`` hands the training engine, and
+  the data ``vlmshield train`` hands the method's trainer, and
   ``tinyimagenet_training_image()``: an image of those files as a preset's training data has it, for
   checking a fine-tuning preset's data and preprocessing without training.
 
@@ -94,12 +94,12 @@ def logged_losses(vlm: VLM, data: LabelledImages, method, *, steps: int = 10, lr
                   batch_size: int = 32, attack_steps: int = 3) -> list[float]:
     """Fine-tune ``vlm`` in place with ``method`` for ``steps`` steps (one stage at ``lr``, no warm-up, no
     weight decay) and return the loss the engine logged at every step."""
-    from .core import Stage, TrainConfig, train
+    from .core import Stage, TrainConfig
 
     losses = []
     config = TrainConfig(stages=(Stage("test", steps, lr, 0, 0.0),), batch_size=batch_size,
                          attack_steps=attack_steps, log_every=1)
-    train(vlm, data, method, config, progress=False, log=lambda line: losses.append(float(line.split()[4])))
+    method.fit(vlm, data, config, progress=False, log=lambda line: losses.append(float(line.split()[4])))
     return losses
 
 
@@ -165,23 +165,24 @@ class _Stopped(Exception):
 
 
 def training_inputs(run: dict, out, monkeypatch) -> tuple:
-    """(training data, validation data or None) that ``run_training(run, out)`` hands the training engine,
-    stopped there, with ``tiny_vlm()`` for the zoo's model (``monkeypatch``: pytest's fixture)."""
-    from . import finetune, zoo
+    """(training data, validation data or None) that ``train_run(run, out)`` (``vlmshield train``) hands the
+    method's trainer, stopped there, with ``tiny_vlm()`` for the zoo's model (``monkeypatch``: pytest's
+    fixture)."""
+    from .cli import train
 
     seen = {}
 
-    def engine(vlm, data, method, config, val_data=None, **options):
+    def trainer(vlm, data, method, config, val_data=None, **options):
         seen.update(data=data, val=val_data)
         raise _Stopped
 
-    monkeypatch.setattr(finetune, "train", engine)
-    monkeypatch.setattr(zoo, "load", lambda name, device=None: tiny_vlm())
+    monkeypatch.setattr(run["trainer"], "train", trainer)
+    monkeypatch.setattr(train, "load_model", lambda name, device=None: tiny_vlm())
     try:
-        finetune.run_training(run, out)
+        train.train_run(run, out)
     except _Stopped:
         return seen["data"], seen["val"]
-    raise AssertionError("run_training ended without handing the engine its data.")
+    raise AssertionError("train_run ended without handing the trainer its data.")
 
 
 def tinyimagenet_training_image(method: str, tmp_path, monkeypatch, index: int = 0, **overrides) -> tuple:
@@ -189,7 +190,7 @@ def tinyimagenet_training_image(method: str, tmp_path, monkeypatch, index: int =
     paper preset (with ``plan`` ``overrides``) reads from ``tinyimagenet_files(tmp_path / "data")``."""
     from PIL import Image
 
-    from .finetune import plan
+    from .cli.train import plan
 
     root, paths = tinyimagenet_files(tmp_path / "data")
     data, _ = training_inputs(plan(method, data=f"tinyimagenet:{root}", **overrides), tmp_path / "run", monkeypatch)

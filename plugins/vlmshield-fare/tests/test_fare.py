@@ -8,9 +8,8 @@ from vlmshield_fare import plugin
 from vlmshield_fare.plugin import FARE
 
 import vlmshield as vs
+from vlmshield.api import Protocol, packaged_cards, resolve_loss, temporary_host
 from vlmshield.cli import main
-from vlmshield.core import packaged_cards, resolve_loss, temporary_host
-from vlmshield.core.protocol import Protocol
 from vlmshield.testing import (
     attacked_accuracy,
     logged_losses,
@@ -56,7 +55,7 @@ def test_the_attack_raises_the_loss_and_training_lowers_it_with_the_original_fro
 
 
 def test_the_paper_preset_is_robustvlms_run(host):
-    from vlmshield.finetune import command_line, plan
+    from vlmshield.cli.train import command_line, plan
 
     run = plan("fare", eps="2/255")
     config = run["config"]
@@ -99,7 +98,7 @@ def test_a_two_step_world_run_from_the_command_line_writes_a_loadable_model_and_
 
 
 def test_fare_takes_no_proxy_and_no_unknown_stage(host):
-    from vlmshield.finetune import plan
+    from vlmshield.cli.train import plan
 
     with pytest.raises(vs.core.ParameterError, match="does not distill from a proxy"):
         plan("fare", "world", proxy="clip-tinyrn")
@@ -120,7 +119,7 @@ def test_the_shipped_world_models_load_checked_and_are_more_robust_than_their_ba
 
 
 def test_the_world_preset(host):
-    from vlmshield.finetune import plan
+    from vlmshield.cli.train import plan
 
     run = plan("fare", "world")
     config = run["config"]

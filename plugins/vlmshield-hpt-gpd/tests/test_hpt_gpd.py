@@ -9,16 +9,15 @@ from vlmshield_hpt_gpd import plugin
 from vlmshield_hpt_gpd.method import HPTGPD
 
 import vlmshield as vs
-from vlmshield.cli import main
-from vlmshield.core import (
+from vlmshield.api import (
     ModelCard,
     ParameterError,
     Stage,
     TrainConfig,
     learning_rate,
     temporary_host,
-    train,
 )
+from vlmshield.cli import main
 from vlmshield.testing import (
     TOY_CLASSES,
     attacked_accuracy,
@@ -92,7 +91,7 @@ def test_the_proxy_and_the_anchor_stay_frozen_and_in_eval_mode(host):
         return loss(vlm, x_adv, x, y, target, refs)
 
     method.loss = spy
-    train(vlm, data, method, config, progress=False)
+    method.fit(vlm, data, config, progress=False)
     assert [s[0] for s in seen] == ["warmup", "warmup", "hpt", "hpt"]
     assert not any(training or grad or proxy_training for _, training, grad, proxy_training in seen)
     # the proxy the method loads is a fresh copy each time; the one it used did not move
@@ -113,9 +112,9 @@ def test_stages_switch_schedules_at_the_right_step_and_the_hpt_stage_anchors_to_
     method.loss = spy
     vlm = tiny_vlm()
     original = {k: v.clone() for k, v in vlm.model.visual.state_dict().items()}
-    train(vlm, data, method, config, out=tmp_path / "run", stop_after=3, progress=False)
+    method.fit(vlm, data, config, out=tmp_path / "run", stop_after=3, progress=False)
     after_warmup = {k: v.clone() for k, v in vlm.model.visual.state_dict().items()}
-    train(vlm, data, method, config, out=tmp_path / "run", progress=False)  # resumes at the stage boundary
+    method.fit(vlm, data, config, out=tmp_path / "run", progress=False)  # resumes at the stage boundary
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [e["stage"] for e in log] == ["warmup"] * 3 + ["hpt"] * 3
     expected = [learning_rate(stages[0], i) for i in range(3)] + [learning_rate(stages[1], i) for i in range(3)]
@@ -129,11 +128,11 @@ def test_a_run_interrupted_inside_the_hpt_stage_resumes_to_the_same_weights(host
     data = toy_dataset()
     config = TrainConfig(stages=(Stage("warmup", 2, 1e-3, 0, 0.0), Stage("hpt", 3, 1e-3, 0, 0.0)), batch_size=8,
                          attack_steps=1, checkpoint_every=1)
-    whole = train(tiny_vlm(), data, HPTGPD(proxy="tiny-proxy"), config, progress=False)
+    whole = HPTGPD(proxy="tiny-proxy").fit(tiny_vlm(), data, config, progress=False)
     resumed = tiny_vlm()
-    train(resumed, data, HPTGPD(proxy="tiny-proxy"), config, out=tmp_path, stop_after=3, progress=False)
+    HPTGPD(proxy="tiny-proxy").fit(resumed, data, config, out=tmp_path, stop_after=3, progress=False)
     assert "stage_start" in torch.load(tmp_path / "checkpoint.pt", weights_only=True)
-    resumed = train(tiny_vlm(), data, HPTGPD(proxy="tiny-proxy"), config, out=tmp_path, progress=False)
+    resumed = HPTGPD(proxy="tiny-proxy").fit(tiny_vlm(), data, config, out=tmp_path, progress=False)
     for key, value in whole.model.state_dict().items():
         torch.testing.assert_close(resumed.model.state_dict()[key], value, rtol=0, atol=0)
 
@@ -146,7 +145,7 @@ def test_bad_settings_are_one_clear_sentence(host):
     target = vs.zoo.load("tiny-proxy")
     with pytest.raises(ParameterError, match="the target itself"):
         HPTGPD(proxy="tiny-proxy").references(target, toy_dataset())
-    from vlmshield.finetune import plan
+    from vlmshield.cli.train import plan
     with pytest.raises(ParameterError, match="no stage 'pivot'"):
         plan("hpt-gpd", "world", stage="pivot")
     run = plan("hpt-gpd", "world", stage="hpt", proxy="clip-tinyvit4")
@@ -160,7 +159,7 @@ def test_bad_settings_are_one_clear_sentence(host):
 
 
 def test_each_stage_takes_its_own_length_and_learning_rate(host):
-    from vlmshield.finetune import command_line, plan
+    from vlmshield.cli.train import command_line, plan
 
     run = plan("hpt-gpd", "world", steps="hpt=600")
     assert [(s.name, s.steps, s.warmup) for s in run["config"].stages] == [("warmup", 100, 10), ("hpt", 600, 20)]
@@ -176,7 +175,7 @@ def test_each_stage_takes_its_own_length_and_learning_rate(host):
 
 
 def test_the_paper_preset_and_the_recipe_entries(host):
-    from vlmshield.finetune import command_line, plan
+    from vlmshield.cli.train import command_line, plan
 
     run = plan("hpt-gpd")
     config = run["config"]
@@ -224,7 +223,7 @@ def test_the_paper_preset_attacks_tinyimagenet_at_224_px_as_the_code_does_and_th
         host, tmp_path, monkeypatch):
     from torchvision import transforms
 
-    from vlmshield.finetune import command_line, plan
+    from vlmshield.cli.train import command_line, plan
 
     image, label, decoded = tinyimagenet_training_image("hpt-gpd", tmp_path, monkeypatch, index=1)
     assert image.shape == (3, 224, 224) and label == 0

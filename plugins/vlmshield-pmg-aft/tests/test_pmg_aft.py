@@ -9,8 +9,8 @@ from vlmshield_pmg_aft import plugin
 from vlmshield_pmg_aft.plugin import PMGAFT
 
 import vlmshield as vs
+from vlmshield.api import ParameterError, TrainConfig, packaged_cards, temporary_host
 from vlmshield.cli import main
-from vlmshield.core import ParameterError, TrainConfig, packaged_cards, temporary_host
 from vlmshield.testing import (
     TOY_CLASSES,
     attacked_accuracy,
@@ -128,7 +128,7 @@ def test_the_attack_raises_the_loss_and_training_lowers_it_and_leaves_the_text_t
 
 
 def test_the_presets(host):
-    from vlmshield.finetune import command_line, plan
+    from vlmshield.cli.train import command_line, plan
 
     paper, world = plan("pmg-aft"), plan("pmg-aft", "world")
     assert (paper["model"], paper["dataset"]) == ("clip-vitb32", "tinyimagenet")
@@ -172,7 +172,7 @@ def test_the_paper_preset_attacks_tinyimagenet_at_224_px_as_the_code_does_and_th
         host, tmp_path, monkeypatch):
     from torchvision import transforms
 
-    from vlmshield.finetune import command_line, plan
+    from vlmshield.cli.train import command_line, plan
 
     image, label, decoded = tinyimagenet_training_image("pmg-aft", tmp_path, monkeypatch)
     assert image.shape == (3, 224, 224) and label == 0
@@ -192,7 +192,7 @@ def test_the_paper_preset_attacks_tinyimagenet_at_224_px_as_the_code_does_and_th
 
 
 def test_a_run_is_not_resumed_with_another_preprocessing_rule(host, tmp_path, monkeypatch):
-    from vlmshield.finetune import plan
+    from vlmshield.cli.train import plan
 
     out = tmp_path / "run"
     out.mkdir()

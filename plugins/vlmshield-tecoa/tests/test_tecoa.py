@@ -9,8 +9,8 @@ from vlmshield_tecoa import plugin
 from vlmshield_tecoa.plugin import TeCoA
 
 import vlmshield as vs
+from vlmshield.api import ParameterError, packaged_cards, temporary_host
 from vlmshield.cli import main
-from vlmshield.core import ParameterError, packaged_cards, temporary_host
 from vlmshield.testing import (
     TOY_CLASSES,
     attacked_accuracy,
@@ -62,7 +62,7 @@ def test_the_attack_raises_the_loss_and_training_lowers_it_and_leaves_the_text_t
 
 
 def test_the_presets(host):
-    from vlmshield.finetune import plan
+    from vlmshield.cli.train import plan
 
     paper, world = plan("tecoa"), plan("tecoa", "world")
     assert paper["method"].template == "This is a photo of a {}" and paper["method"].logit_scale == 100.0

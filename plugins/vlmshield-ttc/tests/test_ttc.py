@@ -10,8 +10,8 @@ from vlmshield_ttc.noise import RandomNoise, uniform_noise
 from vlmshield_ttc.ttc import TTC, Counterattacked, relative_drift, step_weights
 
 import vlmshield as vs
+from vlmshield.api import ModelCard, ParameterError, temporary_host
 from vlmshield.cli import main
-from vlmshield.core import ModelCard, ParameterError, temporary_host
 from vlmshield.core.params import parse_params
 from vlmshield.testing import make_plugin, tensor_dataset, tiny_vlm, toy_task
 

@@ -1,6 +1,6 @@
 """The standard attacks, a built-in plugin: registered through the same hook as any third-party attack."""
 
-from vlmshield.core import hookimpl
+from vlmshield.api import hookimpl
 
 from .aa_lite import AALite
 from .apgd import APGD

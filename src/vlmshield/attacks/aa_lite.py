@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from vlmshield.core import Attack, clean_logits
+from vlmshield.api import Attack, clean_logits
 
 from .apgd import APGD
 from .apgd_t import APGDT

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from vlmshield.core import (
+from vlmshield.api import (
     LOSSES,
     Attack,
     TargetedLoss,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from vlmshield.core import Attack, ParameterError, TargetedLoss, clean_logits, targeted_dlr_loss
+from vlmshield.api import Attack, ParameterError, TargetedLoss, clean_logits, targeted_dlr_loss
 
 from .apgd import APGD
 

@@ -10,7 +10,7 @@ adaptive: the evaluation engine gives it the defended classifier.
 
 from __future__ import annotations
 
-from vlmshield.core import EOTAttack, Purifier, resolve_loss
+from vlmshield.api import EOTAttack, Purifier, resolve_loss
 
 
 class BPDAEOT(EOTAttack):

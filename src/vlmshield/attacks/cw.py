@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from vlmshield.core import Attack, margin_loss
+from vlmshield.api import Attack, margin_loss
 
 from .pgd import PGD
 

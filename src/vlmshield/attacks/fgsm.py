@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from vlmshield.core import Attack
+from vlmshield.api import Attack
 
 from .pgd import PGD
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from vlmshield.core import Attack, ParameterError, ascent_direction, loss_and_grad, project, random_start, resolve_loss
+from vlmshield.api import Attack, ParameterError, ascent_direction, loss_and_grad, project, random_start, resolve_loss
 
 
 class PGD(Attack):

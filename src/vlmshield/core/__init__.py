@@ -1,6 +1,8 @@
-"""The core's public API: everything a plugin may import.
+"""The contract: hook specifications, the plugin host and registries, and the base types of every kind
+(models and cards, data, attacks, defenses, trainers, evaluators, protocols).
 
-A plugin imports from ``vlmshield.core`` and from its own files, nothing else of vlmshield's.
+It imports nothing of vlmshield's outside this package. Plugins import from ``vlmshield.api``, which
+re-exports this and the engines' public functions.
 """
 
 from .attack import (
@@ -24,8 +26,19 @@ from .attack import (
     squared_l2_loss,
     targeted_dlr_loss,
 )
-from .card import ModelCard, recipe_card
-from .data import DATA_ENV, CaptionedImages, DatasetEntry, LabelledImages, dataset, datasets
+from .card import ModelCard, ModelSource, load_model, recipe_card
+from .data import (
+    DATA_ENV,
+    DATA_TYPES,
+    CaptionedImages,
+    DatasetEntry,
+    DomainPair,
+    LabelledImages,
+    UnlabelledImages,
+    check_takes,
+    dataset,
+    datasets,
+)
 from .defense import DEFENSE_KINDS, Defense, Purifier, TestTimeDefense, TrainingDefense
 from .errors import (
     DataError,
@@ -37,46 +50,53 @@ from .errors import (
     did_you_mean,
     error_summary,
 )
-from .evaluate import Evaluator, evaluate, format_table, subset_indices
+from .evaluator import COUNTINGS, Evaluator
 from .hookspecs import hookimpl
-from .model import DEFAULT_TEMPLATES, VLM, ZeroShotClassifier, check_images, eval_mode, frozen
-from .packaged import card_metrics, export_packaged, measure_for_card, packaged_cards
-from .params import Configurable, check_number, check_template, eps_note, format_eps, parse_eps, parse_params
+from .model import DEFAULT_TEMPLATES, VLM, ZeroShotClassifier, check_images, eval_mode, frozen, frozen_copy
+from .params import (
+    Configurable,
+    check_number,
+    check_template,
+    eps_note,
+    format_eps,
+    parse_eps,
+    parse_params,
+    signature_defaults,
+)
 from .plugins import Command, PluginHost, get_host, plugins, reset_host, temporary_host
 from .preprocess import INTERPOLATIONS, NATIVE, check_preprocess_rule, preprocessed_dataset, resize_crop
-from .record import RunLog, atomic_write_json, derive_seed, environment, fingerprint
-from .registry import Registration, canonical_name, plugin_hint
+from .protocol import Protocol, get_protocol
+from .registry import KINDS, Registration, canonical_name, plugin_hint
+from .seeds import derive_seed
 from .tokenizer import WordTokenizer
-from .train import (
-    ROBUSTVLM_ATTACK,
-    AdversarialFineTuning,
-    ImageEncoder,
-    Stage,
-    TrainConfig,
-    frozen_copy,
-    kl_divergence,
-    learning_rate,
-    train,
+from .trainer import Stage, TrainConfig, Trainer, kl_divergence, learning_rate
+from .weights import (
+    WeightsError,
+    load_state,
+    read_checked,
+    read_legacy_weights,
+    read_weights,
+    resume_state,
+    sha256_file,
+    write_weights,
 )
-from .weights import WeightsError, load_state, read_weights, write_weights
 
 __all__ = [
     "LOSSES", "TargetedLoss", "Attack", "EOTAttack", "BackdoorAttack", "ascent_direction", "ce_loss", "check_logits",
-    "clean_logits", "dlr_loss",
-    "is_labels", "loss_and_grad", "margin_loss", "per_sample_norm", "project", "random_start", "resolve_loss",
-    "squared_l2_loss", "targeted_dlr_loss", "ModelCard", "DATA_ENV", "CaptionedImages", "DatasetEntry",
-    "LabelledImages", "dataset", "datasets", "DEFENSE_KINDS", "Defense", "Purifier", "TestTimeDefense",
-    "TrainingDefense",
+    "clean_logits", "dlr_loss", "is_labels", "loss_and_grad", "margin_loss", "per_sample_norm", "project",
+    "random_start", "resolve_loss", "squared_l2_loss", "targeted_dlr_loss",
+    "ModelCard", "ModelSource", "load_model", "recipe_card",
+    "DATA_ENV", "DATA_TYPES", "CaptionedImages", "DatasetEntry", "DomainPair", "LabelledImages", "UnlabelledImages",
+    "check_takes", "dataset", "datasets",
+    "DEFENSE_KINDS", "Defense", "Purifier", "TestTimeDefense", "TrainingDefense",
     "DataError", "InputError", "ParameterError", "PluginError", "UnknownNameError", "VlmshieldError",
-    "did_you_mean", "error_summary", "Evaluator", "evaluate", "format_table", "subset_indices", "hookimpl",
-    "DEFAULT_TEMPLATES",
-    "VLM", "ZeroShotClassifier", "check_images", "eval_mode", "frozen", "Configurable", "check_number",
-    "check_template", "eps_note", "format_eps",
-    "parse_eps", "parse_params", "Command", "PluginHost", "get_host", "plugins", "reset_host", "temporary_host",
-    "RunLog", "atomic_write_json", "derive_seed", "environment", "fingerprint", "Registration", "canonical_name",
-    "plugin_hint", "WordTokenizer", "export_packaged", "packaged_cards", "card_metrics", "measure_for_card",
-    "AdversarialFineTuning", "ImageEncoder",
-    "Stage", "TrainConfig", "frozen_copy", "kl_divergence", "learning_rate", "train", "WeightsError", "load_state",
-    "read_weights", "write_weights", "recipe_card", "ROBUSTVLM_ATTACK", "NATIVE", "INTERPOLATIONS",
-    "check_preprocess_rule", "preprocessed_dataset", "resize_crop",
+    "did_you_mean", "error_summary", "COUNTINGS", "Evaluator", "hookimpl",
+    "DEFAULT_TEMPLATES", "VLM", "ZeroShotClassifier", "check_images", "eval_mode", "frozen", "frozen_copy",
+    "Configurable", "check_number", "check_template", "eps_note", "format_eps", "parse_eps", "parse_params",
+    "signature_defaults", "Command", "PluginHost", "get_host", "plugins", "reset_host", "temporary_host",
+    "INTERPOLATIONS", "NATIVE", "check_preprocess_rule", "preprocessed_dataset", "resize_crop",
+    "Protocol", "get_protocol", "Registration", "canonical_name", "plugin_hint", "derive_seed", "WordTokenizer",
+    "Stage", "TrainConfig", "Trainer", "kl_divergence", "learning_rate",
+    "WeightsError", "load_state", "read_checked", "read_legacy_weights", "read_weights", "resume_state", "sha256_file",
+    "write_weights", "KINDS",
 ]

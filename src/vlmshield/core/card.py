@@ -24,7 +24,10 @@ from dataclasses import asdict, dataclass, field
 from .errors import ParameterError, VlmshieldError
 from .model import VLM, declared_quick_gelu
 from .plugins import get_host
+from .registry import canonical_name
 
+
+#: Where a card's weights come from (``hf-hub:`` is followed by the repository).
 SOURCES = ("open_clip", "hf-hub:", "package", "manual", "recipe")
 
 
@@ -63,6 +66,9 @@ class ModelCard:
     quick_gelu: bool | None = None
 
     def __post_init__(self):
+        if not self.source.startswith(SOURCES):
+            raise ParameterError(f"model card {self.name!r}: source must be one of {', '.join(SOURCES)} "
+                                 f"(hf-hub:ORG/NAME); got {self.source!r}.")
         if self.quick_gelu is None:
             if self.pretrained:
                 arch, tag = self.arch, self.pretrained
@@ -110,3 +116,28 @@ def recipe_card(name: str, method: str, base: str, arch: str, eps: str, *, paper
                             f"--dataset {dataset} --eps {eps}",
                      threat_model={"norm": "Linf", "eps": eps}, training_data=training_data, paper=paper,
                      license="MIT", description=description)
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A scheme of model names that are not zoo entries: ``load(rest, device=None, weights=True)`` builds
+    the model that ``SCHEME:rest`` names (``local-dir:PATH``, ``hf-hub:ORG/NAME[@REV]``)."""
+
+    name: str
+    load: Callable[..., object]
+    description: str = ""
+
+
+def load_model(name: str, device=None, weights: bool = True):
+    """The model a name stands for, in eval mode: a registered zoo entry (``clip-vitb32``), or
+    ``SCHEME:REST`` for a registered model source (``local-dir:runs/fare/model``); ``weights=False``
+    gives the architecture with random weights (no download)."""
+    if not isinstance(name, str) or not name.strip():
+        raise ParameterError(f"a model is named by a zoo name or SCHEME:PATH; got {name!r}.")
+    scheme, sep, rest = name.partition(":")
+    host = get_host()
+    if sep and canonical_name(scheme) in host.registries["model-source"]:
+        source: ModelSource = host.get("model-source", scheme).obj
+        return source.load(rest, device=device, weights=weights)
+    card: ModelCard = host.get("model", name).obj
+    return card.load(device=device, weights=weights)

@@ -2,11 +2,22 @@
 
 A dataset is registered as a ``DatasetEntry``: a name and a ``build`` function. ``vs.dataset(spec)``
 reads ``spec`` as ``name`` or ``name:/path/to/root``; a dataset that needs files and got no root looks
-in ``$VLMSHIELD_DATA/<name>``. What it builds is a ``LabelledImages`` (items (image, label), with the
-class names and prompt templates that zero-shot evaluation needs) or a ``CaptionedImages`` (items
-(image, caption), for contrastive training and backdoor poisoning); images are float tensors
-(3, H, W) in [0, 1]. An entry with ``members`` is a collection (a benchmark suite): ``datasets(spec)``
-expands it into its members.
+in ``$VLMSHIELD_DATA/<name>``. An entry with ``members`` is a collection (a benchmark suite):
+``datasets(spec)`` expands it into its members.
+
+What an entry builds is typed, and the entry declares which type (``provides``, a key of
+``DATA_TYPES``); images are float tensors (3, H, W) in [0, 1]:
+
+- ``labelled``: ``LabelledImages``, items (image, label), with the class names and prompt templates that
+  zero-shot evaluation needs;
+- ``captioned``: ``CaptionedImages``, items (image, caption): contrastive training, backdoor poisoning;
+- ``unlabelled``: ``UnlabelledImages``, items (image,): distillation, a target domain;
+- ``domain-pair``: ``DomainPair``, a labelled source, an unlabelled target (training) and a labelled
+  target test set of the same classes: unsupervised domain adaptation.
+
+Trainers and evaluators declare the type they take (``takes``); ``check_takes`` accepts what fits
+(unlabelled images can be read from labelled or captioned ones, by dropping the labels or captions)
+and says the mismatch in one sentence otherwise.
 """
 
 from __future__ import annotations
@@ -63,9 +74,75 @@ class CaptionedImages(_WrappedDataset):
         return f"CaptionedImages({self.name!r}, {len(self)} pairs)"
 
 
+class UnlabelledImages(_WrappedDataset):
+    """(image in [0, 1],) items: images without labels (a target domain, distillation data).
+
+    Built on labelled or captioned data, it reads their images and drops the rest."""
+
+    def __getitem__(self, index: int):
+        item = self.data[index]
+        return (item[0],) if isinstance(item, (tuple, list)) else (item,)
+
+    def __repr__(self) -> str:
+        return f"UnlabelledImages({self.name!r}, {len(self)} images)"
+
+
+class DomainPair:
+    """Unsupervised domain adaptation data: a labelled ``source``, unlabelled ``target`` images to adapt
+    on, and a labelled ``target_test`` set (used only to evaluate) of the source's classes."""
+
+    def __init__(self, source: LabelledImages, target: UnlabelledImages, target_test: LabelledImages, name: str):
+        if list(source.classnames) != list(target_test.classnames):
+            raise DataError(f"domain pair {name!r}: the source and the target test set have different classes.")
+        self.source, self.target, self.target_test, self.name = source, target, target_test, name
+
+    @property
+    def classnames(self) -> list[str]:
+        return self.source.classnames
+
+    def __len__(self) -> int:
+        return len(self.target)
+
+    def __repr__(self) -> str:
+        return (f"DomainPair({self.name!r}: source {len(self.source)} labelled, target {len(self.target)} unlabelled, "
+                f"target test {len(self.target_test)} labelled, {len(self.classnames)} classes)")
+
+
+#: The data types, by the name entries declare (``provides``) and trainers and evaluators take (``takes``).
+DATA_TYPES = {"labelled": LabelledImages, "captioned": CaptionedImages, "unlabelled": UnlabelledImages,
+              "domain-pair": DomainPair}
+_DESCRIBED = {"labelled": "labelled images", "captioned": "image-caption pairs", "unlabelled": "unlabelled images",
+              "domain-pair": "a domain pair (labelled source, unlabelled target, labelled target test)"}
+
+
+def type_of(data) -> str | None:
+    """The ``DATA_TYPES`` name of ``data``, or None."""
+    return next((name for name, cls in DATA_TYPES.items() if isinstance(data, cls)), None)
+
+
+def check_takes(data, takes: str, who: str):
+    """``data`` as ``who`` takes it (``takes``, a ``DATA_TYPES`` name), or ParameterError in one sentence.
+
+    Labelled images and image-caption pairs are read as unlabelled images where those are taken, and a
+    domain pair as its unlabelled target."""
+    if takes not in DATA_TYPES:
+        raise PluginError(f"{who} takes {takes!r}, which is not a data type ({', '.join(DATA_TYPES)}).")
+    have = type_of(data)
+    if have == takes:
+        return data
+    if takes == "unlabelled" and have in ("labelled", "captioned"):
+        return UnlabelledImages(data, data.name)
+    if takes == "unlabelled" and have == "domain-pair":
+        return data.target
+    name = getattr(data, "name", type(data).__name__)
+    raise ParameterError(f"{who} takes {_DESCRIBED[takes]}; {name} is "
+                         f"{_DESCRIBED.get(have, 'of type ' + type(data).__name__)}.")
+
+
 @dataclass(frozen=True)
 class DatasetEntry:
-    """A registered dataset. ``build(root, split, image_size, **params)`` returns LabelledImages.
+    """A registered dataset. ``build(root, split, image_size, **params)`` returns the data type it
+    ``provides`` (LabelledImages by default).
 
     ``image_size`` is the model's input size, for datasets whose images vary in size and must be
     resized and centre-cropped to form a batch; datasets at a fixed native resolution ignore it.
@@ -81,10 +158,15 @@ class DatasetEntry:
     can_download: bool = False
     #: For a collection: the names of its member datasets (and no ``build``).
     members: tuple[str, ...] = ()
+    #: What ``build`` returns: a key of ``DATA_TYPES``.
+    provides: str = "labelled"
 
     def __post_init__(self):
         if (self.build is None) == (not self.members):
             raise PluginError(f"dataset {self.name!r} needs either a build function or members, not both")
+        if self.provides not in DATA_TYPES:
+            raise PluginError(f"dataset {self.name!r} provides {self.provides!r}; expected one of "
+                              f"{', '.join(DATA_TYPES)}")
 
 
 def parse_dataset_spec(spec: str) -> tuple[str, Path | None]:
@@ -96,7 +178,7 @@ def parse_dataset_spec(spec: str) -> tuple[str, Path | None]:
 
 
 def dataset(spec: str, split: str = "test", image_size: int = 224, download: bool = False,
-            **params) -> LabelledImages | CaptionedImages:
+            **params):
     """Build a registered dataset: ``dataset('cifar10:/data/cifar10')``, ``dataset('fakedata')``.
 
     ``download=True`` lets a dataset that can (``can_download``) fetch its missing files into its root.
@@ -122,6 +204,8 @@ def dataset(spec: str, split: str = "test", image_size: int = 224, download: boo
         if not root.exists():
             raise DataError(f"dataset {entry.name!r}: the folder {root} does not exist.")
     data = entry.build(root=root, split=split, image_size=image_size, **params)
+    if not isinstance(data, DATA_TYPES[entry.provides]):
+        raise PluginError(f"dataset {entry.name!r} declares {entry.provides} data but built a {type(data).__name__}.")
     if len(data) == 0:
         raise DataError(f"dataset {entry.name!r} ({split} split{f' in {root}' if root else ''}) has no images.")
     return data

@@ -7,8 +7,11 @@ A defense's ``kind`` says what it consumes and what it produces:
 - ``domain-adaptation``: a labelled source and an unlabelled target domain in, a classifier out (DART);
 - ``test-time``: a classifier in, a wrapped classifier out that defends each input at inference (TTC).
 
-The first three are ``TrainingDefense`` subclasses and implement ``fit``; test-time defenses are
-``TestTimeDefense`` subclasses and implement ``wrap``. A test-time defense that changes the input and
+The first three are ``TrainingDefense`` subclasses: each names the registered trainer that runs it
+(``trainer``: ``adversarial`` for fine-tuning against an inner attack, ``contrastive`` for image-text
+fine-tuning, ``distillation`` for a student taught by a frozen teacher, or a plugin's own) and
+subclasses that trainer's method base; ``fit`` runs it. Test-time defenses are ``TestTimeDefense``
+subclasses and implement ``wrap``. A test-time defense that changes the input and
 then classifies it (TTC, random noise) wraps into a ``Purifier``: ``purify(x)`` is the defended input,
 which is what adaptive attacks such as ``bpda-eot`` differentiate around (BPDA). Each test-time defense
 names the adaptive attacks that must be reported beside a non-adaptive number (``adaptive_attacks``);
@@ -56,13 +59,36 @@ class Defense(Configurable, abc.ABC):
 
 
 class TrainingDefense(Defense):
-    """A defense that trains: fine-tuning, backdoor removal or domain adaptation."""
+    """A defense that trains: fine-tuning, backdoor removal or domain adaptation.
+
+    Subclasses are written against a trainer's method base (``AdversarialFineTuning``,
+    ``ContrastiveFineTuning``, ``Distillation``), which sets ``trainer``."""
 
     defense_kind: ClassVar[str] = "finetune"
+    #: The registered trainer that runs this defense.
+    trainer: ClassVar[str] = ""
+    #: Presets: name -> {"model", "dataset", "config" (TrainConfig fields and "stages"), "params", ...},
+    #: e.g. the paper's run and the world's.
+    presets: ClassVar[dict[str, dict]] = {}
+    #: Keep a frozen copy of the model at the start of each stage in ``refs["stage_start"]`` (checkpoints
+    #: keep it, so a resumed run has it).
+    stage_snapshot: ClassVar[bool] = False
 
-    @abc.abstractmethod
-    def fit(self, model: nn.Module, data, **options) -> nn.Module:
-        """Train ``model`` on ``data`` (the shape of ``data`` depends on the kind) and return the result."""
+    @classmethod
+    def check_class(cls) -> None:
+        super().check_class()
+        if not cls.trainer:
+            raise PluginError(f"defense {cls.name!r} names no trainer; subclass a trainer's method base "
+                              f"(AdversarialFineTuning, ContrastiveFineTuning, Distillation) or set trainer")
+
+    def fit(self, model: nn.Module, data, config=None, *, trainer_params: dict | None = None, **options) -> nn.Module:
+        """Train ``model`` on ``data`` with this defense's trainer (``config``: a ``TrainConfig``, the
+        default one when None; ``options``: the trainer's ``train`` options, such as ``out=``)."""
+        from .plugins import get_host
+        from .trainer import TrainConfig
+
+        trainer = get_host().create("trainer", self.trainer, **(trainer_params or {}))
+        return trainer.train(model, data, self, config or TrainConfig(), **options)
 
 
 class TestTimeDefense(Defense):

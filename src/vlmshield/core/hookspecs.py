@@ -21,10 +21,14 @@ What each hook registers:
   classifier at inference: TTC), ``backdoor-removal`` (a poisoned VLM and image-text pairs in, a
   cleaned VLM out: PAR), ``domain-adaptation`` (a labelled source and an unlabelled target in, a
   classifier out: DART).
+- trainers: a subclass of ``Trainer`` that runs the training-time defenses naming it (``adversarial``,
+  ``contrastive``, ``distillation`` are built in); a new kind of training needs no edit of vlmshield.
 - evaluators: a subclass of ``Evaluator`` (zero-shot accuracy, attack success rate, accuracy of a
   domain-adapted classifier, ...).
 - datasets: a ``DatasetEntry`` (a name, a builder, class names and prompt templates).
 - models: a ``ModelCard`` (a zoo entry: architecture, weights source, threat model, numbers).
+- model sources: a ``ModelSource`` that loads the names of one scheme (``local-dir:PATH``,
+  ``hf-hub:ORG/NAME``): ``load_model(name)`` resolves a name through the cards and the sources.
 - protocols: a ``Protocol`` (a named evaluation setting: attack, eps values, steps, n, prompts, datasets).
 - commands: a ``Command`` (a ``vlmshield`` subcommand: name, help, arguments, run function).
 """
@@ -50,6 +54,11 @@ def register_defenses(register):
 
 
 @hookspec
+def register_trainers(register):
+    """Register trainer classes: ``register(TrainerSubclass, aliases=())``."""
+
+
+@hookspec
 def register_evaluators(register):
     """Register evaluator classes: ``register(EvaluatorSubclass, aliases=())``."""
 
@@ -62,6 +71,11 @@ def register_datasets(register):
 @hookspec
 def register_models(register):
     """Register zoo entries: ``register(ModelCard(...), aliases=())``."""
+
+
+@hookspec
+def register_model_sources(register):
+    """Register model-name schemes: ``register(ModelSource(...))``."""
 
 
 @hookspec

@@ -7,6 +7,7 @@ means 4/255 on the pixels the user has, for every model and every attack.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -76,6 +77,14 @@ def frozen(module: object) -> Iterator[None]:
     finally:
         for p, requires_grad in flags:
             p.requires_grad_(requires_grad)
+
+
+def frozen_copy(module: nn.Module) -> nn.Module:
+    """A deep copy in eval mode with no parameter requiring gradients: a reference that never trains."""
+    copied = copy.deepcopy(module).eval()
+    for parameter in copied.parameters():
+        parameter.requires_grad_(False)
+    return copied
 
 
 def declared_quick_gelu(arch: str, pretrained: str | None) -> bool | None:

@@ -32,11 +32,10 @@ from .registry import KINDS, Registration, Registry, canonical_name
 
 ENTRY_POINT_GROUP = "vlmshield"
 BUILTIN_PLUGINS = (
-    "vlmshield.attacks", "vlmshield.datasets", "vlmshield.evaluators", "vlmshield.protocols", "vlmshield.zoo.catalog",
-    "vlmshield.world.plugin", "vlmshield.leaderboard", "vlmshield.finetune",
-    "vlmshield.cli",
+    "vlmshield.attacks", "vlmshield.datasets", "vlmshield.evaluators", "vlmshield.protocols", "vlmshield.trainers",
+    "vlmshield.zoo.plugin", "vlmshield.world.plugin", "vlmshield.cli.commands",
 )
-HOOKS = {kind: f"register_{kind}s" for kind in KINDS}
+HOOKS = {kind: f"register_{kind.replace('-', '_')}s" for kind in KINDS}
 
 
 class PluginWarning(UserWarning):
@@ -74,14 +73,17 @@ class PluginInfo:
 def _validate(kind: str, obj: object) -> str:
     """The name ``obj`` registers under, or PluginError saying why it cannot be a ``kind``."""
     from .attack import Attack, BackdoorAttack
-    from .card import ModelCard
+    from .card import ModelCard, ModelSource
     from .data import DatasetEntry
     from .defense import Defense
-    from .evaluate import Evaluator
+    from .evaluator import Evaluator
     from .protocol import Protocol
+    from .trainer import Trainer
 
-    expected = {"attack": (Attack, BackdoorAttack), "defense": (Defense,), "evaluator": (Evaluator,)}
-    instances = {"dataset": DatasetEntry, "model": ModelCard, "protocol": Protocol, "command": Command}
+    expected = {"attack": (Attack, BackdoorAttack), "defense": (Defense,), "evaluator": (Evaluator,),
+                "trainer": (Trainer,)}
+    instances = {"dataset": DatasetEntry, "model": ModelCard, "protocol": Protocol, "command": Command,
+                 "model-source": ModelSource}
     if kind in expected:
         if not (isinstance(obj, type) and issubclass(obj, expected[kind])):
             names = " or ".join(t.__name__ for t in expected[kind])

@@ -18,7 +18,7 @@ from .errors import PluginError, UnknownNameError, did_you_mean
 NAME_PATTERN = re.compile(r"[a-z0-9]+(?:[.-][a-z0-9]+)*")
 
 #: Registry kinds, in the order they are listed, with the plural used in messages and the CLI.
-KINDS = ("model", "attack", "defense", "dataset", "evaluator", "protocol", "command")
+KINDS = ("model", "attack", "defense", "trainer", "dataset", "evaluator", "protocol", "model-source", "command")
 
 
 #: The project's method plugins, by the method part of the names they register: the defense (``fare``)

@@ -1,6 +1,6 @@
 """The built-in datasets, a plugin like any other: fakedata, imagefolder and the zero-shot suite."""
 
-from vlmshield.core import hookimpl
+from vlmshield.api import hookimpl
 
 from . import fakedata, imagefolder, zeroshot
 

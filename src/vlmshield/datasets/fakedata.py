@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from torchvision import datasets, transforms
 
-from vlmshield.core import DEFAULT_TEMPLATES, DatasetEntry, LabelledImages, ParameterError
+from vlmshield.api import DEFAULT_TEMPLATES, DatasetEntry, LabelledImages, ParameterError
 
 
 def build(root=None, split: str = "test", image_size: int = 224, size: int = 100, num_classes: int = 10,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from torchvision import datasets, transforms
 
-from vlmshield.core import DEFAULT_TEMPLATES, DataError, DatasetEntry, LabelledImages
+from vlmshield.api import DEFAULT_TEMPLATES, DataError, DatasetEntry, LabelledImages
 
 
 def build(root, split: str = "test", image_size: int = 224, preprocess: dict | None = None) -> LabelledImages:

@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 from torchvision import datasets
 from torchvision.datasets.folder import default_loader
 
-from vlmshield.core import DataError
+from vlmshield.api import DataError
 
 
 def subfolder(root: Path, name: str) -> Path:

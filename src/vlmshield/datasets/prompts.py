@@ -33,7 +33,7 @@ import json
 from functools import cache
 from importlib import resources
 
-from vlmshield.core import ParameterError
+from vlmshield.api import ParameterError
 
 #: TeCoA's and PMG-AFT's single prompt (training and evaluation); TTC evaluates with it plus a full stop.
 SINGLE_TEMPLATE = "This is a photo of a {}"

@@ -35,7 +35,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import datasets, transforms
 
-from vlmshield.core import DataError, DatasetEntry, LabelledImages
+from vlmshield.api import DataError, DatasetEntry, LabelledImages
 
 from . import imagenets
 from .prompts import classnames, single_templates, templates_for, wnids

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from vlmshield.core import Command, atomic_write_json, environment, measure_for_card, parse_eps
+from vlmshield.api import Command, atomic_write_json, environment, measure_for_card, parse_eps
 
 from .demo import DEMO_N, DEMO_STEPS, run_demo, summary_table
 from .models import ARCHS, read_card

@@ -28,7 +28,7 @@ from functools import lru_cache
 import torch
 from torch.utils.data import Dataset
 
-from vlmshield.core import CaptionedImages, DatasetEntry, LabelledImages, ParameterError, derive_seed
+from vlmshield.api import CaptionedImages, DatasetEntry, LabelledImages, ParameterError, derive_seed
 
 from .scene import COLORS, FACTORS, SHAPES, TEXTURES, Scenes, render
 from .text import captions
@@ -217,7 +217,7 @@ def build_pretrain(root=None, split: str = "train", image_size: int = RESOLUTION
 
 
 ENTRIES = (
-    DatasetEntry("world-pretrain", build_pretrain, splits=("train",),
+    DatasetEntry("world-pretrain", build_pretrain, splits=("train",), provides="captioned",
                  description="2^20 captioned scenes of the world, without the held-out compositions "
                              "(web-data analogue)."),
     DatasetEntry("world-finetune", build_task(FINETUNE), splits=("train", "test"), description=FINETUNE.description),

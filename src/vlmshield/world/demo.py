@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from vlmshield.core import ParameterError, evaluate, format_eps, get_host
+from vlmshield.api import ParameterError, evaluate, format_eps, get_host
 
 from .models import ARCHS
 

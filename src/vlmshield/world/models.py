@@ -24,8 +24,7 @@ from pathlib import Path
 
 import torch
 
-from vlmshield.core import VLM, ModelCard, UnknownNameError, card_metrics, did_you_mean
-from vlmshield.core.weights import load_state, read_weights
+from vlmshield.api import VLM, ModelCard, UnknownNameError, card_metrics, did_you_mean, load_state, read_weights
 
 from .text import VOCABULARY, WorldTokenizer
 

@@ -27,8 +27,17 @@ import open_clip
 import torch
 from tqdm.auto import tqdm
 
-from vlmshield.core import VLM, ParameterError, environment, measure_for_card
-from vlmshield.core.weights import WeightsError, load_state, read_weights, resume_state, write_weights
+from vlmshield.api import (
+    VLM,
+    ParameterError,
+    WeightsError,
+    environment,
+    load_state,
+    measure_for_card,
+    read_weights,
+    resume_state,
+    write_weights,
+)
 
 from . import data as world_data
 from .models import build

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import torch
 
-from vlmshield.core import WordTokenizer
+from vlmshield.api import WordTokenizer
 
 from .scene import FACTORS, Scenes
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
-from vlmshield.core import ParameterError, datasets, derive_seed, get_host, subset_indices
+from vlmshield.api import ParameterError, datasets, derive_seed, get_host, subset_indices
 
 
 def transfer_matrix(models: list[str], *, eps: float = 4 / 255, steps: int = 50, n: int = 500,

@@ -13,7 +13,7 @@ reached when they were written, so their revision is the repo's default branch u
 
 import warnings
 
-from vlmshield.core import VLM, ModelCard, hookimpl
+from vlmshield.api import VLM, ModelCard
 
 from . import hub
 from .visual import load_manual
@@ -141,8 +141,5 @@ VISION_ONLY_MODELS = (
     _manual("fare4-vitb32", "vitb32_fare_eps_4.pt", "fare", 4, 48.6, {"1/255": 40.6, "2/255": 33.7, "4/255": 21.9}),
 )
 
-
-@hookimpl
-def register_models(register):
-    for card in (*BASE_MODELS, *ROBUST_MODELS, *VISION_ONLY_MODELS):
-        register(card)
+#: Every card of the catalog, as the zoo plugin registers them.
+CARDS = (*BASE_MODELS, *ROBUST_MODELS, *VISION_ONLY_MODELS)

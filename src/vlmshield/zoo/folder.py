@@ -23,16 +23,20 @@ from pathlib import Path
 
 import open_clip
 
-from vlmshield.core import (
+from vlmshield.api import (
     VLM,
     ModelCard,
     ParameterError,
     VlmshieldError,
+    WeightsError,
     WordTokenizer,
     atomic_write_json,
     error_summary,
+    load_state,
+    read_legacy_weights,
+    read_weights,
+    write_weights,
 )
-from vlmshield.core.weights import WeightsError, load_state, read_legacy_weights, read_weights, write_weights
 
 CONFIG, WEIGHTS, README = "open_clip_config.json", "open_clip_model.safetensors", "README.md"
 #: What older open_clip Hub folders hold instead of safetensors, read with ``weights_only=True``.

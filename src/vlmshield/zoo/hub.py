@@ -15,8 +15,7 @@ from huggingface_hub import HfApi, hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
 
 from vlmshield._version import __version__
-from vlmshield.core import VLM, ParameterError, error_summary
-from vlmshield.core.weights import WeightsError, read_checked, sha256_file
+from vlmshield.api import VLM, ParameterError, WeightsError, error_summary, read_checked, sha256_file
 
 from . import folder
 

@@ -13,8 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from vlmshield.core import VLM, ModelCard
-from vlmshield.core.weights import WeightsError, load_state, read_legacy_weights, read_weights
+from vlmshield.api import VLM, ModelCard, WeightsError, load_state, read_legacy_weights, read_weights
 
 WEIGHTS_ENV = "VLMSHIELD_WEIGHTS"
 

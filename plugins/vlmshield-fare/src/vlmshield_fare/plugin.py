@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vlmshield.core import (
+from vlmshield.api import (
     ROBUSTVLM_ATTACK,
     AdversarialFineTuning,
     ImageEncoder,

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import torch
 
-from vlmshield.core import (
+from vlmshield.api import (
     AdversarialFineTuning,
     ParameterError,
     Stage,

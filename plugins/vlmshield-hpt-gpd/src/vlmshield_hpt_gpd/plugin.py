@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vlmshield.core import hookimpl, packaged_cards, recipe_card
+from vlmshield.api import hookimpl, packaged_cards, recipe_card
 
 from .method import HPTGPD, PAPER
 

@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from vlmshield.core import (
+from vlmshield.api import (
     AdversarialFineTuning,
     ParameterError,
     Stage,

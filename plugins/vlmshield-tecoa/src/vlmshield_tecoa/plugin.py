@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch.nn.functional as F
 
-from vlmshield.core import (
+from vlmshield.api import (
     ROBUSTVLM_ATTACK,
     AdversarialFineTuning,
     Stage,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from vlmshield.core import EOTAttack, ParameterError, resolve_loss
+from vlmshield.api import EOTAttack, ParameterError, resolve_loss
 
 from .ttc import Counterattacked
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from vlmshield.core import ParameterError, Purifier, TestTimeDefense, parse_eps
+from vlmshield.api import ParameterError, Purifier, TestTimeDefense, parse_eps
 
 PAPER = ("Xing, Zhao & Sebe. CLIP is Strong Enough to Fight Back: Test-time Counterattacks towards Zero-shot "
          "Adversarial Robustness of CLIP. CVPR 2025.")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from vlmshield.core import hookimpl
+from vlmshield.api import hookimpl
 
 from .adaptive import TTCAware
 from .noise import RandomNoise

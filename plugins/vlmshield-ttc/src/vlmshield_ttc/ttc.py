@@ -32,7 +32,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from vlmshield.core import VLM, ParameterError, Purifier, TestTimeDefense, get_host
+from vlmshield.api import VLM, ParameterError, Purifier, TestTimeDefense, get_host
 
 from .noise import PAPER, budget, uniform_noise
 

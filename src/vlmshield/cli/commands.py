@@ -1,10 +1,5 @@
-"""The ``vlmshield`` command line.
-
-Every subcommand is a ``Command`` registered through the ``register_commands`` hook; the ones below
-are vlmshield's own, registered by this module as a built-in plugin, and plugins add theirs the same
-way. A mistake in what the user typed is one line on stderr and exit status 2 (``--debug`` shows the
-traceback).
-"""
+"""vlmshield's own subcommands, a built-in plugin: ``plugins``, ``list``, ``info``, ``eval``, ``train``,
+``leaderboard``, ``report`` and ``publish``."""
 
 from __future__ import annotations
 
@@ -12,39 +7,31 @@ import argparse
 import inspect
 import json
 import sys
-import traceback
-import warnings
 from pathlib import Path
 
-from ._version import __version__
-from .core import (
+from vlmshield.api import (
+    KINDS,
     Command,
+    Registration,
     UnknownNameError,
-    VlmshieldError,
+    canonical_name,
     did_you_mean,
     eps_note,
     evaluate,
     format_eps,
+    format_run,
     format_table,
     get_host,
     hookimpl,
+    init_from_env,
+    is_main_process,
     parse_eps,
     parse_params,
     plugin_hint,
+    signature_defaults,
 )
-from .core.distributed import init_from_env, is_main_process
-from .core.params import signature_defaults
-from .core.registry import KINDS, Registration, canonical_name
-from .core.report import format_run
 
-
-class UsageError(VlmshieldError):
-    """The command line itself is malformed."""
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line instead of usage + message
-        raise UsageError(f"{message} (see `{self.prog} --help`)")
+from . import UsageError
 
 
 # ------------------------------------------------------------------- describing
@@ -243,7 +230,7 @@ def _info_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _publish(args) -> int:
-    from . import zoo
+    from vlmshield import zoo
 
     result = zoo.publish(args.directory, args.repo_id, revision=args.revision, private=args.private,
                          create_pr=args.create_pr, dry_run=args.dry_run)
@@ -281,54 +268,10 @@ COMMANDS = (
 
 @hookimpl
 def register_commands(register):
-    for command in COMMANDS:
+    from .leaderboard import COMMANDS as LEADERBOARD
+    from .train import COMMANDS as TRAIN
+
+    for command in (*COMMANDS, *TRAIN, *LEADERBOARD):
         register(command)
 
 
-# ------------------------------------------------------------------------- main
-def build_parser() -> Parser:
-    parser = Parser(prog="vlmshield", description="A plugin-based zoo of defenses for vision-language models.")
-    parser.add_argument("--version", action="version", version=f"vlmshield {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    for registration in get_host().registries["command"]:
-        command: Command = registration.obj
-        sub = subparsers.add_parser(command.name, help=command.help, description=command.help)
-        if command.add_arguments is not None:
-            command.add_arguments(sub)
-        sub.set_defaults(run=command.run)
-    return parser
-
-
-def _show_warning(message, category, filename, lineno, file=None, line=None):
-    print(f"vlmshield: warning: {message}", file=sys.stderr)
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    debug = "--debug" in argv
-    warnings.showwarning = _show_warning
-    try:
-        args = build_parser().parse_args(argv)
-        if getattr(args, "run", None) is None:
-            raise UsageError("no command given (see `vlmshield --help`)")
-        return args.run(args) or 0
-    except VlmshieldError as error:
-        if debug:
-            traceback.print_exc()
-        print(f"vlmshield: error: {error}", file=sys.stderr)
-        return 2
-    except SystemExit as done:  # --help and --version
-        return done.code if isinstance(done.code, int) else 0
-    except KeyboardInterrupt:
-        return 130
-    except Exception as error:  # a bug: say so in one line unless asked for the traceback
-        if debug:
-            raise
-        print(f"vlmshield: internal error: {type(error).__name__}: {error} (--debug shows the traceback)",
-              file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

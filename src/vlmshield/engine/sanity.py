@@ -21,7 +21,7 @@ import contextlib
 import torch
 import torch.nn.functional as F
 
-from .defense import TestTimeDefense
+from ..core import TestTimeDefense
 
 
 def flag(name: str, detail: str, dataset: str | None = None) -> dict:

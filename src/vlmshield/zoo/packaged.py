@@ -14,23 +14,7 @@ import os
 from functools import partial
 from pathlib import Path
 
-from .card import ModelCard
-from .model import VLM
-from .plugins import get_host
-from .protocol import get_protocol, run_protocol
-from .weights import load_state, read_weights, write_weights
-
-
-def measure_for_card(vlm: VLM, protocol="world", *, progress=None, out=None) -> dict:
-    """A card's ``metrics``: the protocol (every parameter), clean and robust accuracy per dataset and on
-    average (fractions), measured with ``run_protocol`` (resumable in ``out``)."""
-    protocol = get_protocol(protocol)
-    measured = run_protocol(vlm, protocol, progress=progress, out=out)
-    results = measured["results"]
-    return {"protocol": protocol.config(),
-            "clean": {d: r["clean_acc"] for d, r in results.items()}, "clean_mean": measured["average"]["clean_acc"],
-            "robust": {e: {d: r["robust_acc"][e] for d, r in results.items()} for e in protocol.eps},
-            "robust_mean": measured["average"]["robust_acc"]}
+from vlmshield.api import VLM, ModelCard, get_host, load_state, read_weights, write_weights
 
 
 def card_metrics(metrics: dict) -> dict:

@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 
 from .._version import __version__
-from .errors import ParameterError
+from ..core.errors import ParameterError
 
 
 def atomic_write_json(path: str | os.PathLike, data: object) -> Path:
@@ -36,12 +36,6 @@ def atomic_write_json(path: str | os.PathLike, data: object) -> Path:
 def fingerprint(config: object) -> str:
     """A short stable hash of a JSON-able configuration."""
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def derive_seed(seed: int, *parts: object) -> int:
-    """A seed for one piece of work (a batch, a restart) that depends only on the run's seed and ``parts``."""
-    text = ":".join(str(p) for p in (seed, *parts))
-    return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
 
 
 def git_revision() -> str | None:

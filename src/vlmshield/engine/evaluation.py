@@ -40,66 +40,40 @@ number is marked by the ``test-time-defense`` flag when no adaptive attack ran b
 
 from __future__ import annotations
 
-import abc
 import hashlib
 import math
 import time
 from datetime import datetime, timezone
-from typing import ClassVar
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .attack import Attack
-from .data import LabelledImages
-from .data import datasets as build_datasets
-from .defense import TestTimeDefense
+from ..core import (
+    COUNTINGS,
+    VLM,
+    Attack,
+    Evaluator,
+    LabelledImages,
+    ParameterError,
+    TestTimeDefense,
+    derive_seed,
+    format_eps,
+    get_host,
+    load_model,
+)
+from ..core.data import datasets as build_datasets
+from ..core.params import signature_defaults
 from .distributed import default_device, gather_objects, is_main_process, rank_and_world
-from .errors import ParameterError
-from .model import VLM
-from .params import Configurable, format_eps, signature_defaults
-from .plugins import get_host
-from .record import RunLog, atomic_write_json, derive_seed, environment, fingerprint
+from .records import RunLog, atomic_write_json, environment, fingerprint
 from .sanity import check_classifier, check_results, format_flag
 
-#: Counting conventions of robust accuracy (module docstring): attack the clean-correct images only
-#: (the default), or every image.
-COUNTINGS = ("clean-correct", "all")
 
-
-class Evaluator(Configurable, abc.ABC):
-    """Turns a model and a dataset into per-sample metric values."""
-
-    kind: ClassVar[str] = "evaluator"
-    #: Names of the metrics ``score`` returns, as they appear in records.
-    metrics: ClassVar[tuple[str, ...]] = ()
-    #: The attack class this evaluator uses (Attack, BackdoorAttack), or None if it takes none.
-    attack_type: ClassVar[type | None] = Attack
-    #: Whether an attack is required (an attack success rate without a backdoor means nothing).
-    needs_attack: ClassVar[bool] = False
-    #: The counting conventions (``COUNTINGS``) ``score`` takes as ``counting=``; empty: it takes none,
-    #: and only the default, "clean-correct", can be asked for.
-    countings: ClassVar[tuple[str, ...]] = ()
-
-    @abc.abstractmethod
-    def classifier(self, model: nn.Module, data: LabelledImages) -> nn.Module:
-        """The module to evaluate on ``data``: [0, 1] images -> logits over ``data.classnames``."""
-
-    @abc.abstractmethod
-    def score(self, classifier: nn.Module, x: torch.Tensor, y: torch.Tensor, *, data: LabelledImages,
-              attack=None, attack_model: nn.Module | None = None, seed: int = 0) -> dict[str, torch.Tensor]:
-        """Per-sample values (1.0/0.0, or NaN where a sample does not count) for each metric.
-
-        An evaluator that declares ``countings`` also receives ``counting=`` (one of them)."""
-
-
-def _model(model, device, weights: bool) -> tuple[nn.Module, dict]:
+def resolve_model(model, device, weights: bool) -> tuple[nn.Module, dict]:
+    """(the model, what the record says about it) of a model name or module."""
     if isinstance(model, str):
-        from .. import zoo  # the zoo builds on the core; imported here, where a name must be resolved
-
-        loaded = zoo.load(model, device=device, weights=weights)
+        loaded = load_model(model, device=device, weights=weights)
         return loaded, {"name": loaded.name, "weights": weights}
     if not isinstance(model, nn.Module):
         raise ParameterError(f"model must be a zoo name or a torch module; got {type(model).__name__}.")
@@ -124,7 +98,8 @@ def _attack(attack, evaluator: Evaluator, eps, steps, params: dict | None):
     return attack
 
 
-def _defense(defense, params: dict | None):
+def resolve_defense(defense, params: dict | None):
+    """The test-time defense ``defense`` names (or is), or None."""
     if defense is None or (isinstance(defense, str) and defense.lower() == "none"):
         if params:
             raise ParameterError("defense parameters need a defense (--defense NAME).")
@@ -176,7 +151,8 @@ def subset_indices(size: int, n: int | None, seed: int) -> list[int]:
     return sorted(order[:n].tolist())
 
 
-def _mean(values: list) -> float | None:
+def mean_of(values: list) -> float | None:
+    """The mean of the values that count (not None, not NaN), or None."""
     counted = [v for v in values if v is not None and not math.isnan(v)]
     return sum(counted) / len(counted) if counted else None
 
@@ -201,7 +177,7 @@ def evaluate(model, dataset=None, *, protocol=None, evaluator: str | Evaluator =
     if protocol is not None:
         if attack is not None or eps is not None or steps is not None or attack_params:
             raise ParameterError("a protocol fixes the attack, eps and steps; give either a protocol or an attack.")
-        from .protocol import run_protocol  # the protocol runner builds on this function
+        from .protocol_runs import run_protocol  # the protocol runner builds on this function
 
         return run_protocol(model, protocol, dataset, n=n, defense=defense, defense_params=defense_params,
                             out=out, device=device, batch_size=batch_size, seed=seed, weights=weights,
@@ -220,9 +196,9 @@ def evaluate(model, dataset=None, *, protocol=None, evaluator: str | Evaluator =
     if counting != COUNTINGS[0] and counting not in evaluator.countings:
         raise ParameterError(f"the {evaluator.name} evaluator has no counting convention {counting!r} "
                              f"(it takes: {', '.join(evaluator.countings) or COUNTINGS[0]}).")
-    defense = _defense(defense, defense_params)
+    defense = resolve_defense(defense, defense_params)
     adaptive_attacks = _adaptive_attacks(defense, attack, adaptive)
-    model, model_info = _model(model, device, weights)
+    model, model_info = resolve_model(model, device, weights)
     model.eval()
     image_size = model.image_size[0] if isinstance(model, VLM) else 224
     datasets = build_datasets(dataset, image_size=image_size, download=download)
@@ -256,7 +232,7 @@ def evaluate(model, dataset=None, *, protocol=None, evaluator: str | Evaluator =
         if log is not None:
             log.close()
     metrics = list(dict.fromkeys(m for r in results.values() for m in r.get("metrics", ())))
-    average = {m: _mean([r[m] for r in results.values()]) for m in metrics if all(m in r for r in results.values())}
+    average = {m: mean_of([r[m] for r in results.values()]) for m in metrics if all(m in r for r in results.values())}
     for r in results.values():
         r.pop("metrics", None)
     flags = [f for r in results.values() for f in r.pop("flags", [])]
@@ -332,7 +308,7 @@ def _evaluate_one(model, data, evaluator, attack, defense, n, batch_size, seed, 
     metrics += ["adaptive_robust_acc"] if adaptive_attacks else []
     result["metrics"] = [m for m in metrics if all(m in values[b] for b in values)]
     for metric in result["metrics"]:
-        result[metric] = _mean([v for b in sorted(values) for v in values[b][metric]])
+        result[metric] = mean_of([v for b in sorted(values) for v in values[b][metric]])
     if calibration_info:
         result["calibration"] = calibration_info
     result["subset_sha256"] = hashlib.sha256(",".join(map(str, indices)).encode()).hexdigest()[:16]

@@ -1,9 +1,11 @@
-"""``vlmshield train METHOD``: run a fine-tuning defense's preset (the paper's, or the world's) with the engine.
+"""``vlmshield train METHOD``: run a training-time defense's preset (the paper's, or the world's) with its trainer.
 
     vlmshield train fare --model clip-vitl14 --dataset imagenet:/data --eps 2/255     # the paper's run
     vlmshield train tecoa --preset world --out runs/tecoa-tinyvit4                      # minutes on a CPU
 
-The method is any registered ``AdversarialFineTuning`` defense; its preset gives the model, the dataset,
+The method is any registered ``TrainingDefense``; the trainer it names (``adversarial``, ``contrastive``,
+``distillation``, or a plugin's) runs it, with ``--trainer-params`` for the trainer's own parameters
+(a backdoor trigger for the contrastive trainer, say). Its preset gives the model, the dataset,
 how the dataset's images are preprocessed before the attack sees them, and the ``TrainConfig``; the
 options override them (recorded in the card). The run resumes from ``OUT/checkpoint.pt`` when started
 again. At the end the model is saved as a zoo folder (``OUT/model``: open_clip's layout,
@@ -29,34 +31,48 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from vlmshield.core import (
+from vlmshield.api import (
     NATIVE,
-    AdversarialFineTuning,
+    VLM,
     Command,
     ModelCard,
     ParameterError,
     TrainConfig,
+    TrainingDefense,
     check_preprocess_rule,
+    check_takes,
     export_packaged,
     get_host,
-    hookimpl,
+    get_protocol,
+    init_from_env,
+    is_main_process,
+    load_model,
     measure_for_card,
     parse_eps,
     parse_params,
     preprocessed_dataset,
-    train,
+    signature_defaults,
+    training_seconds,
 )
-from vlmshield.core.distributed import init_from_env, is_main_process
-from vlmshield.core.params import signature_defaults
-from vlmshield.core.protocol import get_protocol
-from vlmshield.core.train import training_seconds
+
+from . import progress_flag, resumable
 
 
 def _method(name: str):
     cls = get_host().get("defense", name).obj
-    if not issubclass(cls, AdversarialFineTuning):
-        raise ParameterError(f"{cls.name!r} is a {cls.defense_kind} defense that the fine-tuning engine does not run.")
+    if not issubclass(cls, TrainingDefense):
+        raise ParameterError(f"{cls.name!r} is a {cls.defense_kind} defense: it wraps a model at inference and "
+                             f"has nothing to train (evaluate it with --defense).")
     return cls
+
+
+def _trainer(cls, params: dict | None = None):
+    """The trainer that runs the defense class ``cls``, with its parameters."""
+    trainer = get_host().get("trainer", cls.trainer).obj
+    if not issubclass(cls, trainer.method_type):
+        raise ParameterError(f"{cls.name!r} names the {trainer.name} trainer but is not a "
+                             f"{trainer.method_type.__name__}.")
+    return trainer.create(**(params or {}))
 
 
 def preprocess_rule(value, where: str = "preprocess"):
@@ -123,15 +139,17 @@ def _keep_preprocessing(out: Path, rule) -> None:
 
 def plan(method: str, preset: str = "paper", *, model=None, data=None, eps=None, steps=None, batch_size=None,
          lr=None, seed=None, stage=None, proxy=None, params: dict | None = None, attack_steps=None,
-         preprocess=None) -> dict:
+         preprocess=None, trainer_params: dict | None = None) -> dict:
     """The run a preset and its overrides describe: model, dataset, its preprocessing, method parameters
     and TrainConfig.
 
     ``stage`` runs one stage of a multi-stage method (by name; ``all`` or ``both``: every stage),
     ``proxy`` is the method's ``proxy`` parameter (a zoo name) and ``params`` its other parameters;
-    ``preprocess`` replaces the preset's preprocessing rule (``preprocess_rule``).
+    ``preprocess`` replaces the preset's preprocessing rule (``preprocess_rule``); ``trainer_params`` are
+    the parameters of the method's trainer.
     """
     cls = _method(method)
+    trainer = _trainer(cls, {**cls.presets.get(preset, {}).get("trainer_params", {}), **(trainer_params or {})})
     if preset not in cls.presets:
         raise ParameterError(f"{cls.name} has no preset {preset!r}; it has {', '.join(cls.presets)}.")
     chosen = cls.presets[preset]
@@ -166,7 +184,9 @@ def plan(method: str, preset: str = "paper", *, model=None, data=None, eps=None,
                  if v is not None}
     if params:
         overrides["method_params"] = ",".join(f"{k}={v}" for k, v in params.items())
-    return {"method": cls.create(**method_params), "preset": preset, "overrides": overrides,
+    if trainer_params:
+        overrides["trainer_params"] = ",".join(f"{k}={v}" for k, v in trainer_params.items())
+    return {"method": cls.create(**method_params), "trainer": trainer, "preset": preset, "overrides": overrides,
             "model": model or chosen["model"], "dataset": data or chosen["dataset"],
             "val_dataset": chosen.get("val_dataset"), "preprocess": rule, "config": TrainConfig(**config).check()}
 
@@ -211,27 +231,32 @@ def command_line(run: dict) -> str:
     return f"vlmshield train {run['method'].name}{preset}{' ' + flags if flags else ''}"
 
 
-def run_training(run: dict, out, *, name: str | None = None, device=None, progress=None, evaluate_with=None,
-                 package: bool = False, log=None) -> dict:
+def train_run(run: dict, out, *, name: str | None = None, device=None, progress=None, evaluate_with=None,
+              package: bool = False, log=None) -> dict:
     """Train ``run`` (from ``plan``) into ``out``; returns the card written beside the weights."""
     from vlmshield import zoo  # the command builds on the zoo, like the user's own script would
 
     out = Path(out)
     _keep_preprocessing(out, run.get("preprocess", NATIVE))
-    vlm = zoo.load(run["model"], device=device)
-    data, val = training_data(run, vlm.image_size[0])
+    vlm = load_model(run["model"], device=device)
+    trainer = run["trainer"]
+    data, val = training_data(run, vlm.image_size[0] if isinstance(vlm, VLM) else 224)
+    check_takes(data, trainer.takes, f"the {trainer.name} trainer")
     clock = time.perf_counter()
-    train(vlm, data, run["method"], run["config"], out=out, val_data=val, device=device, progress=progress, log=log)
+    trainer.train(vlm, data, run["method"], run["config"], out=out, val_data=val, device=device, progress=progress,
+                  log=log)
     seconds = round(training_seconds(out) or time.perf_counter() - clock, 1)  # all parts of a resumed run
     method, config = run["method"], run["config"]
     eps_label = f"{round(config.eps * 255, 2):g}/255"
     name = name or f"{method.name}-{run['model'].removeprefix('clip-')}"
     base = get_host().get("model", run["model"]).obj
     rule = run.get("preprocess", NATIVE)
+    budget = f" at eps {eps_label}" if trainer.adversarial else ""
     info = {"arch": base.arch, "method": method.name, "base_model": base.name,
-            "description": f"{method.name} fine-tuning of {base.name} on {run['dataset']}{describe_preprocess(rule)} "
-                           f"at eps {eps_label} ({run['preset']} preset).",
-            "threat_model": {"norm": "Linf", "eps": eps_label}, "training_data": run["dataset"],
+            "description": f"{method.name} {'fine-tuning' if trainer.adversarial else 'training'} of {base.name} on "
+                           f"{run['dataset']}{describe_preprocess(rule)}{budget} ({run['preset']} preset).",
+            "threat_model": {"norm": "Linf", "eps": eps_label} if trainer.adversarial else {},
+            "training_data": run["dataset"],
             "preprocess": rule, "command": command_line(run), "method_params": method.config()["params"],
             "config": config.to_dict(), "train_time_s": seconds}
     if evaluate_with:
@@ -253,18 +278,19 @@ def _train(args) -> int:
     if args.method_params:
         cls = _method(args.method)
         params = parse_params(cls, args.method_params, f"defense {cls.name!r}", cls.pixel_params)
+    trainer_params = None
+    if args.trainer_params:
+        trainer_cls = get_host().get("trainer", _method(args.method).trainer).obj
+        trainer_params = parse_params(trainer_cls, args.trainer_params, f"trainer {trainer_cls.name!r}",
+                                      trainer_cls.pixel_params)
     run = plan(args.method, args.preset, model=args.model, data=args.dataset, eps=args.eps, steps=args.steps,
                batch_size=args.batch_size, lr=args.lr, seed=args.seed, stage=args.stage, proxy=args.proxy,
-               params=params, attack_steps=args.attack_steps, preprocess=args.preprocess)
+               params=params, attack_steps=args.attack_steps, preprocess=args.preprocess,
+               trainer_params=trainer_params)
     out = Path(args.out or f"runs/{args.method}-{args.preset}")
-    try:
-        info = run_training(run, out, name=args.name, device=args.device,
-                            progress=False if args.no_progress else None, evaluate_with=args.evaluate,
-                            package=args.package, log=lambda line: print(line, file=sys.stderr))
-    except KeyboardInterrupt:
-        print(f"vlmshield: interrupted; the last checkpoint is in {out}; run the same command again to resume.",
-              file=sys.stderr)
-        raise
+    info = resumable(out, lambda: train_run(run, out, name=args.name, device=args.device,
+                                            progress=progress_flag(args), evaluate_with=args.evaluate,
+                                            package=args.package, log=lambda line: print(line, file=sys.stderr)))
     if is_main_process():
         print(f"trained {run['method'].name} on {run['model']} in {info['train_time_s']} s; "
               f"model folder {out / 'model'}")
@@ -276,7 +302,7 @@ def _train(args) -> int:
 
 
 def _train_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("method", help="a fine-tuning defense (tecoa, fare, ...; `vlmshield list defenses`)")
+    parser.add_argument("method", help="a training-time defense (tecoa, fare, ...; `vlmshield list defenses`)")
     parser.add_argument("--preset", default="paper", help="the paper's run (default) or a small one (world)")
     parser.add_argument("--model", help="zoo name of the model to fine-tune (the preset's by default)")
     parser.add_argument("--proxy", help="zoo name of the proxy model, for methods that distill from one (hpt-gpd)")
@@ -284,6 +310,7 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stage", help="run one stage of a multi-stage method by name (hpt-gpd: warmup, hpt), "
                                         "or all (default)")
     parser.add_argument("--method-params", help="more parameters of the method: key=value,key=value")
+    parser.add_argument("--trainer-params", help="parameters of the method's trainer: key=value,key=value")
     parser.add_argument("--eps", help="the training budget: 2/255, 4/255, ...")
     parser.add_argument("--steps", help="optimizer steps: N for a one-stage method, or STAGE=N,... for any of "
                                         "the stages (hpt-gpd: warmup=100,hpt=600)")
@@ -304,11 +331,5 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true")
 
 
-COMMANDS = (Command("train", "fine-tune a model with a training-time defense (its paper's or the world's preset)",
+COMMANDS = (Command("train", "train a model with a training-time defense (its paper's or the world's preset)",
                     _train, _train_arguments),)
-
-
-@hookimpl
-def register_commands(register):
-    for command in COMMANDS:
-        register(command)

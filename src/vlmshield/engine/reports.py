@@ -24,9 +24,8 @@ import json
 import os
 from pathlib import Path
 
-from .errors import DataError
-from .params import parse_eps
-from .record import atomic_write_json
+from ..core import DataError, parse_eps
+from .records import atomic_write_json
 from .sanity import format_flag
 
 

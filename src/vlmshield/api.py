@@ -1,0 +1,34 @@
+"""Everything a plugin may import, in one module: the contract (``vlmshield.core``), the built-in
+trainers' method bases, and the engines' public functions.
+
+    from vlmshield.api import AdversarialFineTuning, hookimpl, kl_divergence
+
+vlmshield's own plugins (attacks, datasets, evaluators, trainers, the zoo, the world, the commands)
+import from here too, as a third-party plugin does.
+"""
+
+from .core import *  # noqa: F401,F403  (the contract, whole)
+from .core import __all__ as _contract
+from .engine.distributed import default_device, gather_objects, init_from_env, is_main_process, rank_and_world
+from .engine.evaluation import evaluate, format_table, subset_indices
+from .engine.leaderboard import leaderboard
+from .engine.protocol_runs import measure_for_card, run_protocol
+from .engine.records import RunLog, atomic_write_json, environment, fingerprint
+from .engine.reports import format_run, load_run, write_report
+from .engine.training import Batches, average_gradients, mean_loss, run_training, training_seconds, weights_module
+
+__all__ = [
+    *_contract, "default_device", "gather_objects", "init_from_env", "is_main_process", "rank_and_world",
+    "evaluate", "format_table", "subset_indices", "leaderboard", "measure_for_card", "run_protocol",
+    "RunLog", "atomic_write_json", "environment", "fingerprint", "format_run", "load_run", "write_report",
+    "Batches", "average_gradients", "mean_loss", "run_training", "training_seconds", "weights_module",
+]
+
+
+# The built-in trainers' method bases and the zoo's packaging helpers are built-in plugins, which import
+# this module: imported last, once every name above exists.
+from .trainers.adversarial import ROBUSTVLM_ATTACK, AdversarialFineTuning, ImageEncoder, inner_attack  # noqa: E402
+from .zoo.packaged import card_metrics, export_packaged, packaged_cards  # noqa: E402
+
+__all__ += ["ROBUSTVLM_ATTACK", "AdversarialFineTuning", "ImageEncoder", "inner_attack", "card_metrics",
+            "export_packaged", "packaged_cards"]

@@ -1,0 +1,99 @@
+"""The ``vlmshield`` command line.
+
+Every subcommand is a ``Command`` registered through the ``register_commands`` hook; vlmshield's own
+are registered by ``vlmshield.cli.commands``, a built-in plugin, and plugins add theirs the same way.
+A mistake in what the user typed is one line on stderr and exit status 2 (``--debug`` shows the
+traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+import warnings
+
+from .._version import __version__
+from ..core import Command, VlmshieldError, get_host
+
+
+class UsageError(VlmshieldError):
+    """The command line itself is malformed."""
+
+
+def progress_flag(args) -> bool | None:
+    """What ``--no-progress`` asks of the progress bars: off, or the default (on at a terminal)."""
+    return False if getattr(args, "no_progress", False) else None
+
+
+def resumable(out, command):
+    """Run ``command()``; on Ctrl-C say that the same command resumes from ``out``, then stop."""
+    try:
+        return command()
+    except KeyboardInterrupt:
+        if out:
+            print(f"vlmshield: interrupted; what finished is kept in {out}; run the same command again to resume.",
+                  file=sys.stderr)
+        raise
+
+
+def defense_params(args):
+    """``--defense-params`` read against the parameters of ``--defense``, or None."""
+    if not getattr(args, "defense_params", None):
+        return None
+    if args.defense is None:
+        raise UsageError("--defense-params needs --defense.")
+    from ..core import parse_params
+
+    cls = get_host().get("defense", args.defense).obj
+    return parse_params(cls, args.defense_params, f"defense {cls.name!r}", cls.pixel_params)
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line instead of usage + message
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+# ------------------------------------------------------------------------- main
+def build_parser() -> Parser:
+    parser = Parser(prog="vlmshield", description="A plugin-based zoo of defenses for vision-language models.")
+    parser.add_argument("--version", action="version", version=f"vlmshield {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    for registration in get_host().registries["command"]:
+        command: Command = registration.obj
+        sub = subparsers.add_parser(command.name, help=command.help, description=command.help)
+        if command.add_arguments is not None:
+            command.add_arguments(sub)
+        sub.set_defaults(run=command.run)
+    return parser
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"vlmshield: warning: {message}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv
+    warnings.showwarning = _show_warning
+    try:
+        args = build_parser().parse_args(argv)
+        if getattr(args, "run", None) is None:
+            raise UsageError("no command given (see `vlmshield --help`)")
+        return args.run(args) or 0
+    except VlmshieldError as error:
+        if debug:
+            traceback.print_exc()
+        print(f"vlmshield: error: {error}", file=sys.stderr)
+        return 2
+    except SystemExit as done:  # --help and --version
+        return done.code if isinstance(done.code, int) else 0
+    except KeyboardInterrupt:
+        return 130
+    except Exception as error:  # a bug: say so in one line unless asked for the traceback
+        if debug:
+            raise
+        print(f"vlmshield: internal error: {type(error).__name__}: {error} (--debug shows the traceback)",
+              file=sys.stderr)
+        return 1

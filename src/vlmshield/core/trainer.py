@@ -1,0 +1,155 @@
+"""What a trainer is, and the schedule every trainer shares.
+
+A training-time defense (``TrainingDefense``) names the trainer that runs it (``trainer``: a registered
+trainer, as ``adversarial``, ``contrastive`` or ``distillation``); a plugin brings a new kind of
+training by registering a ``Trainer`` through the ``register_trainers`` hook, with no edit of vlmshield.
+A trainer declares the data it reads (``takes``: a key of ``DATA_TYPES``) and the base class of the
+methods it runs (``method_type``); ``vlmshield train METHOD`` picks the trainer from the method.
+
+Every trainer runs the same schedule (``TrainConfig``): stages, each with its own steps, learning
+rate, warm-up and weight decay (linear warm-up, then cosine decay to zero within the stage), one
+optimizer through them, a global batch split across processes, a seed, checkpoint and log intervals.
+The fields ``eps`` and ``attack*`` configure the inner attack of adversarial training; other trainers
+ignore them.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from dataclasses import asdict, dataclass, field
+from typing import ClassVar
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from .defense import TrainingDefense
+from .errors import ParameterError
+from .params import Configurable, parse_eps
+
+#: The optimizers a ``TrainConfig`` may name: AdamW, or SGD with momentum 0.9.
+OPTIMIZER_NAMES = ("adamw", "sgd")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One phase of training with its own schedule (HPT-GPD has two; FARE and TeCoA one)."""
+
+    name: str = "train"
+    steps: int = 20000
+    lr: float = 1e-5
+    #: Linear warm-up steps at the start of the stage.
+    warmup: int = 1400
+    weight_decay: float = 1e-4
+
+    def check(self) -> Stage:
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
+            raise ParameterError(f"stage {self.name!r}: steps must be a whole number, 1 or more; got {self.steps!r}.")
+        if not (self.lr > 0 and self.weight_decay >= 0 and 0 <= self.warmup <= self.steps):
+            raise ParameterError(f"stage {self.name!r}: lr must be positive, weight decay >= 0 and warm-up within "
+                                 f"the stage's steps; got lr={self.lr}, weight_decay={self.weight_decay}, "
+                                 f"warmup={self.warmup}.")
+        return self
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a run depends on besides the model, the data and the method."""
+
+    stages: tuple[Stage, ...] = (Stage(),)
+    #: The global batch (split across processes under torchrun).
+    batch_size: int = 128
+    eps: float = 4 / 255
+    #: The inner attack: a registered attack name, its iterations and step size.
+    attack: str = "pgd"
+    attack_steps: int = 10
+    attack_alpha: float = 1 / 255
+    attack_params: dict = field(default_factory=dict)
+    seed: int = 0
+    checkpoint_every: int = 200
+    log_every: int = 50
+    #: Robust validation every this many steps (0: only at the end), on ``val_n`` held-out images,
+    #: APGD-CE with ``val_steps`` iterations at the training eps.
+    val_every: int = 0
+    val_n: int = 128
+    val_steps: int = 10
+    #: bfloat16 autocast on GPUs (ignored on the CPU).
+    amp: bool = True
+    #: ``adamw`` (RobustVLM's FARE and TeCoA) or ``sgd`` (momentum 0.9: TeCoA's and PMG-AFT's code, HPT-GPD's).
+    optimizer: str = "adamw"
+
+    def check(self) -> TrainConfig:
+        if not self.stages:
+            raise ParameterError("training needs at least one stage.")
+        for stage in self.stages:
+            stage.check()
+        for name in ("batch_size", "attack_steps", "checkpoint_every", "log_every", "val_n"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ParameterError(f"{name} must be a whole number, 1 or more; got {value!r}.")
+        parse_eps(self.eps)
+        if self.optimizer not in OPTIMIZER_NAMES:
+            raise ParameterError(f"optimizer must be one of {', '.join(OPTIMIZER_NAMES)}; got {self.optimizer!r}.")
+        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        if self.batch_size % world:
+            raise ParameterError(f"the batch of {self.batch_size} does not split evenly across {world} processes.")
+        return self
+
+    @property
+    def total_steps(self) -> int:
+        return sum(stage.steps for stage in self.stages)
+
+    def stage_at(self, step: int) -> tuple[Stage, int]:
+        """The stage of global step ``step`` and the step's index within it."""
+        for stage in self.stages:
+            if step < stage.steps:
+                return stage, step
+            step -= stage.steps
+        raise ParameterError(f"step {step} is past the end of training.")
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "stages": [asdict(s) for s in self.stages]}
+
+
+def learning_rate(stage: Stage, step: int) -> float:
+    """Linear warm-up over the stage's first ``warmup`` steps, then cosine decay to zero."""
+    if step < stage.warmup:
+        return stage.lr * (step + 1) / stage.warmup
+    decay_steps = max(1, stage.steps - stage.warmup)
+    return 0.5 * stage.lr * (1 + math.cos(math.pi * (step - stage.warmup) / decay_steps))
+
+
+def kl_divergence(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
+    """KL(softmax(p_logits) || softmax(q_logits)) per sample, summed over classes (float32; gradients
+    flow through both sides, so a teacher is passed detached)."""
+    log_p = F.log_softmax(p_logits.float(), dim=1)
+    log_q = F.log_softmax(q_logits.float(), dim=1)
+    return (log_p.exp() * (log_p - log_q)).sum(dim=1)
+
+
+class Trainer(Configurable, abc.ABC):
+    """Runs the training-time defenses of one kind: their data, their step, their loss.
+
+    ``train`` fine-tunes ``model`` in place with ``method`` (an instance of ``method_type``) on ``data``
+    and returns it in eval mode; ``out`` is the run's folder (checkpoint, log; a run started again
+    resumes from it and ends with the weights of an uninterrupted run), ``val_data`` an optional
+    held-out set, ``stop_after`` ends after that many steps as an interruption would. Parameters of
+    the trainer itself (a backdoor trigger for the contrastive trainer, say) are its ``Configurable``
+    parameters.
+    """
+
+    kind: ClassVar[str] = "trainer"
+    #: The data it trains on: a key of ``DATA_TYPES`` (``labelled``, ``captioned``, ``unlabelled``,
+    #: ``domain-pair``).
+    takes: ClassVar[str] = "labelled"
+    #: The base class of the methods it runs.
+    method_type: ClassVar[type] = TrainingDefense
+    #: Whether it trains against an attack at ``config.eps`` (the card of its result states that threat model).
+    adversarial: ClassVar[bool] = False
+
+    @abc.abstractmethod
+    def train(self, model: nn.Module, data, method, config: TrainConfig, *, out=None, val_data=None,
+              device=None, progress: bool | None = None, log=None, stop_after: int | None = None) -> nn.Module:
+        """Train ``model`` with ``method`` on ``data``; see the class docstring."""

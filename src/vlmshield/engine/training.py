@@ -1,0 +1,206 @@
+"""The training loop every trainer runs: schedule, determinism, checkpoints, processes, precision.
+
+A trainer (``vlmshield.trainers``, or a plugin's) says how to turn this process's items of a step's
+global batch into a loss (``step_loss(step, items, refs)``); ``run_training`` owns everything else:
+
+- **stages**, each with its own steps, learning rate, warm-up and weight decay (``learning_rate``:
+  linear warm-up, then cosine decay to zero within the stage, as open_clip's ``cosine_lr``); one
+  optimizer (AdamW, or SGD with momentum 0.9) runs through them;
+- **determinism**: batches come from a seeded permutation per epoch (``Batches``) and a step's random
+  draws from seeds derived from the run's seed, so a run is a function of its configuration;
+  ``out=DIR`` keeps ``checkpoint.pt`` (written atomically every ``checkpoint_every`` steps) and a run
+  started again resumes from it and ends with the weights an uninterrupted run ends with (same device);
+- **logs** (``DIR/log.jsonl``, a progress bar, a line every ``log_every`` steps) and optional validation;
+- **torch.distributed**: under torchrun each process takes its slice of every global batch and the
+  gradients are averaged across processes (one all-reduce per step), so N processes train the model one
+  process trains with the whole batch;
+- **mixed precision** (bfloat16 autocast) on GPUs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..core import VLM, ParameterError, TrainConfig, WeightsError, derive_seed, frozen_copy, learning_rate
+from ..core.weights import resume_state
+from .distributed import default_device, is_main_process, rank_and_world
+
+OPTIMIZERS = {
+    "adamw": lambda parameters, stage: torch.optim.AdamW(parameters, lr=stage.lr, weight_decay=stage.weight_decay),
+    "sgd": lambda parameters, stage: torch.optim.SGD(parameters, lr=stage.lr, momentum=0.9,
+                                                     weight_decay=stage.weight_decay),
+}
+
+
+class Batches:
+    """The global batch of every step: a seeded permutation per epoch, read in order (drop_last)."""
+
+    def __init__(self, data, batch_size: int, seed: int):
+        if len(data) < batch_size:
+            raise ParameterError(f"{getattr(data, 'name', 'the dataset')} has {len(data)} items, fewer than one "
+                                 f"batch of {batch_size}.")
+        self.data, self.batch_size, self.seed = data, batch_size, seed
+        self.per_epoch = len(data) // batch_size
+        self._epoch, self._order = -1, None
+
+    def indices(self, step: int) -> list[int]:
+        """The dataset indices of the global batch of ``step``."""
+        epoch, index = divmod(step, self.per_epoch)
+        if epoch != self._epoch:
+            generator = torch.Generator().manual_seed(derive_seed(self.seed, "epoch", epoch))
+            self._epoch, self._order = epoch, torch.randperm(len(self.data), generator=generator)
+        return self._order[index * self.batch_size:(index + 1) * self.batch_size].tolist()
+
+    def local(self, step: int) -> list:
+        """This process's slice of the items of the global batch of ``step``."""
+        rank, world = rank_and_world()
+        chosen = self.indices(step)
+        share = len(chosen) // world
+        return [self.data[i] for i in chosen[rank * share:(rank + 1) * share]]
+
+
+def weights_module(model: nn.Module) -> nn.Module:
+    """The module whose state a checkpoint keeps: a VLM's open_clip model, any other model itself."""
+    return model.model if isinstance(model, VLM) else model
+
+
+def average_gradients(parameters: list[nn.Parameter]) -> None:
+    """Average the gradients across processes: one all-reduce of all of them, flattened."""
+    _, world = rank_and_world()
+    if world == 1:
+        return
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in parameters]
+    flat = torch.cat([g.flatten() for g in grads])
+    dist.all_reduce(flat)
+    flat /= world
+    offset = 0
+    for parameter, grad in zip(parameters, grads, strict=True):
+        parameter.grad = flat[offset:offset + grad.numel()].view_as(grad).clone()
+        offset += grad.numel()
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    torch.save(state, temporary)
+    os.replace(temporary, path)
+
+
+def _load_checkpoint(path: Path, config: TrainConfig, method) -> dict:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated or foreign: say so, keep it for inspection
+        raise WeightsError(f"checkpoint {path} is unreadable ({type(error).__name__}); delete it to start over.") \
+            from error
+    if state.get("config") != config.to_dict() or state.get("method") != method.config():
+        raise ParameterError(f"checkpoint {path} belongs to another configuration; use another output folder, "
+                             f"or delete it to start over.")
+    return state
+
+
+def training_seconds(out) -> float | None:
+    """Seconds of training in ``out``'s checkpoint, summed over every resumed part of the run."""
+    path = Path(out) / "checkpoint.pt"
+    if not path.exists():
+        return None
+    return torch.load(path, map_location="cpu", weights_only=True).get("elapsed_s")
+
+
+def mean_loss(loss: torch.Tensor) -> float:
+    """The loss averaged over processes, as a float."""
+    value = loss.detach().float()
+    _, world = rank_and_world()
+    if world > 1:
+        dist.all_reduce(value)
+        value /= world
+    return value.item()
+
+
+def run_training(model: nn.Module, method, config: TrainConfig, *, batches: Batches,
+                 step_loss: Callable[[int, list, dict], torch.Tensor], refs: dict, parameters: list[nn.Parameter],
+                 out=None, device=None, progress: bool | None = None, log: Callable[[str], None] | None = None,
+                 stop_after: int | None = None, validate: Callable[[], dict] | None = None,
+                 name: str | None = None) -> nn.Module:
+    """Train ``parameters`` of ``model`` (already on ``device``) for ``config``'s stages; returns it in eval mode.
+
+    Each step sets the stage's learning rate, calls ``step_loss(step, items, refs)`` on this process's
+    items of the global batch (under bfloat16 autocast on GPUs), averages the gradients across processes
+    and steps the optimizer. ``refs`` is the trainer's state for the losses; the loop adds the ``config``,
+    the current ``stage`` and, for a method with ``stage_snapshot``, ``stage_start``. ``validate()``
+    runs every ``val_every`` steps when given; its dict goes into the log.
+    """
+    device = torch.device(device) if device else default_device()
+    refs["config"] = config
+    trainable_ids = {id(p) for p in parameters}
+    required = [p.requires_grad for p in model.parameters()]
+    for parameter in model.parameters():
+        parameter.requires_grad_(id(parameter) in trainable_ids)
+    optimizer = OPTIMIZERS[config.optimizer](parameters, config.stages[0])
+    start, history, elapsed_before = 0, [], 0.0
+    checkpoint = Path(out) / "checkpoint.pt" if out is not None else None
+    if checkpoint is not None:
+        checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        if checkpoint.exists():
+            state = _load_checkpoint(checkpoint, config, method)
+            resume_state(weights_module(model), optimizer, state, checkpoint)
+            start, history = state["step"], list(state["history"])
+            elapsed_before = state.get("elapsed_s", 0.0)
+            if "stage_start" in state:
+                refs["stage_start"] = frozen_copy(model)
+                weights_module(refs["stage_start"]).load_state_dict(state["stage_start"])
+    end = config.total_steps if stop_after is None else min(config.total_steps, start + stop_after)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=config.amp and device.type == "cuda")
+    main = is_main_process()
+    bar = tqdm(range(start, end), initial=start, total=config.total_steps, desc=f"train {name or method.name}",
+               unit="step", disable=(None if progress is None else not progress) or not main)
+    clock = time.perf_counter()
+    for step in bar:
+        stage, stage_step = config.stage_at(step)
+        refs["stage"] = stage
+        if method.stage_snapshot and (stage_step == 0 or refs.get("stage_start") is None):
+            refs["stage_start"] = frozen_copy(model)
+        for group in optimizer.param_groups:
+            group["lr"], group["weight_decay"] = learning_rate(stage, stage_step), stage.weight_decay
+        with autocast:
+            loss = step_loss(step, batches.local(step), refs)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        average_gradients(parameters)
+        optimizer.step()
+        model.eval()
+        entry = {"step": step + 1, "stage": stage.name, "lr": optimizer.param_groups[0]["lr"], "loss": mean_loss(loss)}
+        history.append(entry["loss"])
+        bar.set_postfix(loss=f"{entry['loss']:.4f}")
+        done = step + 1
+        if validate is not None and config.val_every and done % config.val_every == 0:
+            entry["val"] = validate()
+        if main and out is not None:
+            with open(Path(out) / "log.jsonl", "a") as file:
+                file.write(json.dumps(entry) + "\n")
+        if log is not None and main and (done % config.log_every == 0 or done == end):
+            log(f"step {done}/{config.total_steps} [{stage.name}] loss {entry['loss']:.4f} "
+                f"lr {entry['lr']:.2e} ({time.perf_counter() - clock:.0f} s)"
+                + ("".join(f" val {k} {v:.3f}" for k, v in entry["val"].items()) if "val" in entry else ""))
+        if checkpoint is not None and (done % config.checkpoint_every == 0 or done == end):
+            if main:
+                state = {"step": done, "model": weights_module(model).state_dict(),
+                         "optimizer": optimizer.state_dict(), "config": config.to_dict(), "method": method.config(),
+                         "history": history, "elapsed_s": elapsed_before + time.perf_counter() - clock}
+                if refs.get("stage_start") is not None:
+                    state["stage_start"] = weights_module(refs["stage_start"]).state_dict()
+                _save_checkpoint(checkpoint, state)
+            if rank_and_world()[1] > 1:
+                dist.barrier()
+    bar.close()
+    for parameter, wanted in zip(model.parameters(), required, strict=True):
+        parameter.requires_grad_(wanted)
+    return model.eval()
+
