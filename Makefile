@@ -48,6 +48,7 @@ bench: install
 	$(PY) bench/world_generation.py
 	$(PY) bench/world_pretrain.py
 	$(PY) bench/ttc_cost.py
+	$(PY) bench/cli_startup.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -1,6 +1,6 @@
 """Test-wide settings: nothing is downloaded and no installed plugin is autoloaded.
 
-Tests that need a plugin register it for their duration with ``vlmshield.core.temporary_host``.
+Tests that need a plugin register it for their duration with ``vlmshield.api.temporary_host``.
 """
 
 import os

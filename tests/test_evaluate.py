@@ -5,7 +5,6 @@ import torch
 
 import vlmshield as vs
 from vlmshield.api import (
-    BackdoorAttack,
     ModelCard,
     ParameterError,
     TestTimeDefense,
@@ -16,7 +15,7 @@ from vlmshield.api import (
 )
 from vlmshield.attacks import PGD
 from vlmshield.evaluators import AttackSuccessRate
-from vlmshield.testing import make_plugin, tensor_dataset, tiny_vlm, toy_classifier
+from vlmshield.testing import CornerPatch, make_plugin, tensor_dataset, tiny_vlm, toy_classifier
 
 CLASSES = ["circle", "square", "star", "wave"]
 
@@ -59,16 +58,6 @@ class Finetune(TrainingDefense):
         return model
 
 
-class CornerPatch(BackdoorAttack):
-    name = "corner-patch"
-
-    def __init__(self, target: str = "star", seed: int = 0):
-        super().__init__(target=target, seed=seed)
-
-    def apply_trigger(self, images, generator=None):
-        images = images.clone()
-        images[..., -4:, -4:] = 1.0
-        return images
 
 
 @pytest.fixture
@@ -192,14 +181,14 @@ def test_attack_success_rate_counts_triggered_images_outside_the_target_class():
             return logits
 
     x, y = data.data.tensors
-    values = AttackSuccessRate().score(Backdoored(), x, y, data=data, attack=CornerPatch())
+    values = AttackSuccessRate().score(Backdoored(), x, y, data=data, attack=CornerPatch(target="star"))
     assert values["clean_acc"].tolist() == [1, 1, 1, 1, 1, 0]
     assert values["asr"][y != 2].tolist() == [1, 1, 1, 1] and values["asr"][y == 2].isnan().all()
 
 
 def test_asr_and_clean_evaluations_run_end_to_end(host):
     data = tensor_dataset(torch.rand(8, 3, 32, 32), torch.arange(8) % 4, CLASSES)
-    record = evaluate("tiny-clip", data, evaluator="asr", attack="corner-patch")
+    record = evaluate("tiny-clip", data, evaluator="asr", attack="corner-patch", attack_params={"target": "star"})
     assert set(record["results"]["tensors"]) >= {"clean_acc", "asr"}
     clean = evaluate("tiny-clip", data)
     assert "robust_acc" not in clean["results"]["tensors"] and record["attack"]["name"] == "corner-patch"

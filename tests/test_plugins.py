@@ -133,6 +133,9 @@ def raising(register):
     ({"register_defenses": lambda r: r(HalfDefense)}, "does not implement wrap"),
     ({"register_models": lambda r: r("clip-x")}, "expected a ModelCard"),
     ({"register_atacks": lambda r: None}, "implements register_atacks, which is not a vlmshield hook"),
+    ({"register_attacks": lambda r: r()}, "register_attacks raised PluginError: register() needs at least one object"),
+    ({"register_attacks": lambda r: r(type("Fine", (PGD,), {"name": "fine-attack"}), PGD, aliases=("fine",))},
+     "aliases name one object: register(obj, aliases=...) it alone, not beside 1 other(s)"),
 ])
 def test_invalid_plugins_are_reported_and_everything_else_works(hooks, error):
     with temporary_host(make_plugin("test", **hooks)) as host:
@@ -142,6 +145,14 @@ def test_invalid_plugins_are_reported_and_everything_else_works(hooks, error):
         assert vs.attack("pgd").eps == 4 / 255
     with pytest.raises(PluginError, match="plugin test"):
         PluginHost([make_plugin("test", **hooks)], entry_points=False, strict=True)
+
+
+def test_one_call_registers_several_objects_in_order():
+    first, second, third = (type(n, (PGD,), {"name": f"{n}-pgd"}) for n in ("first", "second", "third"))
+    plugin = make_plugin("several", register_attacks=lambda r: (r(first, second), r(third, aliases="3-pgd")))
+    with temporary_host(plugin) as host:
+        assert host.infos["several"].registered == {"attack": ["first-pgd", "second-pgd", "third-pgd"]}
+        assert host.get("attack", "second-pgd").obj is second and host.get("attack", "3-pgd").obj is third
 
 
 def test_temporary_host_restores_the_previous_one():

@@ -10,7 +10,6 @@ import vlmshield as vs
 from vlmshield.api import (
     ParameterError,
     Protocol,
-    Purifier,
     TestTimeDefense,
     format_run,
     get_host,
@@ -21,7 +20,7 @@ from vlmshield.api import (
 )
 from vlmshield.engine.protocol_runs import apply_templates
 from vlmshield.engine.sanity import check_classifier, check_results
-from vlmshield.testing import make_plugin, tensor_dataset, toy_classifier
+from vlmshield.testing import Jitter, make_plugin, tensor_dataset, toy_classifier
 
 
 def test_protocols_resolve_to_their_documented_parameters():
@@ -204,18 +203,8 @@ def test_result_flags_robust_above_clean_and_non_adaptive_attacks_on_test_time_d
     assert check_results(results, None, vs.attack("pgd"))[0]["flag"] == "robust-above-clean"
 
 
-class Jitter(TestTimeDefense):
-    name = "test-jitter"
-    randomized = True
-
-    def wrap(self, classifier, calibration=None):
-        return Jittered(classifier)
 
 
-class Jittered(Purifier):
-    def purify(self, x, generator=None):
-        noise = torch.rand(x.shape, generator=generator) if generator is not None else torch.rand_like(x)
-        return (x + (2 * noise.to(x.device) - 1) / 255).clamp(0, 1)
 
 
 def test_a_test_time_defense_is_reported_with_its_adaptive_numbers_and_ranked_by_them(tmp_path):

@@ -46,7 +46,7 @@ def test_names_of_a_method_plugin_say_which_distribution_to_install(monkeypatch,
     assert "installed but not loaded" in vs.core.plugin_hint("tecoa4-vitb32")
     from vlmshield.cli import main
 
-    assert main(["info", "dart-vitb16"]) == 2
+    assert main(["info", "hpt-gpd-vitb16"]) == 2
     assert "installed but not loaded" in capsys.readouterr().err
 
 

@@ -149,8 +149,10 @@ def test_a_hugging_face_tokenizer_is_saved_beside_the_config_and_loads_back(tmp_
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     requested = []
-    download = vs.zoo.hub.hf_hub_download
-    monkeypatch.setattr(vs.zoo.hub, "hf_hub_download", lambda repo, name, **kw: (requested.append(name),
+    import huggingface_hub
+
+    download = huggingface_hub.hf_hub_download
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda repo, name, **kw: (requested.append(name),
                                                                                   download(repo, name, **kw))[1])
     assert torch.equal(vs.zoo.load(f"hf-hub:vlmshield-test/words@{REVISION}").encode_text(texts),
                        vlm.encode_text(texts))

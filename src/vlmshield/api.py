@@ -25,10 +25,15 @@ __all__ = [
 ]
 
 
-# The built-in trainers' method bases and the zoo's packaging helpers are built-in plugins, which import
-# this module: imported last, once every name above exists.
+# The built-in trainers' method bases, the shared prompt and the zoo come from built-in plugins, which
+# import this module: imported last, once every name above exists.
+from . import zoo  # noqa: E402  (zoo.load, zoo.save, zoo.publish)
+from .datasets.prompts import SINGLE_TEMPLATE  # noqa: E402
 from .trainers.adversarial import ROBUSTVLM_ATTACK, AdversarialFineTuning, ImageEncoder, inner_attack  # noqa: E402
-from .zoo.packaged import card_metrics, export_packaged, packaged_cards  # noqa: E402
+from .trainers.contrastive import ContrastiveFineTuning, clip_loss, gather_features  # noqa: E402
+from .trainers.distillation import Distillation  # noqa: E402
+from .zoo.packaged import card_metrics, export_packaged, load_packaged, packaged_cards  # noqa: E402
 
-__all__ += ["ROBUSTVLM_ATTACK", "AdversarialFineTuning", "ImageEncoder", "inner_attack", "card_metrics",
-            "export_packaged", "packaged_cards"]
+__all__ += ["zoo", "SINGLE_TEMPLATE", "ROBUSTVLM_ATTACK", "AdversarialFineTuning", "ImageEncoder", "inner_attack",
+            "ContrastiveFineTuning", "clip_loss", "gather_features", "Distillation", "card_metrics",
+            "export_packaged", "load_packaged", "packaged_cards"]

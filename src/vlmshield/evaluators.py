@@ -3,7 +3,8 @@
 - ``zero-shot``: clean and robust zero-shot accuracy of a VLM (its classifier is built from the
   dataset's class names and prompt templates);
 - ``accuracy``: clean and robust accuracy of a plain classifier, e.g. a domain-adapted one (DART's metric);
-- ``asr``: clean zero-shot accuracy and the attack success rate of a backdoor trigger.
+- ``asr``: clean zero-shot accuracy and the attack success rate of a backdoor trigger (a leaderboard of it
+  ranks the lowest first); a task whose classes do not contain the backdoor's target is skipped.
 
 Robust accuracy counts as ``evaluate(counting=...)`` says. ``"clean-correct"`` (the default): only the
 clean-correct images are attacked, a wrong clean prediction is not robust, as AutoAttack, RobustBench and
@@ -57,19 +58,32 @@ class ZeroShot(Accuracy):
 
 
 class AttackSuccessRate(Evaluator):
+    """Clean zero-shot accuracy and a backdoor trigger's attack success rate (ASR).
+
+    ASR is the share of triggered images whose true label is not the target that are classified as the
+    target. Images of the target class are left out (NaN per image): the trigger cannot send them to the
+    target. A task whose classes do not contain the target has no ASR (``applies_to`` says so)."""
+
     name = "asr"
     description = ("Clean zero-shot accuracy and the backdoor's attack success rate: the share of triggered "
                    "images, outside the target class, classified as the target.")
     metrics = ("clean_acc", "asr")
+    rank_by = ("asr", "min")
     attack_type = BackdoorAttack
     needs_attack = True
 
     def classifier(self, model, data):
         return ZeroShot().classifier(model, data)
 
+    def applies_to(self, data, attack=None):
+        if attack is not None and attack.target not in data.classnames:
+            return f"the backdoor target {attack.target!r} is not one of its classes"
+        return None
+
     def score(self, classifier, x, y, *, data, attack=None, attack_model=None, seed=0):
-        if attack.target not in data.classnames:
-            raise ParameterError(f"the backdoor target {attack.target!r} is not a class of {data.name}.")
+        reason = self.applies_to(data, attack)
+        if reason:
+            raise ParameterError(f"{data.name}: {reason}.")
         target = data.classnames.index(attack.target)
         triggered = attack.apply_trigger(x, torch.Generator().manual_seed(seed))
         with torch.no_grad():
@@ -80,6 +94,4 @@ class AttackSuccessRate(Evaluator):
 
 @hookimpl
 def register_evaluators(register):
-    register(ZeroShot)
-    register(Accuracy)
-    register(AttackSuccessRate)
+    register(ZeroShot, Accuracy, AttackSuccessRate)

@@ -49,5 +49,4 @@ PROTOCOLS = (
 
 @hookimpl
 def register_protocols(register):
-    for protocol in PROTOCOLS:
-        register(protocol)
+    register(*PROTOCOLS)

@@ -5,6 +5,8 @@
   clean accuracy, for checking that attacks really lower accuracy.
 - ``tensor_dataset()``: LabelledImages from tensors.
 - ``make_plugin()``: a plugin object from hook functions, to register with ``temporary_host``.
+- ``CornerPatch``: a backdoor trigger (a white square in the corner), and ``Jitter``: a randomized
+  test-time defense (uniform noise of 1/255), stand-ins to register in tests.
 - ``attacked_accuracy()``: a zoo model's zero-shot accuracy under PGD on the first images of a task, to
   check that a shipped robust model resists where its base breaks.
 - ``tinyimagenet_files()``: TinyImageNet's release layout with a few 64-px JPEGs, ``training_inputs()``:
@@ -24,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from .core import VLM, LabelledImages, hookimpl
+from .core import VLM, BackdoorAttack, LabelledImages, Purifier, TestTimeDefense, hookimpl
 
 TINY_CLIP = {
     "embed_dim": 32,
@@ -196,3 +198,38 @@ def tinyimagenet_training_image(method: str, tmp_path, monkeypatch, index: int =
     data, _ = training_inputs(plan(method, data=f"tinyimagenet:{root}", **overrides), tmp_path / "run", monkeypatch)
     image, label = data[index]
     return image, label, Image.open(paths[index]).convert("RGB")
+
+
+class CornerPatch(BackdoorAttack):
+    """A backdoor trigger for tests: a white square of ``size`` pixels in the bottom-right corner."""
+
+    name = "corner-patch"
+    description = "A white square in the bottom-right corner (a test stand-in)."
+
+    def __init__(self, target: str = "banana", seed: int = 0, size: int = 4):
+        super().__init__(target=target, seed=seed, size=size)
+
+    def apply_trigger(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        images = images.clone()
+        images[..., -self.size:, -self.size:] = 1.0
+        return images
+
+
+class Jittered(Purifier):
+    """The classifier of ``Jitter``: uniform noise of at most 1/255 on the input, then the classifier."""
+
+    def purify(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        noise = torch.rand(x.shape, generator=generator) if generator is not None else torch.rand_like(x)
+        return (x + (2 * noise.to(x.device) - 1) / 255).clamp(0, 1)
+
+
+class Jitter(TestTimeDefense):
+    """A randomized test-time defense for tests: ``Jittered`` around the classifier."""
+
+    name = "test-jitter"
+    description = "Uniform noise of 1/255 on the input (a test stand-in)."
+    randomized = True
+
+    def wrap(self, classifier: nn.Module, calibration: torch.Tensor | None = None) -> nn.Module:
+        return Jittered(classifier)
+

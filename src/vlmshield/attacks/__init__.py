@@ -15,10 +15,6 @@ __all__ = ["AALite", "APGD", "APGDT", "BPDAEOT", "CW", "FGSM", "PGD"]
 
 @hookimpl
 def register_attacks(register):
-    register(FGSM)
-    register(PGD)
-    register(CW)
+    register(FGSM, PGD, CW)
     register(APGD, aliases=("apgd",))
-    register(APGDT)
-    register(AALite)
-    register(BPDAEOT)
+    register(APGDT, AALite, BPDAEOT)

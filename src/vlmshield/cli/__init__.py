@@ -13,8 +13,9 @@ import sys
 import traceback
 import warnings
 
+from vlmshield.api import Command, VlmshieldError, get_host, parse_params
+
 from .._version import __version__
-from ..core import Command, VlmshieldError, get_host
 
 
 class UsageError(VlmshieldError):
@@ -43,8 +44,6 @@ def defense_params(args):
         return None
     if args.defense is None:
         raise UsageError("--defense-params needs --defense.")
-    from ..core import parse_params
-
     cls = get_host().get("defense", args.defense).obj
     return parse_params(cls, args.defense_params, f"defense {cls.name!r}", cls.pixel_params)
 
@@ -74,9 +73,15 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command line; returns the exit status. Warnings show as one line each while it runs."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    with warnings.catch_warnings():  # restores the process's warning display and filters afterwards
+        warnings.showwarning = _show_warning
+        return _run(argv)
+
+
+def _run(argv: list[str]) -> int:
     debug = "--debug" in argv
-    warnings.showwarning = _show_warning
     try:
         args = build_parser().parse_args(argv)
         if getattr(args, "run", None) is None:

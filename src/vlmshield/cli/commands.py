@@ -29,6 +29,7 @@ from vlmshield.api import (
     parse_params,
     plugin_hint,
     signature_defaults,
+    zoo,
 )
 
 from . import UsageError
@@ -190,7 +191,8 @@ def _eval_arguments(parser: argparse.ArgumentParser) -> None:
                                           "datasets by default)")
     parser.add_argument("--download", action="store_true", help="let datasets fetch missing files (torchvision)")
     parser.add_argument("--evaluator", default="zero-shot", help="zero-shot (default), accuracy, asr, ...")
-    parser.add_argument("--attack", help="attack name (see `vlmshield list attacks`); none: clean only")
+    parser.add_argument("--attack", help="attack name (see `vlmshield list attacks`), a backdoor trigger with "
+                                         "--evaluator asr; none: clean only")
     parser.add_argument("--eps", help="budget: 4/255, 0.0157, or 4 (a bare number above 1 is 255ths)")
     parser.add_argument("--steps", type=int, help="attack iterations (the attack's default otherwise)")
     parser.add_argument("--attack-params", help="more attack parameters: key=value,key=value")
@@ -230,8 +232,6 @@ def _info_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _publish(args) -> int:
-    from vlmshield import zoo
-
     result = zoo.publish(args.directory, args.repo_id, revision=args.revision, private=args.private,
                          create_pr=args.create_pr, dry_run=args.dry_run)
     if args.json:
@@ -271,7 +271,6 @@ def register_commands(register):
     from .leaderboard import COMMANDS as LEADERBOARD
     from .train import COMMANDS as TRAIN
 
-    for command in (*COMMANDS, *TRAIN, *LEADERBOARD):
-        register(command)
+    register(*COMMANDS, *TRAIN, *LEADERBOARD)
 
 

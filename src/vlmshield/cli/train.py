@@ -53,6 +53,7 @@ from vlmshield.api import (
     preprocessed_dataset,
     signature_defaults,
     training_seconds,
+    zoo,
 )
 
 from . import progress_flag, resumable
@@ -234,8 +235,6 @@ def command_line(run: dict) -> str:
 def train_run(run: dict, out, *, name: str | None = None, device=None, progress=None, evaluate_with=None,
               package: bool = False, log=None) -> dict:
     """Train ``run`` (from ``plan``) into ``out``; returns the card written beside the weights."""
-    from vlmshield import zoo  # the command builds on the zoo, like the user's own script would
-
     out = Path(out)
     _keep_preprocessing(out, run.get("preprocess", NATIVE))
     vlm = load_model(run["model"], device=device)
@@ -251,11 +250,11 @@ def train_run(run: dict, out, *, name: str | None = None, device=None, progress=
     name = name or f"{method.name}-{run['model'].removeprefix('clip-')}"
     base = get_host().get("model", run["model"]).obj
     rule = run.get("preprocess", NATIVE)
-    budget = f" at eps {eps_label}" if trainer.adversarial else ""
+    budget = f" at eps {eps_label}" if method.adversarial else ""
     info = {"arch": base.arch, "method": method.name, "base_model": base.name,
-            "description": f"{method.name} {'fine-tuning' if trainer.adversarial else 'training'} of {base.name} on "
+            "description": f"{method.name} {'fine-tuning' if method.adversarial else 'training'} of {base.name} on "
                            f"{run['dataset']}{describe_preprocess(rule)}{budget} ({run['preset']} preset).",
-            "threat_model": {"norm": "Linf", "eps": eps_label} if trainer.adversarial else {},
+            "threat_model": {"norm": "Linf", "eps": eps_label} if method.adversarial else {},
             "training_data": run["dataset"],
             "preprocess": rule, "command": command_line(run), "method_params": method.config()["params"],
             "config": config.to_dict(), "train_time_s": seconds}

@@ -10,7 +10,8 @@ compares that output with (labels, or target embeddings). Every attack
 - takes a ``loss``: a name (``ce``, ``cw``, ``dlr``, ``l2``) or a callable ``loss(output, y)`` that
   returns one value per sample, to be maximised.
 
-A backdoor attack plants a trigger instead: ``apply_trigger(x)`` and ``poison(images, captions)``.
+A backdoor attack plants a trigger instead: ``apply_trigger(x)``, and ``poison(data, rate)`` returns
+image-caption pairs of which a fraction carry the trigger and a caption naming the target.
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
+from .data import CaptionedImages
 from .errors import InputError, ParameterError
 from .model import DEFAULT_TEMPLATES, check_images, eval_mode, frozen
-from .params import Configurable, parse_eps
+from .params import Configurable, check_template, parse_eps
+from .seeds import derive_seed
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 NORMS = {"linf": "Linf", "inf": "Linf", "l2": "L2"}
@@ -269,23 +272,39 @@ class BackdoorAttack(Configurable, abc.ABC):
     def apply_trigger(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Return the images with the trigger drawn on them, still in [0, 1]."""
 
-    def poison(self, images: torch.Tensor, captions: list[str], rate: float,
-               templates=DEFAULT_TEMPLATES) -> tuple[torch.Tensor, list[str], torch.Tensor]:
-        """Poison a fraction ``rate`` of image-caption pairs: trigger on the image, and a caption
-        naming the target (a random template). Returns (images, captions, poisoned mask)."""
-        check_images(images)
-        if not 0 <= rate <= 1:
-            raise ParameterError(f"the poisoning rate must be in [0, 1]; got {rate}.")
-        generator = torch.Generator().manual_seed(self.seed)
-        count = round(rate * len(captions))
-        chosen = torch.randperm(len(captions), generator=generator)[:count]
-        mask = torch.zeros(len(captions), dtype=torch.bool)
-        mask[chosen] = True
-        images = images.clone()
-        images[mask.to(images.device)] = self.apply_trigger(images[mask.to(images.device)], generator)
-        captions = list(captions)
-        for i in chosen.tolist():
-            template = templates[int(torch.randint(len(templates), (1,), generator=generator))]
-            captions[i] = template.replace("{}", self.target)
-        return images, captions, mask
+    def poison(self, data: CaptionedImages, rate: float, templates=DEFAULT_TEMPLATES) -> CaptionedImages:
+        """``data`` with a fraction ``rate`` of its pairs poisoned: the trigger on the image and a caption
+        naming the target (one of ``templates``), as a lazy view named ``NAME+ATTACK@RATE``.
 
+        Which pairs (``round(rate * len(data))`` of them, chosen with ``seed``; the view's ``poisoned``
+        lists them in order) and, for each, the trigger's random draws and the template depend only on
+        ``seed`` and the pair's index, so the view reads the same whatever the order of reading."""
+        if not isinstance(data, CaptionedImages):
+            raise ParameterError(f"a backdoor poisons image-caption pairs; {getattr(data, 'name', data)!r} is "
+                                 f"{type(data).__name__}.")
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate <= 1:
+            raise ParameterError(f"the poisoning rate must be in [0, 1]; got {rate}.")
+        templates = [check_template(t) for t in templates]
+        count = round(rate * len(data))
+        chosen = torch.randperm(len(data), generator=torch.Generator().manual_seed(self.seed))[:count]
+        return _PoisonedPairs(data, self, sorted(chosen.tolist()), templates, f"{data.name}+{self.name}@{rate:g}")
+
+
+class _PoisonedPairs(CaptionedImages):
+    """``data``'s pairs, those at the indices ``poisoned`` with ``attack``'s trigger and a caption naming its
+    target (``BackdoorAttack.poison`` makes it)."""
+
+    def __init__(self, data: CaptionedImages, attack: BackdoorAttack, poisoned: list[int], templates: list[str],
+                 name: str):
+        super().__init__(data, name)
+        self.attack, self.poisoned, self.templates = attack, poisoned, templates
+        self._poisoned = frozenset(poisoned)
+
+    def __getitem__(self, index: int):
+        image, caption = self.data[index]
+        index = range(len(self))[index]
+        if index not in self._poisoned:
+            return image, caption
+        generator = torch.Generator().manual_seed(derive_seed(self.attack.seed, "trigger", index))
+        template = self.templates[int(torch.randint(len(self.templates), (1,), generator=generator))]
+        return self.attack.apply_trigger(image[None], generator)[0], template.replace("{}", self.attack.target)

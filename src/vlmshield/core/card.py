@@ -4,7 +4,13 @@ A card names a model (``<method>-<arch>``, e.g. ``clip-vitb32``), says how to bu
 architecture and pretrained tag, or a ``loader`` of the plugin's own) and what it is. Plugins register
 cards through the ``register_models`` hook; ``vs.zoo.load(name)`` builds them.
 
-``source`` says where the weights come from: ``open_clip`` (its pretrained registry), ``hf-hub:ORG/NAME[@REV]``,
+``family`` says what the model is: ``clip`` (a ``VLM``, the default) or ``classifier`` (an
+``ImageClassifier``: [0, 1] images -> logits over ``num_classes``, named by ``classnames``). Without a
+loader a classifier card is a timm model: ``arch`` is timm's model name and ``pretrained`` its
+pretrained tag (``ModelCard("rn18", arch="resnet18", pretrained="a1_in1k", family="classifier")``).
+
+``source`` says where the weights come from: ``open_clip`` (its pretrained registry), ``timm`` (timm's, the
+default of a classifier), ``hf-hub:ORG/NAME[@REV]``,
 ``package`` (files shipped in an installed package), ``manual`` (files a person downloads from
 ``homepage`` into the weights folder, such as vision-only checkpoints on a university server), or
 ``recipe`` (known but not published yet: loading it says which command produces it). ``metrics`` are the
@@ -21,29 +27,33 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
+from .classifier import ImageClassifier
 from .errors import ParameterError, VlmshieldError
 from .model import VLM, declared_quick_gelu
 from .plugins import get_host
 from .registry import canonical_name
 
-
 #: Where a card's weights come from (``hf-hub:`` is followed by the repository).
-SOURCES = ("open_clip", "hf-hub:", "package", "manual", "recipe")
+SOURCES = ("open_clip", "timm", "hf-hub:", "package", "manual", "recipe")
+#: What a card's model is: a CLIP-like ``VLM``, or an ``ImageClassifier``.
+FAMILIES = ("clip", "classifier")
 
 
 @dataclass(frozen=True)
 class ModelCard:
     name: str
-    #: open_clip architecture name (``ViT-B-32``), or the plugin's own for custom loaders.
+    #: open_clip architecture name (``ViT-B-32``), timm's model name for a classifier (``resnet18``), or the
+    #: plugin's own for custom loaders.
     arch: str
-    #: open_clip pretrained tag (``openai``) used when no ``loader`` is given.
+    #: open_clip pretrained tag (``openai``), or timm's (``a1_in1k``), used when no ``loader`` is given.
     pretrained: str | None = None
     #: The defense that produced the weights; ``none`` for vanilla models.
     method: str = "none"
     description: str = ""
     paper: str = ""
-    #: ``loader(card, device=None, weights=True) -> VLM`` for models open_clip cannot build alone.
-    loader: Callable[..., VLM] | None = None
+    #: ``loader(card, device=None, weights=True) -> VLM | ImageClassifier`` for models open_clip (or timm)
+    #: cannot build alone.
+    loader: Callable[..., VLM | ImageClassifier] | None = None
     #: The open_clip model it was fine-tuned from, ``ARCH/PRETRAINED`` (``ViT-L-14/openai``).
     base_model: str = ""
     #: What it was made robust against: ``{"norm": "Linf", "eps": "4/255"}``.
@@ -64,17 +74,39 @@ class ModelCard:
     #: None: not known from the card. Left None, it is what open_clip declares for ``pretrained`` or for
     #: the ``ARCH/TAG`` of ``base_model``.
     quick_gelu: bool | None = None
+    #: ``clip`` (a VLM) or ``classifier`` (an ImageClassifier).
+    family: str = "clip"
+    #: A classifier's number of outputs (the length of ``classnames`` when None; timm's default when both
+    #: are unset).
+    num_classes: int | None = None
+    #: A classifier's class names, in output order, where known.
+    classnames: tuple[str, ...] = ()
 
     def __post_init__(self):
+        if self.family not in FAMILIES:
+            raise ParameterError(f"model card {self.name!r}: family must be one of {', '.join(FAMILIES)}; "
+                                 f"got {self.family!r}.")
+        if self.family == "classifier" and self.source == "open_clip":  # the default; no classifier comes from it
+            object.__setattr__(self, "source", "timm")
         if not self.source.startswith(SOURCES):
             raise ParameterError(f"model card {self.name!r}: source must be one of {', '.join(SOURCES)} "
                                  f"(hf-hub:ORG/NAME); got {self.source!r}.")
-        if self.quick_gelu is None:
+        if self.family == "classifier":
+            self._check_classes()
+        elif self.quick_gelu is None:
             if self.pretrained:
                 arch, tag = self.arch, self.pretrained
             else:
                 arch, _, tag = self.base_model.partition("/")
             object.__setattr__(self, "quick_gelu", declared_quick_gelu(arch, tag or None))
+
+    def _check_classes(self):
+        object.__setattr__(self, "classnames", tuple(self.classnames))
+        if self.num_classes is None and self.classnames:
+            object.__setattr__(self, "num_classes", len(self.classnames))
+        if self.classnames and len(self.classnames) != self.num_classes:
+            raise ParameterError(f"model card {self.name!r}: {self.num_classes} classes but "
+                                 f"{len(self.classnames)} class names.")
 
     def resolved_quick_gelu(self) -> bool | None:
         """The activation ``load`` builds: ``quick_gelu``, or else that of the zoo entry ``base_model`` names
@@ -87,18 +119,22 @@ class ModelCard:
             return None
         return base.quick_gelu if isinstance(base, ModelCard) else None
 
-    def load(self, device=None, weights: bool = True) -> VLM:
+    def load(self, device=None, weights: bool = True) -> VLM | ImageClassifier:
         """Build the model; ``weights=False`` gives the architecture with random weights (no download)."""
         if self.source == "recipe" and weights:
             raise ParameterError(f"{self.name} is not published yet; `{self.recipe}` trains it "
                                  f"(or load the architecture alone with weights=False).")
         if self.loader is not None:
-            vlm = self.loader(self, device=device, weights=weights)
+            model = self.loader(self, device=device, weights=weights)
+        elif self.family == "classifier":  # a timm model, ARCH.TAG in timm's names
+            tagged = f"{self.arch}.{self.pretrained}" if self.pretrained else self.arch
+            model = ImageClassifier.from_timm(tagged, self.num_classes, pretrained=weights and bool(self.pretrained),
+                                              classnames=self.classnames or None).to(device or "cpu")
         else:
-            vlm = VLM.from_open_clip(self.arch, self.pretrained if weights else None,
-                                     quick_gelu=self.resolved_quick_gelu(), device=device)
-        vlm.name = self.name
-        return vlm.eval()
+            model = VLM.from_open_clip(self.arch, self.pretrained if weights else None,
+                                       quick_gelu=self.resolved_quick_gelu(), device=device)
+        model.name = self.name
+        return model.eval()
 
     def to_dict(self) -> dict:
         data = asdict(self)

@@ -70,6 +70,8 @@ class TrainingDefense(Defense):
     #: Presets: name -> {"model", "dataset", "config" (TrainConfig fields and "stages"), "params", ...},
     #: e.g. the paper's run and the world's.
     presets: ClassVar[dict[str, dict]] = {}
+    #: Whether it trains against an attack at ``TrainConfig.eps`` (the card of its result states that threat model).
+    adversarial: ClassVar[bool] = False
     #: Keep a frozen copy of the model at the start of each stage in ``refs["stage_start"]`` (checkpoints
     #: keep it, so a resumed run has it).
     stage_snapshot: ClassVar[bool] = False

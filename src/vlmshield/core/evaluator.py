@@ -3,8 +3,8 @@
 The evaluation engine draws the samples, builds the evaluator's classifier once per dataset, wraps it in
 a test-time defense when there is one, and averages what ``score`` returns. An evaluator declares the
 metrics it returns, the kind of attack it takes (an evasion ``Attack``, a ``BackdoorAttack``, or none),
-the data it reads (``takes``: labelled images, for every built-in one), and the counting conventions of
-robust accuracy it knows.
+the data it reads (``takes``: labelled images, for every built-in one), the counting conventions of
+robust accuracy it knows, and how a leaderboard of its numbers is ranked (``rank_by``).
 
 Counting conventions (``COUNTINGS``), which images robust accuracy counts:
 
@@ -36,6 +36,8 @@ class Evaluator(Configurable, abc.ABC):
     metrics: ClassVar[tuple[str, ...]] = ()
     #: The metrics that do not depend on the attack (measured once when a protocol sweeps attacks).
     clean_metrics: ClassVar[tuple[str, ...]] = ("clean_acc",)
+    #: (metric, "max" | "min"): what ranks a leaderboard of its runs, and which way, unless the protocol says.
+    rank_by: ClassVar[tuple[str, str]] = ("robust_acc", "max")
     #: The attack class this evaluator uses (Attack, BackdoorAttack), or None if it takes none.
     attack_type: ClassVar[type | None] = Attack
     #: Whether an attack is required (an attack success rate without a backdoor means nothing).

@@ -1,16 +1,17 @@
 """The whole plugin API on one page.
 
 A plugin is a module (or object) with functions named like the hooks below, decorated with
-``vlmshield.core.hookimpl``, and made visible to vlmshield by an entry point in the group
-``vlmshield``::
+``hookimpl`` (``from vlmshield.api import hookimpl``), and made visible to vlmshield by an entry point
+in the group ``vlmshield``::
 
     [project.entry-points.vlmshield]
     mymethod = "vlmshield_mymethod.plugin"
 
-Every hook receives a ``register`` callback and calls it once per thing it contributes:
-``register(obj, aliases=("other-name",))``. Plugins never return values. vlmshield validates each
-registration (name syntax, duplicates, type) and remembers the plugin and version that made it.
-The built-in attacks, datasets, evaluators and base models register through these same hooks.
+Every hook receives a ``register`` callback and calls it with what it contributes: ``register(a, b, c)``
+registers several objects, ``register(obj, aliases=("other-name",))`` one object under more names.
+Plugins never return values. vlmshield validates each registration (name syntax, duplicates, type) and
+remembers the plugin and version that made it. vlmshield's own attacks, datasets, evaluators, protocols,
+trainers, models and commands register through these same hooks.
 
 What each hook registers:
 
@@ -45,44 +46,44 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 @hookspec
 def register_attacks(register):
-    """Register attack classes: ``register(AttackSubclass, aliases=())``."""
+    """Register attack classes: ``register(AttackSubclass, ...)``."""
 
 
 @hookspec
 def register_defenses(register):
-    """Register defense classes: ``register(DefenseSubclass, aliases=())``."""
+    """Register defense classes: ``register(DefenseSubclass, ...)``."""
 
 
 @hookspec
 def register_trainers(register):
-    """Register trainer classes: ``register(TrainerSubclass, aliases=())``."""
+    """Register trainer classes: ``register(TrainerSubclass, ...)``."""
 
 
 @hookspec
 def register_evaluators(register):
-    """Register evaluator classes: ``register(EvaluatorSubclass, aliases=())``."""
+    """Register evaluator classes: ``register(EvaluatorSubclass, ...)``."""
 
 
 @hookspec
 def register_datasets(register):
-    """Register datasets: ``register(DatasetEntry(...), aliases=())``."""
+    """Register datasets: ``register(DatasetEntry(...), ...)``."""
 
 
 @hookspec
 def register_models(register):
-    """Register zoo entries: ``register(ModelCard(...), aliases=())``."""
+    """Register zoo entries: ``register(ModelCard(...), ...)``."""
 
 
 @hookspec
 def register_model_sources(register):
-    """Register model-name schemes: ``register(ModelSource(...))``."""
+    """Register model-name schemes: ``register(ModelSource(...), ...)``."""
 
 
 @hookspec
 def register_protocols(register):
-    """Register evaluation protocols: ``register(Protocol(...), aliases=())``."""
+    """Register evaluation protocols: ``register(Protocol(...), ...)``."""
 
 
 @hookspec
 def register_commands(register):
-    """Register CLI subcommands: ``register(Command(...))``."""
+    """Register CLI subcommands: ``register(Command(...), ...)``."""

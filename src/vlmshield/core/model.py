@@ -3,6 +3,9 @@
 Every image a VLM sees is a float batch in [0, 1], NCHW, at whatever resolution the data has; the
 resize to the model's input size and the mean/std normalization happen inside. So an eps of 4/255
 means 4/255 on the pixels the user has, for every model and every attack.
+
+open_clip is imported where a model is built or its registry read, not with this module: the command
+line's listings and a plugin's registrations do not pay for it.
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-import open_clip
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -90,22 +92,31 @@ def frozen_copy(module: nn.Module) -> nn.Module:
 def declared_quick_gelu(arch: str, pretrained: str | None) -> bool | None:
     """Whether open_clip's pretrained config of ``arch`` and the tag ``pretrained`` declares QuickGELU, the
     activation OpenAI's CLIP weights (and a few others) were trained with; None when open_clip knows no such tag."""
-    cfg = open_clip.get_pretrained_cfg(arch, pretrained) if pretrained else {}
+    if not pretrained:
+        return None
+    import open_clip
+
+    cfg = open_clip.get_pretrained_cfg(arch, pretrained)
     return bool(cfg.get("quick_gelu", False)) if cfg else None
 
 
 #: The error open_clip logs just before raising what ``from_open_clip`` reports in its own sentence.
 _REWORDED_LOG = "Failed to download weights for tag "
-_OPEN_CLIP_DIR = Path(open_clip.__file__).resolve().parent
 
 
 class _DropRewordedLog(logging.Filter):
     """Drops open_clip's log of a failed weight download (and nothing else): the error raised after it says
     the same, and ``from_open_clip`` turns that into one sentence."""
 
+    def __init__(self):
+        super().__init__()
+        import open_clip
+
+        self.open_clip_dir = Path(open_clip.__file__).resolve().parent
+
     def filter(self, record: logging.LogRecord) -> bool:
         return not (record.levelno >= logging.ERROR and record.getMessage().startswith(_REWORDED_LOG)
-                    and Path(record.pathname).resolve().parent == _OPEN_CLIP_DIR)
+                    and Path(record.pathname).resolve().parent == self.open_clip_dir)
 
 
 @contextmanager
@@ -143,6 +154,8 @@ class VLM(nn.Module):
     def __init__(self, model: nn.Module, tokenizer, preprocess_cfg: dict | None = None, *,
                  name: str | None = None, model_cfg: dict | None = None):
         super().__init__()
+        import open_clip
+
         _fixed_positions_as_buffers(model)
         self.model = model
         self.tokenizer = tokenizer
@@ -171,6 +184,8 @@ class VLM(nn.Module):
         (``quick_gelu=declared_quick_gelu(arch, tag)``). The model config kept on the VLM records it, so a
         folder written by ``zoo.save`` reloads with the same activation (here and in plain open_clip).
         """
+        import open_clip
+
         if arch not in open_clip.list_models():
             raise UnknownNameError(
                 f"unknown open_clip architecture {arch!r}.{did_you_mean(arch, open_clip.list_models())}"
@@ -200,6 +215,8 @@ class VLM(nn.Module):
     def from_config(cls, model_cfg: dict, *, preprocess_cfg: dict | None = None, tokenizer=None,
                     name: str | None = None) -> VLM:
         """Build a randomly initialised model from an open_clip model config (a dict as in open_clip's JSON)."""
+        import open_clip
+
         cfg = dict(model_cfg)
         custom_text = cfg.pop("custom_text", False) or "hf_model_name" in cfg.get("text_cfg", {})
         model = (open_clip.CustomTextCLIP if custom_text else open_clip.CLIP)(**cfg)

@@ -25,7 +25,6 @@ from dataclasses import asdict, dataclass, field
 
 import pluggy
 
-from .._version import __version__
 from . import hookspecs
 from .errors import PluginError
 from .registry import KINDS, Registration, Registry, canonical_name
@@ -94,6 +93,14 @@ def _validate(kind: str, obj: object) -> str:
     return obj.name
 
 
+def _installed_version(distribution: str) -> str | None:
+    """The installed version of ``distribution`` (as every plugin's is read), None when it is not installed."""
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def _env_names(variable: str) -> set[str] | None:
     value = os.environ.get(variable)
     if value is None:
@@ -112,9 +119,10 @@ class PluginHost:
         self.infos: dict[str, PluginInfo] = {}
         self.registries = {kind: Registry(kind) for kind in KINDS}
         if builtins:
+            version = _installed_version("vlmshield")
             for module in BUILTIN_PLUGINS:
                 self._add(lambda m=module: importlib.import_module(m),
-                          PluginInfo(module, "vlmshield", __version__, builtin=True))
+                          PluginInfo(module, "vlmshield", version, builtin=True))
         for plugin in plugins:
             name = getattr(plugin, "__name__", None) or type(plugin).__name__
             self._add(lambda p=plugin: p, PluginInfo(name))
@@ -172,8 +180,14 @@ class PluginHost:
                 info = self.infos[impl.plugin_name]
                 pending: list[tuple[object, tuple[str, ...]]] = []
 
-                def register(obj, aliases=(), _pending=pending):
-                    _pending.append((obj, (aliases,) if isinstance(aliases, str) else tuple(aliases)))
+                def register(*objs, aliases=(), _pending=pending):
+                    aliases = (aliases,) if isinstance(aliases, str) else tuple(aliases)
+                    if not objs:
+                        raise PluginError("register() needs at least one object")
+                    if aliases and len(objs) > 1:
+                        raise PluginError(f"aliases name one object: register(obj, aliases=...) it alone, not "
+                                          f"beside {len(objs) - 1} other(s)")
+                    _pending.extend((obj, aliases) for obj in objs)
 
                 try:
                     impl.function(**{arg: register for arg in impl.argnames})

@@ -26,8 +26,6 @@ import inspect
 
 import torch
 from torch.utils.data import Dataset
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms import functional as TF
 
 from .data import CaptionedImages, LabelledImages, dataset, parse_dataset_spec
 from .errors import ParameterError
@@ -60,6 +58,9 @@ def check_preprocess_rule(rule, where: str = "preprocessing") -> None:
 def resize_crop(images: torch.Tensor, rule: dict) -> torch.Tensor:
     """[0, 1] images (..., 3, H, W), shortest side resized to ``rule["resize"]`` (antialiased) and
     centre-cropped to ``rule["crop"]``: a resize-and-crop rule applied to tensors."""
+    from torchvision.transforms import InterpolationMode  # imported where images are resized
+    from torchvision.transforms import functional as TF
+
     resized = TF.resize(images, rule["resize"], interpolation=InterpolationMode(rule["interpolation"]),
                         antialias=True)
     return TF.center_crop(resized, rule["crop"]).clamp(0, 1)

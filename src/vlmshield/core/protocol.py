@@ -1,5 +1,5 @@
-"""Named evaluation protocols: the attack, budgets, iterations, sample count, prompts, preprocessing and
-counting convention of a paper's table.
+"""Named evaluation protocols: the evaluator, the attack, budgets (or backdoor triggers), iterations, sample
+count, prompts, preprocessing, counting convention and ranking of a paper's table.
 
 A ``Protocol`` is data, registered by plugins like models and datasets (the built-in ones: ``tecoa``,
 ``robustvlm``, ``clean``, ``world``). ``run_protocol(model, "robustvlm")`` builds each dataset with the
@@ -10,6 +10,15 @@ with every parameter, and the preprocessing and counting convention each dataset
 Overriding ``n``, the datasets or the counting convention is allowed (smoke runs, comparisons) and is
 written into the record as an override, so that a number is never passed off as the protocol's. With
 ``out=DIR`` each evaluation resumes where it stopped and the run record is ``DIR/run.json``.
+
+What a protocol measures comes from its evaluator (``evaluator``, ``zero-shot`` by default): the metrics in
+the evaluator's ``clean_metrics`` are measured once per dataset, the others once per setting, an eps label
+(``eps``, with an evasion ``attack``) or a backdoor trigger (``triggers``: the names of backdoor attacks,
+one evaluation each, ``attack_params`` shared, e.g. ``{"target": "banana"}``), so a run record holds
+``clean_acc: value`` and ``robust_acc: {"4/255": value}``, or ``clean_acc`` and ``asr: {"badnet": value}``.
+``rank_by`` names the column that ranks a leaderboard and whether the highest (``"max"``) or the lowest
+(``"min"``) value is best; without it the evaluator's ``rank_by`` applies (highest robust accuracy; lowest
+attack success rate for ``asr``).
 
 Preprocessing decides which pixels eps is measured on, since the attack perturbs the images the data
 loader produces. ``Protocol.preprocess`` maps dataset names (and ``"default"``, for every other one) to
@@ -32,6 +41,10 @@ from .preprocess import NATIVE, check_preprocess_rule
 #: Template conventions: each dataset's own prompts (CLIP's ensembles for the real datasets), or the
 #: single prompt per dataset of TeCoA, PMG-AFT and TTC (the dataset's ``template_sets["single"]``).
 TEMPLATE_CONVENTIONS = ("dataset", "single")
+#: Which way a ranking column is better: the highest value, or the lowest.
+RANK_DIRECTIONS = ("max", "min")
+#: Fields added after run records existed, at their defaults (``Protocol.config`` leaves them out).
+_LATER_DEFAULTS = {"evaluator": "zero-shot", "triggers": [], "rank_by": None}
 
 
 @dataclass(frozen=True)
@@ -59,13 +72,24 @@ class Protocol:
     #: Which images robust accuracy counts: "clean-correct" (AutoAttack, RobustBench, RobustVLM) or
     #: "all" (TeCoA, PMG-AFT, TTC); see ``evaluate``.
     counting: str = "clean-correct"
+    #: The registered evaluator that scores each dataset ("zero-shot", "accuracy", "asr", ...).
+    evaluator: str = "zero-shot"
+    #: Backdoor attacks swept instead of eps: one evaluation per trigger, ``attack_params`` shared.
+    triggers: tuple[str, ...] = ()
+    #: (column, "max" | "min"): what ranks a leaderboard, and which way; None: the evaluator's ``rank_by``.
+    rank_by: tuple[str, str] | None = None
 
     def __post_init__(self):
         if self.templates not in TEMPLATE_CONVENTIONS:
             raise ParameterError(f"protocol {self.name!r}: templates must be one of "
                                  f"{', '.join(TEMPLATE_CONVENTIONS)}; got {self.templates!r}.")
+        if self.triggers and (self.attack is not None or self.eps or self.steps is not None):
+            raise ParameterError(f"protocol {self.name!r}: triggers are the attacks it sweeps; give no attack, "
+                                 f"eps or steps beside them.")
         if (self.attack is None) != (not self.eps):
             raise ParameterError(f"protocol {self.name!r}: an attack needs its eps values, and eps an attack.")
+        if self.rank_by is not None and (len(self.rank_by) != 2 or self.rank_by[1] not in RANK_DIRECTIONS):
+            raise ParameterError(f"protocol {self.name!r}: rank_by is (column, 'max' or 'min'); got {self.rank_by!r}.")
         for eps in self.eps:
             parse_eps(eps)
         if self.counting not in COUNTINGS:
@@ -81,8 +105,27 @@ class Protocol:
         """The preprocessing rule of ``dataset`` under this protocol ("native" unless the protocol says)."""
         return self.preprocess.get(dataset, self.preprocess.get("default", NATIVE))
 
+    def settings(self) -> tuple[str, ...]:
+        """What the protocol sweeps, one evaluation each: its eps labels or its triggers (empty: clean only)."""
+        return self.eps or self.triggers
+
+    def metrics(self) -> dict[str, tuple[str, ...]]:
+        """The evaluator's metrics: ``once`` (its ``clean_metrics``, one value per dataset) and
+        ``per_setting`` (one value per eps or trigger)."""
+        evaluator = get_host().get("evaluator", self.evaluator).obj
+        return {"once": tuple(m for m in evaluator.metrics if m in evaluator.clean_metrics),
+                "per_setting": tuple(m for m in evaluator.metrics if m not in evaluator.clean_metrics)}
+
+    def ranking(self) -> tuple[str, str]:
+        """(column, "max" | "min"): ``rank_by``, or the evaluator's."""
+        return tuple(self.rank_by or get_host().get("evaluator", self.evaluator).obj.rank_by)
+
     def config(self) -> dict:
-        return {**asdict(self), "eps": list(self.eps)}
+        """Every parameter, JSON-ready; the evaluator, triggers and ranking only when not the defaults, so that
+        records written before those existed still describe the same protocol."""
+        config = {**asdict(self), "eps": list(self.eps), "triggers": list(self.triggers),
+                  "rank_by": list(self.rank_by) if self.rank_by else None}
+        return {k: v for k, v in config.items() if k not in _LATER_DEFAULTS or v != _LATER_DEFAULTS[k]}
 
 
 def get_protocol(protocol: str | Protocol) -> Protocol:

@@ -26,7 +26,7 @@ KINDS = ("model", "attack", "defense", "trainer", "dataset", "evaluator", "proto
 PLUGIN_METHODS = {
     "tecoa": "vlmshield-tecoa", "fare": "vlmshield-fare", "pmg-aft": "vlmshield-pmg-aft",
     "hpt-gpd": "vlmshield-hpt-gpd", "hpt": "vlmshield-hpt-gpd", "ttc": "vlmshield-ttc",
-    "random-noise": "vlmshield-ttc", "par": "vlmshield-par", "dart": "vlmshield-dart",
+    "random-noise": "vlmshield-ttc",
 }
 
 

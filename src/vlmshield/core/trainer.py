@@ -141,13 +141,13 @@ class Trainer(Configurable, abc.ABC):
     """
 
     kind: ClassVar[str] = "trainer"
+    #: Parameters in pixel units, read with the eps rule on the command line.
+    pixel_params: ClassVar[frozenset[str]] = frozenset()
     #: The data it trains on: a key of ``DATA_TYPES`` (``labelled``, ``captioned``, ``unlabelled``,
     #: ``domain-pair``).
     takes: ClassVar[str] = "labelled"
     #: The base class of the methods it runs.
     method_type: ClassVar[type] = TrainingDefense
-    #: Whether it trains against an attack at ``config.eps`` (the card of its result states that threat model).
-    adversarial: ClassVar[bool] = False
 
     @abc.abstractmethod
     def train(self, model: nn.Module, data, method, config: TrainConfig, *, out=None, val_data=None,

@@ -7,7 +7,4 @@ from . import fakedata, imagefolder, zeroshot
 
 @hookimpl
 def register_datasets(register):
-    register(fakedata.ENTRY)
-    register(imagefolder.ENTRY)
-    for entry in zeroshot.ENTRIES:
-        register(entry)
+    register(fakedata.ENTRY, imagefolder.ENTRY, *zeroshot.ENTRIES)

@@ -6,8 +6,6 @@ so runs are repeatable, and no model can do better than chance on it. It measure
 
 from __future__ import annotations
 
-from torchvision import datasets, transforms
-
 from vlmshield.api import DEFAULT_TEMPLATES, DatasetEntry, LabelledImages, ParameterError
 
 
@@ -15,6 +13,8 @@ def build(root=None, split: str = "test", image_size: int = 224, size: int = 100
           seed: int = 0) -> LabelledImages:
     if size < 1 or num_classes < 2:
         raise ParameterError(f"fakedata needs size >= 1 and num_classes >= 2; got {size} and {num_classes}.")
+    from torchvision import datasets, transforms
+
     data = datasets.FakeData(size=size, image_size=(3, image_size, image_size), num_classes=num_classes,
                              transform=transforms.ToTensor(), random_offset=seed)
     classnames = [f"class {i}" for i in range(num_classes)]

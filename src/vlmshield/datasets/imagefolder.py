@@ -8,12 +8,12 @@ preprocessing does, so the threat model is on those pixels; a protocol's resize-
 
 from __future__ import annotations
 
-from torchvision import datasets, transforms
-
 from vlmshield.api import DEFAULT_TEMPLATES, DataError, DatasetEntry, LabelledImages
 
 
 def build(root, split: str = "test", image_size: int = 224, preprocess: dict | None = None) -> LabelledImages:
+    from torchvision import datasets, transforms
+
     if preprocess is not None:  # {"resize": R, "crop": C, "interpolation": ...}: a protocol's rule
         size, crop = preprocess["resize"], preprocess["crop"]
         interpolation = transforms.InterpolationMode(preprocess["interpolation"])

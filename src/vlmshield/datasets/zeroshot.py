@@ -33,11 +33,9 @@ from pathlib import Path
 
 from PIL import Image
 from torch.utils.data import Dataset
-from torchvision import datasets, transforms
 
 from vlmshield.api import DataError, DatasetEntry, LabelledImages
 
-from . import imagenets
 from .prompts import classnames, single_templates, templates_for, wnids
 
 
@@ -46,13 +44,22 @@ def _rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def image_transform(image_size: int | None, preprocess: dict | None = None) -> transforms.Compose:
+def _datasets():
+    """torchvision's dataset classes, imported when a dataset is read (registering the suite needs none)."""
+    from torchvision import datasets
+
+    return datasets
+
+
+def image_transform(image_size: int | None, preprocess: dict | None = None):
     """PIL image -> float tensor (3, H, W) in [0, 1].
 
     With ``preprocess`` (``{"resize": R, "crop": C, "interpolation": "bilinear" | "bicubic"}``): the
     shortest side resized to R pixels with that interpolation, then a centre crop of C. Without it:
     resized (bicubic) and centre-cropped to ``image_size``, or left as it is when that is None.
     """
+    from torchvision import transforms
+
     if preprocess is not None:
         resize = [transforms.Resize(preprocess["resize"],
                                     interpolation=transforms.InterpolationMode(preprocess["interpolation"])),
@@ -130,82 +137,90 @@ class Adapter:
 
 
 def _cifar10(root, split, transform, download):
-    return datasets.CIFAR10(root, train=split == "train", transform=transform, download=download)
+    return _datasets().CIFAR10(root, train=split == "train", transform=transform, download=download)
 
 
 def _cifar100(root, split, transform, download):
-    return datasets.CIFAR100(root, train=split == "train", transform=transform, download=download)
+    return _datasets().CIFAR100(root, train=split == "train", transform=transform, download=download)
 
 
 def _stl10(root, split, transform, download):
-    return datasets.STL10(root, split=split, transform=transform, download=download)
+    return _datasets().STL10(root, split=split, transform=transform, download=download)
 
 
 def _caltech101(root, split, transform, download):
-    return datasets.Caltech101(root, target_type="category", transform=transform, download=download)
+    return _datasets().Caltech101(root, target_type="category", transform=transform, download=download)
 
 
 def _caltech256(root, split, transform, download):
-    return datasets.Caltech256(root, transform=transform, download=download)
+    return _datasets().Caltech256(root, transform=transform, download=download)
 
 
 def _oxford_pets(root, split, transform, download):
     split = {"train": "trainval"}.get(split, split)
-    return datasets.OxfordIIITPet(root, split=split, target_types="category", transform=transform, download=download)
+    return _datasets().OxfordIIITPet(root, split=split, target_types="category", transform=transform, download=download)
 
 
 def _flowers102(root, split, transform, download):
-    return datasets.Flowers102(root, split=split, transform=transform, download=download)
+    return _datasets().Flowers102(root, split=split, transform=transform, download=download)
 
 
 def _fgvc_aircraft(root, split, transform, download):
-    return datasets.FGVCAircraft(root, split=split, annotation_level="variant", transform=transform,
+    return _datasets().FGVCAircraft(root, split=split, annotation_level="variant", transform=transform,
                                  download=download)
 
 
 def _stanford_cars(root, split, transform, download):
-    return datasets.StanfordCars(root, split=split, transform=transform)
+    return _datasets().StanfordCars(root, split=split, transform=transform)
 
 
 def _sun397(root, split, transform, download):
-    return datasets.SUN397(root, transform=transform, download=download)
+    return _datasets().SUN397(root, transform=transform, download=download)
 
 
 def _food101(root, split, transform, download):
-    return datasets.Food101(root, split=split, transform=transform, download=download)
+    return _datasets().Food101(root, split=split, transform=transform, download=download)
 
 
 def _eurosat(root, split, transform, download):
-    return datasets.EuroSAT(root, transform=transform, download=download)
+    return _datasets().EuroSAT(root, transform=transform, download=download)
 
 
 def _dtd(root, split, transform, download):
-    return datasets.DTD(root, split=split, partition=1, transform=transform, download=download)
+    return _datasets().DTD(root, split=split, partition=1, transform=transform, download=download)
 
 
 def _pcam(root, split, transform, download):
-    return datasets.PCAM(root, split=split, transform=transform, download=download)
+    return _datasets().PCAM(root, split=split, transform=transform, download=download)
 
 
 def _country211(root, split, transform, download):
     split = {"val": "valid"}.get(split, split)
-    return datasets.Country211(root, split=split, transform=transform, download=download)
+    return _datasets().Country211(root, split=split, transform=transform, download=download)
 
 
 def _imagenet(root, split, transform, download):
+    from . import imagenets
+
     folder = imagenets.subfolder(root, "val" if split == "test" else "train")
     return imagenets.WnidFolder(folder, wnids("imagenet"), transform)
 
 
 def _imagenet_r(root, split, transform, download):
+    from . import imagenets
+
     return imagenets.WnidFolder(imagenets.subfolder(root, "imagenet-r"), wnids("imagenet-r"), transform)
 
 
 def _imagenet_sketch(root, split, transform, download):
+    from . import imagenets
+
     return imagenets.WnidFolder(imagenets.subfolder(root, "sketch"), wnids("imagenet"), transform)
 
 
 def _tinyimagenet(root, split, transform, download):
+    from . import imagenets
+
     return imagenets.TinyImageNet(root, split, wnids("tinyimagenet"), transform)
 
 

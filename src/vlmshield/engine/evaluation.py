@@ -30,6 +30,16 @@ Counting (``counting=``), which images robust accuracy counts:
   classified right after the attack. A test-time defense may classify an image right after the attack
   that it gets wrong clean, so its robust accuracy may exceed its clean accuracy.
 
+A backdoor attack (a trigger, with the ``asr`` evaluator) has no adaptive variant: against a test-time
+defense the defended classifier sees the triggered images, and no adaptive attack runs.
+
+Datasets the evaluator cannot score (``Evaluator.applies_to``: ``asr`` on a task whose classes do not
+contain the backdoor's target) are skipped, each with its reason in the record's ``skipped``; when none
+is left, the evaluation is refused. A domain pair (``DomainPair``) is evaluated on its labelled source
+and its labelled target test set, ``n`` images of each: its result holds every metric of each part
+prefixed by the part, ``source:clean_acc``, ``target:robust_acc``, ..., and ``source:n``, ``target:n``,
+beside ``n``, the images of both.
+
 The convention is part of the record and of the resume fingerprint, so a resumed run never mixes them.
 The ``robust-above-clean`` flag (a sign of a broken attack or evaluation) is raised under both, except
 for a non-adaptive attack on a test-time defense counted over all images: there the attack is crafted
@@ -40,10 +50,12 @@ number is marked by the ``test-time-defense`` flag when no adaptive attack ran b
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 import time
 from datetime import datetime, timezone
+from functools import partial
 
 import torch
 from torch import nn
@@ -52,8 +64,8 @@ from tqdm.auto import tqdm
 
 from ..core import (
     COUNTINGS,
-    VLM,
     Attack,
+    DomainPair,
     Evaluator,
     LabelledImages,
     ParameterError,
@@ -61,6 +73,7 @@ from ..core import (
     derive_seed,
     format_eps,
     get_host,
+    input_size,
     load_model,
 )
 from ..core.data import datasets as build_datasets
@@ -114,9 +127,40 @@ def resolve_defense(defense, params: dict | None):
     return defense
 
 
+#: The labelled parts of a domain pair that are evaluated, as their metrics are prefixed ("source:clean_acc").
+PARTS = ("source", "target")
+
+
+def unprefixed(metric: str) -> str:
+    """A metric without the domain-pair part it was measured on: ``target:robust_acc`` -> ``robust_acc``."""
+    part, _, rest = metric.partition(":")
+    return rest if part in PARTS else metric
+
+
+def _part(pair: DomainPair, part: str) -> LabelledImages:
+    """The labelled ``part`` of ``pair`` (its source, or its target test set), named ``PAIR:PART``."""
+    data = copy.copy(pair.source if part == "source" else pair.target_test)
+    data.name = f"{pair.name}:{part}"
+    return data
+
+
+def _pair_result(parts: dict[str, dict]) -> dict:
+    """One domain pair's result from its parts' results: each part's fields prefixed by the part."""
+    first = parts[PARTS[0]]
+    merged = {"n": sum(r["n"] for r in parts.values()), "num_classes": first["num_classes"],
+              "templates": first["templates"]}
+    for part, result in parts.items():
+        merged.update({f"{part}:{k}": v for k, v in result.items()
+                       if k not in ("num_classes", "templates", "metrics", "flags")})
+    merged["metrics"] = [f"{part}:{m}" for part, r in parts.items() for m in r["metrics"]]
+    merged["flags"] = [f for r in parts.values() for f in r["flags"]]
+    return merged
+
+
 def _adaptive_attacks(defense, attack, enabled: bool) -> list[Attack]:
-    """The defense's adaptive attacks, with the non-adaptive attack's budget, steps and step size."""
-    if not enabled or defense is None or attack is None or attack.adaptive:
+    """The defense's adaptive attacks, with the non-adaptive attack's budget, steps and step size (none
+    beside a backdoor trigger, which has no adaptive variant)."""
+    if not enabled or defense is None or not isinstance(attack, Attack) or attack.adaptive:
         return []
     host, attacks = get_host(), []
     for name in defense.adaptive_attacks:
@@ -163,9 +207,11 @@ def evaluate(model, dataset=None, *, protocol=None, evaluator: str | Evaluator =
              device=None, weights: bool = True, out=None, progress: bool | None = None,
              num_workers: int = 0, download: bool = False, adaptive: bool = True,
              counting: str | None = None) -> dict:
-    """Evaluate ``model`` (a zoo name or a module) on ``dataset`` (a name, 'a,b,c', or LabelledImages).
+    """Evaluate ``model`` (a zoo name or a module) on ``dataset`` (a name, 'a,b,c', LabelledImages or DomainPairs).
 
-    Returns the record: configuration, per-dataset numbers (fractions in [0, 1]) and their average.
+    Returns the record: configuration, per-dataset numbers (fractions in [0, 1]) and their average, the
+    metrics measured (``metrics``) and the datasets the evaluator skipped, with the reason
+    (``skipped``, empty when it scored them all).
     ``protocol="robustvlm"`` runs a named protocol instead (``run_protocol``): it fixes the attack, eps,
     steps, n, prompts, preprocessing and counting, and ``dataset``, ``n`` and ``counting``, when given,
     are recorded as overrides. Against a test-time defense, ``adaptive`` (the default) also runs the
@@ -200,11 +246,16 @@ def evaluate(model, dataset=None, *, protocol=None, evaluator: str | Evaluator =
     adaptive_attacks = _adaptive_attacks(defense, attack, adaptive)
     model, model_info = resolve_model(model, device, weights)
     model.eval()
-    image_size = model.image_size[0] if isinstance(model, VLM) else 224
+    image_size = input_size(model)
     datasets = build_datasets(dataset, image_size=image_size, download=download)
     for data in datasets:
-        if not isinstance(data, LabelledImages):
+        if not isinstance(data, (LabelledImages, DomainPair)):
             raise ParameterError(f"{data.name} has no labels to evaluate on; give a labelled dataset.")
+    skipped = {d.name: reason for d in datasets
+               if (reason := evaluator.applies_to(d.source if isinstance(d, DomainPair) else d, attack))}
+    if len(skipped) == len(datasets):
+        raise ParameterError(f"the {evaluator.name} evaluator applies to none of the datasets ("
+                             + "; ".join(f"{name}: {reason}" for name, reason in skipped.items()) + ").")
 
     config = {
         "model": model_info, "evaluator": evaluator.config(),
@@ -223,11 +274,13 @@ def evaluate(model, dataset=None, *, protocol=None, evaluator: str | Evaluator =
         log = RunLog(out, fingerprint({**config, **shard}), part=f"rank{rank}-of-{world}" if shard else "")
     started, clock = datetime.now(timezone.utc), time.perf_counter()
     results = {}
+    one = partial(_evaluate_one, model, evaluator=evaluator, attack=attack, defense=defense, n=n,
+                  batch_size=batch_size, seed=seed, device=device, log=log, progress=progress,
+                  num_workers=num_workers, adaptive_attacks=adaptive_attacks, counting=counting)
     try:
-        for data in datasets:
-            results[data.name] = _evaluate_one(model, data, evaluator, attack, defense, n, batch_size,
-                                               seed, device, log, progress, num_workers, adaptive_attacks,
-                                               counting)
+        for data in (d for d in datasets if d.name not in skipped):
+            results[data.name] = (_pair_result({p: one(_part(data, p)) for p in PARTS})
+                                  if isinstance(data, DomainPair) else one(data))
     finally:
         if log is not None:
             log.close()
@@ -236,17 +289,20 @@ def evaluate(model, dataset=None, *, protocol=None, evaluator: str | Evaluator =
     for r in results.values():
         r.pop("metrics", None)
     flags = [f for r in results.values() for f in r.pop("flags", [])]
-    if attack is not None and "robust_acc" in average:
+    robust = [m for m in average if unprefixed(m) == "robust_acc"]  # robust_acc, or each pair part's
+    if attack is not None and robust:
         label = format_eps(attack.eps) if hasattr(attack, "eps") else attack.name
         # counted over all images, a test-time defense may be right after a non-adaptive attack where it
         # is wrong clean (module docstring): robust above clean is then no sign of a broken evaluation
         compared = not (counting == "all" and defense is not None and not getattr(attack, "adaptive", False))
-        flags += check_results({name: {"clean_acc": r.get("clean_acc"),
-                                       "robust_acc": {label: r.get("robust_acc")} if compared else {}}
-                                for name, r in results.items()}, defense, attack, adaptive_attacks)
+        compared_results = {f"{name} ({m.partition(':')[0]})" if m != "robust_acc" else name:
+                            {"clean_acc": r.get(m.replace("robust_acc", "clean_acc")),
+                             "robust_acc": {label: r.get(m)} if compared else {}}
+                            for name, r in results.items() for m in robust}
+        flags += check_results(compared_results, defense, attack, adaptive_attacks)
     record = {
-        "record": "evaluation", **config, "processes": world, "results": results, "average": average,
-        "flags": flags,
+        "record": "evaluation", **config, "processes": world, "metrics": metrics, "results": results,
+        "average": average, "skipped": skipped, "flags": flags,
         "environment": environment(), "started_at": started.isoformat(timespec="seconds"),
         "wall_time_s": round(time.perf_counter() - clock, 3),
     }
@@ -316,6 +372,11 @@ def _evaluate_one(model, data, evaluator, attack, defense, n, batch_size, seed, 
     return result
 
 
+def format_skipped(record: dict) -> list[str]:
+    """One line per dataset the evaluator skipped: ``skipped NAME: reason``."""
+    return [f"skipped {name}: {reason}" for name, reason in record.get("skipped", {}).items()]
+
+
 def format_table(record: dict) -> str:
     """The record's numbers as a Markdown table (percentages), one row per dataset and the average."""
     metrics = [m for m in ("clean_acc", "robust_acc", "asr") if m in record["average"]]
@@ -337,5 +398,6 @@ def format_table(record: dict) -> str:
         lines.append(f"\nattack: {attack['name']} ({shown})")
     if record.get("defense"):
         lines.append(f"defense: {record['defense']['name']}")
+    lines += format_skipped(record)
     lines += [format_flag(f) for f in record.get("flags", [])]
     return "\n".join(lines)

@@ -4,7 +4,9 @@
 model into ``out/<model>/`` (a model whose ``run.json`` already holds this protocol, these overrides
 and this defense is not run again; an interrupted one resumes batch by batch) and writes the combined
 report (``leaderboard.md``, ``report.csv``, ``report.json``, plots) into ``out``. Every row keeps what
-RobustBench's model_info keeps: paper, architecture, clean and robust accuracy, eps, protocol, versions.
+RobustBench's model_info keeps: paper, architecture, protocol, versions, and the mean of each metric of
+the protocol's evaluator (clean and robust accuracy by eps, attack success rate by trigger, a domain
+pair's source and target accuracy), ranked by the protocol's ``rank_by`` (``write_report``).
 """
 
 from __future__ import annotations

@@ -1,13 +1,28 @@
 """Running a protocol: every dataset it names, every setting it sweeps, one run record.
 
 ``run_protocol(model, "robustvlm")`` builds each dataset with the protocol's preprocessing, runs one
-``evaluate`` per eps (clean accuracy comes with each: the same seeded subset) and combines them into one
-run record: per dataset and on average, clean accuracy and robust accuracy by eps, the sanity flags,
-the model's card (paper, architecture, threat model), the protocol with every parameter, and the
-preprocessing and counting convention each dataset was evaluated with. Overriding ``n``, the datasets
-or the counting convention is allowed (smoke runs, comparisons) and is written into the record as an
-override, so that a number is never passed off as the protocol's. With ``out=DIR`` each evaluation
-resumes where it stopped and the run record is ``DIR/run.json``.
+``evaluate`` per setting (each eps, or each backdoor trigger; the metrics that do not depend on the attack
+come with each, on the same seeded subset) with the protocol's evaluator and combines them into one run
+record: per dataset and on average, the evaluator's metrics, the sanity flags, the model's card (paper,
+architecture, threat model), the protocol with every parameter, and the preprocessing and counting
+convention each dataset was evaluated with. Overriding ``n``, the datasets or the counting convention is
+allowed (smoke runs, comparisons) and is written into the record as an override, so that a number is
+never passed off as the protocol's. With ``out=DIR`` each evaluation resumes where it stopped and the run
+record is ``DIR/run.json``.
+
+The numbers of a run record (``results[dataset]`` and ``average``), fractions in [0, 1]:
+
+- a metric in the evaluator's ``clean_metrics`` is one value: ``"clean_acc": 0.91``;
+- every other metric is ``{setting: value}``, by eps label or trigger name: ``"robust_acc": {"4/255":
+  0.12}``, ``"asr": {"badnet": 0.97}``; around a test-time defense the adaptive attacks' numbers too:
+  ``"robust_acc:bpda-eot"`` (one attack) and ``"adaptive_robust_acc"`` (the worst case of all);
+- a domain pair's metrics are those of its labelled source and target test set, prefixed by the part:
+  ``"source:clean_acc"``, ``"source:robust_acc": {...}``, ``"target:clean_acc"``, ``"target:robust_acc":
+  {...}``; its ``n`` counts the images of both, ``source:n`` and ``target:n`` each's.
+
+Beside them: ``rank_by`` ([column, "max" | "min"], which a leaderboard ranks on: the protocol's or its
+evaluator's, on the target of domain pairs) and ``skipped`` ({dataset: reason}, the datasets the
+evaluator could not score, e.g. ``asr`` on a task without the backdoor's target class).
 """
 
 from __future__ import annotations
@@ -19,13 +34,33 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from ..core import VLM, LabelledImages, ParameterError, Protocol, TestTimeDefense, get_host, get_protocol, parse_eps
+from ..core import (
+    VLM,
+    DomainPair,
+    LabelledImages,
+    ParameterError,
+    Protocol,
+    TestTimeDefense,
+    get_host,
+    get_protocol,
+    input_size,
+    parse_eps,
+)
 from ..core.data import check_distinct, expand_specs, parse_dataset_spec
 from ..core.evaluator import COUNTINGS
 from ..core.preprocess import preprocessed_dataset
 from .distributed import default_device, is_main_process
-from .evaluation import evaluate, mean_of, resolve_defense, resolve_model
+from .evaluation import PARTS, evaluate, mean_of, resolve_defense, resolve_model, unprefixed
 from .records import atomic_write_json, environment
+
+
+def _with_templates(data, convention: str):
+    """``data`` with the prompts of ``convention`` (both labelled parts of a domain pair)."""
+    if isinstance(data, DomainPair):
+        apply_templates(data.source, convention)
+        apply_templates(data.target_test, convention)
+        return data
+    return apply_templates(data, convention)
 
 
 def apply_templates(data: LabelledImages, convention: str) -> LabelledImages:
@@ -82,12 +117,13 @@ def run_protocol(model, protocol: str | Protocol, dataset=None, *, n: int | None
                  defense_params: dict | None = None, out=None, device=None, batch_size: int = 64, seed: int = 0,
                  weights: bool = True, progress: bool | None = None, download: bool = False,
                  adaptive: bool = True, counting: str | None = None) -> dict:
-    """Evaluate ``model`` (a zoo name or a VLM) under ``protocol``; returns the run record.
+    """Evaluate ``model`` (a zoo name, a VLM or a classifier) under ``protocol``; returns the run record.
 
     ``dataset``, ``n`` and ``counting`` override the protocol's (recorded as overrides); ``out`` is a
     folder. Each dataset is built with the protocol's preprocessing rule for it; the record holds the
     rules applied (``preprocess``, by dataset) and the counting convention (``counting``). Around a
-    test-time defense, ``adaptive`` also runs its adaptive attacks (``adaptive_robust_acc`` per eps).
+    test-time defense, ``adaptive`` also runs its adaptive attacks (``adaptive_robust_acc`` and
+    ``robust_acc:NAME`` per eps).
     """
     protocol = get_protocol(protocol)
     if counting is not None and counting not in COUNTINGS:
@@ -105,51 +141,83 @@ def run_protocol(model, protocol: str | Protocol, dataset=None, *, n: int | None
     spec = dataset if dataset is not None else protocol.datasets
     if not spec:
         raise ParameterError(f"protocol {protocol.name!r} names no datasets; give some.")
-    image_size = vlm.image_size[0] if isinstance(vlm, VLM) else 224
-    built = [apply_templates(d, protocol.templates)
+    image_size = input_size(vlm)
+    built = [_with_templates(d, protocol.templates)
              for d in protocol_datasets(protocol, spec, image_size=image_size, download=download)]
     out = Path(out) if out is not None else None
     started, clock = datetime.now(timezone.utc), time.perf_counter()
 
-    def one(eps: str | None) -> dict:
-        where = None if out is None else out / ("clean.json" if eps is None else f"eps-{_slug(eps)}.json")
-        attack = {} if eps is None else {"attack": protocol.attack, "eps": parse_eps(eps), "steps": protocol.steps,
-                                         "attack_params": dict(protocol.attack_params) or None}
-        return evaluate(vlm, built, **attack, defense=defense_obj, n=n, batch_size=batch_size, seed=seed,
-                        device=device, out=where, progress=progress, adaptive=adaptive, counting=counting)
+    def one(setting: str | None) -> dict:
+        if setting is None:
+            where, attack = "clean.json", {}
+        elif protocol.eps:
+            where, attack = f"eps-{_slug(setting)}.json", {"attack": protocol.attack, "eps": parse_eps(setting),
+                                                           "steps": protocol.steps}
+        else:
+            where, attack = f"trigger-{_slug(setting)}.json", {"attack": setting}
+        if attack:
+            attack["attack_params"] = dict(protocol.attack_params) or None
+        return evaluate(vlm, built, evaluator=protocol.evaluator, **attack, defense=defense_obj, n=n,
+                        batch_size=batch_size, seed=seed, device=device, out=None if out is None else out / where,
+                        progress=progress, adaptive=adaptive, counting=counting)
 
-    records = [one(eps) for eps in protocol.eps] if protocol.attack else [one(None)]
-    results = {}
-    for data in built:
-        first = records[0]["results"][data.name]
-        results[data.name] = {"n": first["n"], "num_classes": first["num_classes"], "templates": first["templates"],
-                              "clean_acc": first["clean_acc"],
-                              "robust_acc": {eps: r["results"][data.name]["robust_acc"]
-                                             for eps, r in zip(protocol.eps, records, strict=False)}}
-        adaptive_acc = {eps: r["results"][data.name]["adaptive_robust_acc"]
-                        for eps, r in zip(protocol.eps, records, strict=False)
-                        if "adaptive_robust_acc" in r["results"][data.name]}
-        if adaptive_acc:
-            results[data.name]["adaptive_robust_acc"] = adaptive_acc
-    average = {"clean_acc": mean_of([r["clean_acc"] for r in results.values()]),
-               "robust_acc": {eps: mean_of([r["robust_acc"][eps] for r in results.values()]) for eps in protocol.eps}}
-    if all("adaptive_robust_acc" in r for r in results.values()) and results:
-        average["adaptive_robust_acc"] = {eps: mean_of([r["adaptive_robust_acc"][eps] for r in results.values()])
-                                          for eps in next(iter(results.values()))["adaptive_robust_acc"]}
-    flags = _unique([f for r in records for f in r["flags"]])
+    settings = protocol.settings()
+    records = [one(setting) for setting in settings] or [one(None)]
+    results, average, skipped = _combine(protocol, built, settings, records)
+    metric, direction = protocol.ranking()
+    if metric not in average and f"{PARTS[-1]}:{metric}" in average:  # domain pairs: ranked on the target
+        metric = f"{PARTS[-1]}:{metric}"
     record = {
         "record": "protocol-run", "protocol": protocol.config(), "overrides": overrides, "model": info,
         "defense": defense_obj.config() if defense_obj else None,
         "test_time_defense": isinstance(defense_obj, TestTimeDefense),
         "datasets": [d.name for d in built], "n": n, "seed": seed, "counting": counting,
         "preprocess": {d.name: d.preprocess for d in built}, "results": results, "average": average,
-        "flags": flags, "evaluations": [r["attack"] for r in records],
+        "skipped": skipped, "rank_by": [metric, direction],
+        "flags": _unique([f for r in records for f in r["flags"]]), "evaluations": [r["attack"] for r in records],
         "adaptive_attacks": records[0].get("adaptive_attacks", []), "environment": environment(),
         "started_at": started.isoformat(timespec="seconds"), "wall_time_s": round(time.perf_counter() - clock, 3),
     }
     if out is not None and is_main_process():
         atomic_write_json(out / "run.json", record)
     return record
+
+
+#: The fields of a dataset's result that describe it rather than measure it.
+_INFO = ("n", "num_classes", "templates", *(f"{part}:n" for part in PARTS))
+
+
+def _combine(protocol: Protocol, built: list, settings: tuple[str, ...], records: list[dict]) -> tuple:
+    """(results, average, skipped) of a run from its evaluation records, one per setting (one, without a
+    setting, for a protocol without attack).
+
+    Per dataset: the evaluator's metrics that do not depend on the attack (``once``) as one value, from
+    the first evaluation (the same seeded subset in each), and every other metric the evaluations
+    measured (the evaluator's, then the adaptive attacks') as {setting: value}; a domain pair's prefixed
+    by part. ``average`` is the mean over datasets of each; ``skipped`` the datasets an evaluation skipped,
+    with the reason."""
+    metrics = protocol.metrics()
+    once, declared = metrics["once"], [*metrics["once"], *metrics["per_setting"]]
+    runs = list(zip(settings, records, strict=True)) if settings else [(None, records[0])]
+    skipped = {name: reason for _, r in runs for name, reason in r["skipped"].items()}
+    measured = list(dict.fromkeys(m for _, r in runs for m in r["metrics"]))
+    results, is_once = {}, {}
+    for data in built:
+        done = [r["results"][data.name] for _, r in runs if data.name in r["results"]]
+        if not done:
+            continue
+        prefixes = [f"{part}:" for part in PARTS] if isinstance(data, DomainPair) else [""]
+        names = dict.fromkeys([*(p + m for p in prefixes for m in declared),
+                               *(m for m in measured if any(m in result for result in done))])
+        result = {k: v for k, v in done[0].items() if k in _INFO}
+        for metric in names:
+            is_once[metric] = unprefixed(metric) in once
+            result[metric] = done[0].get(metric) if is_once[metric] else {
+                s: r["results"].get(data.name, {}).get(metric) for s, r in runs if s is not None}
+        results[data.name] = result
+    average = {m: mean_of([r.get(m) for r in results.values() if m in r]) if is_once[m] else
+               {s: mean_of([r[m][s] for r in results.values() if m in r]) for s in settings} for m in is_once}
+    return results, average, skipped
 
 
 def _unique(flags: list[dict]) -> list[dict]:
@@ -162,13 +230,24 @@ def _unique(flags: list[dict]) -> list[dict]:
     return kept
 
 
+#: How a card names the metrics it keeps (the others by their own names).
+CARD_NAMES = {"clean_acc": "clean", "robust_acc": "robust"}
+
+
+def card_metrics_of(run: dict) -> dict:
+    """A card's ``metrics`` from a run record: the protocol (every parameter), and for each metric
+    (``clean``, ``robust``, ``asr``, ...) its values per dataset (``{setting: {dataset: value}}`` for one
+    measured per setting) and their mean (``NAME_mean``)."""
+    metrics = {"protocol": run["protocol"]}
+    for metric, mean in run["average"].items():
+        values = {d: r.get(metric) for d, r in run["results"].items()}
+        if isinstance(mean, dict):
+            values = {s: {d: (v or {}).get(s) for d, v in values.items()} for s in mean}
+        name = CARD_NAMES.get(metric, metric)
+        metrics.update({name: values, f"{name}_mean": mean})
+    return metrics
+
+
 def measure_for_card(vlm: VLM, protocol="world", *, progress=None, out=None) -> dict:
-    """A card's ``metrics``: the protocol (every parameter), clean and robust accuracy per dataset and on
-    average (fractions), measured with ``run_protocol`` (resumable in ``out``)."""
-    protocol = get_protocol(protocol)
-    measured = run_protocol(vlm, protocol, progress=progress, out=out)
-    results = measured["results"]
-    return {"protocol": protocol.config(),
-            "clean": {d: r["clean_acc"] for d, r in results.items()}, "clean_mean": measured["average"]["clean_acc"],
-            "robust": {e: {d: r["robust_acc"][e] for d, r in results.items()} for e in protocol.eps},
-            "robust_mean": measured["average"]["robust_acc"]}
+    """A card's ``metrics`` (``card_metrics_of``), measured with ``run_protocol`` (resumable in ``out``)."""
+    return card_metrics_of(run_protocol(vlm, get_protocol(protocol), progress=progress, out=out))

@@ -74,18 +74,22 @@ def weights_module(model: nn.Module) -> nn.Module:
 
 
 def average_gradients(parameters: list[nn.Parameter]) -> None:
-    """Average the gradients across processes: one all-reduce of all of them, flattened."""
+    """Average the gradients across processes: one all-reduce of all of them, flattened. A parameter the
+    loss does not reach keeps no gradient (as in one process, where the optimizer then skips it); every
+    process runs the same model and loss, so the same parameters have gradients in each."""
     _, world = rank_and_world()
     if world == 1:
         return
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in parameters]
-    flat = torch.cat([g.flatten() for g in grads])
+    reached = [p for p in parameters if p.grad is not None]
+    if not reached:
+        return
+    flat = torch.cat([p.grad.flatten() for p in reached])
     dist.all_reduce(flat)
     flat /= world
     offset = 0
-    for parameter, grad in zip(parameters, grads, strict=True):
-        parameter.grad = flat[offset:offset + grad.numel()].view_as(grad).clone()
-        offset += grad.numel()
+    for parameter in reached:
+        parameter.grad = flat[offset:offset + parameter.numel()].view_as(parameter).clone()
+        offset += parameter.numel()
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:
@@ -94,13 +98,15 @@ def _save_checkpoint(path: Path, state: dict) -> None:
     os.replace(temporary, path)
 
 
-def _load_checkpoint(path: Path, config: TrainConfig, method) -> dict:
+def _load_checkpoint(path: Path, config: TrainConfig, method, trainer) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # truncated or foreign: say so, keep it for inspection
         raise WeightsError(f"checkpoint {path} is unreadable ({type(error).__name__}); delete it to start over.") \
             from error
-    if state.get("config") != config.to_dict() or state.get("method") != method.config():
+    trained_by = state.get("trainer")  # checkpoints written before trainers had parameters hold none
+    if (state.get("config") != config.to_dict() or state.get("method") != method.config()
+            or (trainer is not None and trained_by is not None and trained_by != trainer.config())):
         raise ParameterError(f"checkpoint {path} belongs to another configuration; use another output folder, "
                              f"or delete it to start over.")
     return state
@@ -128,14 +134,16 @@ def run_training(model: nn.Module, method, config: TrainConfig, *, batches: Batc
                  step_loss: Callable[[int, list, dict], torch.Tensor], refs: dict, parameters: list[nn.Parameter],
                  out=None, device=None, progress: bool | None = None, log: Callable[[str], None] | None = None,
                  stop_after: int | None = None, validate: Callable[[], dict] | None = None,
-                 name: str | None = None) -> nn.Module:
+                 trainer=None) -> nn.Module:
     """Train ``parameters`` of ``model`` (already on ``device``) for ``config``'s stages; returns it in eval mode.
 
     Each step sets the stage's learning rate, calls ``step_loss(step, items, refs)`` on this process's
     items of the global batch (under bfloat16 autocast on GPUs), averages the gradients across processes
     and steps the optimizer. ``refs`` is the trainer's state for the losses; the loop adds the ``config``,
     the current ``stage`` and, for a method with ``stage_snapshot``, ``stage_start``. ``validate()``
-    runs every ``val_every`` steps when given; its dict goes into the log.
+    runs every ``val_every`` steps when given; its dict goes into the log. ``trainer`` (the trainer
+    running the loop) is recorded in the checkpoint with its parameters, and a checkpoint written by the
+    same trainer with other parameters (another backdoor trigger, say) is not resumed.
     """
     device = torch.device(device) if device else default_device()
     refs["config"] = config
@@ -149,7 +157,7 @@ def run_training(model: nn.Module, method, config: TrainConfig, *, batches: Batc
     if checkpoint is not None:
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
         if checkpoint.exists():
-            state = _load_checkpoint(checkpoint, config, method)
+            state = _load_checkpoint(checkpoint, config, method, trainer)
             resume_state(weights_module(model), optimizer, state, checkpoint)
             start, history = state["step"], list(state["history"])
             elapsed_before = state.get("elapsed_s", 0.0)
@@ -159,7 +167,7 @@ def run_training(model: nn.Module, method, config: TrainConfig, *, batches: Batc
     end = config.total_steps if stop_after is None else min(config.total_steps, start + stop_after)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=config.amp and device.type == "cuda")
     main = is_main_process()
-    bar = tqdm(range(start, end), initial=start, total=config.total_steps, desc=f"train {name or method.name}",
+    bar = tqdm(range(start, end), initial=start, total=config.total_steps, desc=f"train {method.name}",
                unit="step", disable=(None if progress is None else not progress) or not main)
     clock = time.perf_counter()
     for step in bar:
@@ -194,6 +202,8 @@ def run_training(model: nn.Module, method, config: TrainConfig, *, batches: Batc
                 state = {"step": done, "model": weights_module(model).state_dict(),
                          "optimizer": optimizer.state_dict(), "config": config.to_dict(), "method": method.config(),
                          "history": history, "elapsed_s": elapsed_before + time.perf_counter() - clock}
+                if trainer is not None:
+                    state["trainer"] = trainer.config()
                 if refs.get("stage_start") is not None:
                     state["stage_start"] = weights_module(refs["stage_start"]).state_dict()
                 _save_checkpoint(checkpoint, state)

@@ -5,8 +5,10 @@ frozen teacher on unlabelled images)."""
 from vlmshield.api import hookimpl
 
 from .adversarial import AdversarialTrainer
+from .contrastive import ContrastiveTrainer
+from .distillation import DistillationTrainer
 
 
 @hookimpl
 def register_trainers(register):
-    register(AdversarialTrainer)
+    register(AdversarialTrainer, ContrastiveTrainer, DistillationTrainer)

@@ -53,6 +53,7 @@ class AdversarialFineTuning(TrainingDefense):
 
     defense_kind: ClassVar[str] = "finetune"
     trainer: ClassVar[str] = "adversarial"
+    adversarial: ClassVar[bool] = True
 
     @abc.abstractmethod
     def references(self, vlm: VLM, data: LabelledImages) -> dict:
@@ -93,7 +94,6 @@ class AdversarialTrainer(Trainer):
     description = "Adversarial fine-tuning: an inner attack on each labelled batch, the method's outer loss."
     takes = "labelled"
     method_type = AdversarialFineTuning
-    adversarial = True
 
     def train(self, model: VLM, data, method: AdversarialFineTuning, config: TrainConfig, *, out=None,
               val_data=None, device=None, progress=None, log=None, stop_after=None) -> VLM:
@@ -116,7 +116,8 @@ class AdversarialTrainer(Trainer):
         validate = None if val_data is None else lambda: _validate(model, val_data, config, device)
         return run_training(model, method, config, batches=Batches(data, config.batch_size, config.seed),
                             step_loss=step_loss, refs=refs, parameters=method.trainable(model), out=out,
-                            device=device, progress=progress, log=log, stop_after=stop_after, validate=validate)
+                            device=device, progress=progress, log=log, stop_after=stop_after, validate=validate,
+                            trainer=self)
 
 
 def _validate(vlm: VLM, val_data, config: TrainConfig, device) -> dict:

@@ -1,4 +1,8 @@
-"""The world's commands: ``vlmshield world pretrain|transfer`` and ``vlmshield demo``."""
+"""The world's commands: ``vlmshield world pretrain|measure|transfer`` and ``vlmshield demo``.
+
+The pretraining module (open_clip's loss) is imported when ``world pretrain`` runs, not when the command
+line starts.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +12,24 @@ import sys
 import time
 from pathlib import Path
 
-from vlmshield.api import Command, atomic_write_json, environment, measure_for_card, parse_eps
+from vlmshield.api import (
+    Command,
+    atomic_write_json,
+    environment,
+    load_model,
+    measure_for_card,
+    parse_eps,
+    training_seconds,
+)
 
 from .demo import DEMO_N, DEMO_STEPS, run_demo, summary_table
 from .models import ARCHS, read_card
-from .pretrain import export, pretrain, recipe_for, training_time
 from .transfer import format_matrix, transfer_matrix
 
 
 def _pretrain(args) -> int:
+    from .pretrain import export, pretrain, recipe_for
+
     overrides = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size), ("lr", args.lr),
                                    ("seed", args.seed)) if v is not None}
     out = Path(args.out or f"runs/world-pretrain-{args.arch}")
@@ -28,7 +41,7 @@ def _pretrain(args) -> int:
         print(f"vlmshield: interrupted; the last checkpoint is in {out}; run the same command again to resume.",
               file=sys.stderr)
         raise
-    seconds = round(training_time(out) or time.perf_counter() - clock, 1)  # all parts of a resumed run
+    seconds = round(training_seconds(out) or time.perf_counter() - clock, 1)  # all parts of a resumed run
     recipe = recipe_for(args.arch, **overrides)
     card = export(vlm, recipe, out, train_time_s=seconds, metrics=not args.no_eval,
                   progress=False if args.no_progress else None)
@@ -44,12 +57,10 @@ def _pretrain(args) -> int:
 
 def _measure(args) -> int:
     """Re-measure a shipped model's card under a protocol; the updated card goes to OUT (to copy into the package)."""
-    from vlmshield import zoo  # the command builds on the zoo, like the user's own script would
-
     name = f"clip-{args.arch}"
     out = Path(args.out or f"runs/world-measure-{args.arch}")
     card = read_card(name)
-    card["metrics"] = measure_for_card(zoo.load(name, device=args.device), args.protocol,
+    card["metrics"] = measure_for_card(load_model(name, device=args.device), args.protocol,
                                        progress=False if args.no_progress else None, out=out / f"eval-{args.protocol}")
     card["metrics_environment"] = environment()
     out.mkdir(parents=True, exist_ok=True)

@@ -101,12 +101,12 @@ def report(summary: dict) -> str:
 
 
 def plot(summary: dict, path: Path) -> None:
-    import matplotlib
+    """Robust accuracy against eps, one line per model, as a PNG (matplotlib's figure API: no pyplot state,
+    no change of the process's backend)."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(6, 4), dpi=100)
+    figure = Figure(figsize=(6, 4), dpi=100)
+    axes = figure.subplots()
     xs = [0.0] + [255 * e for e in summary["eps"]]
     for name, row in summary["models"].items():
         ys = [100 * row["clean"]] + [100 * row["robust"][format_eps(e)] for e in summary["eps"]]
@@ -119,4 +119,3 @@ def plot(summary: dict, path: Path) -> None:
     axes.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path)
-    plt.close(figure)

@@ -4,16 +4,15 @@ Three image towers share one text tower and one embedding size:
 
 - ``tinyvit8``: a ViT with 8-pixel patches (16 tokens at 32 px): the analogue of ViT-B/32;
 - ``tinyvit4``: a ViT with 4-pixel patches (64 tokens): the analogue of ViT-B/16. It is narrower
-  (width 96, not 128) to keep its pretraining within half an hour on two CPU cores (ViT-B/16 and ViT-B/32
-  share their width; the pair's point here is the patch size). At width 64 it trained in the time of
-  tinyvit8 but reached only 80% mean zero-shot accuracy. Its position embedding is open_clip's fixed
-  2-D sin-cos one: with learnt positions the same recipe reached 89.7% (positions are found late, and
-  shapes and the held-out compositions with them), with fixed ones 90.9%;
+  (width 96, not 128) to keep its pretraining affordable on a CPU (ViT-B/16 and ViT-B/32 share their
+  width; the pair's point here is the patch size), and its position embedding is open_clip's fixed 2-D
+  sin-cos one; the world's README gives the measurements behind both choices;
 - ``tinyrn``: open_clip's ModifiedResNet (attention-pooled ResNet) at a small width.
 
 The text tower is open_clip's text transformer over the world's word-level vocabulary
 (``WorldTokenizer``). Shipped weights are half-precision safetensors in ``world/weights/``, each with
-a JSON card (recipe, seed, sha256, measured accuracy); ``load("clip-tinyvit4")`` checks the sha256.
+a JSON card (recipe, seed, sha256, measured accuracy), written and read as every packaged model's are
+(``export_packaged``, ``packaged_cards``); ``load("clip-tinyvit4")`` checks the sha256.
 """
 
 from __future__ import annotations
@@ -22,9 +21,14 @@ import json
 from functools import cache
 from pathlib import Path
 
-import torch
-
-from vlmshield.api import VLM, ModelCard, UnknownNameError, card_metrics, did_you_mean, load_state, read_weights
+from vlmshield.api import (
+    VLM,
+    ModelCard,
+    UnknownNameError,
+    did_you_mean,
+    packaged_cards,
+    read_weights,  # noqa: F401  (tests read exported weight files through this module)
+)
 
 from .text import VOCABULARY, WorldTokenizer
 
@@ -59,36 +63,24 @@ def build(arch: str, device=None, name: str | None = None) -> VLM:
     return vlm.to(device or "cpu")
 
 
-def card_path(name: str) -> Path:
-    return WEIGHTS_DIR / f"{name}.json"
+def architecture(card: ModelCard) -> VLM:
+    """A randomly initialised model of a world card's architecture (``card.arch``), named as the card."""
+    return build(card.arch, name=card.name)
 
 
 @cache
 def read_card(name: str) -> dict:
     """The JSON card shipped beside a model's weights: recipe, seed, sha256, metrics."""
-    return json.loads(card_path(name).read_text())
+    return json.loads((WEIGHTS_DIR / f"{name}.json").read_text())
 
 
 def load_shipped(card: ModelCard, device=None, weights: bool = True) -> VLM:
-    """The zoo loader of the shipped world models: architecture from the card, checked weights."""
-    torch.manual_seed(0)
-    vlm = build(card.arch, name=card.name)
-    if weights:
-        info = read_card(card.name)
-        load_state(vlm.model, read_weights(WEIGHTS_DIR / info["file"], sha256=info["sha256"]),
-                   what=f"the weights of {card.name}")
-    return vlm.to(device or "cpu").eval()
+    """The zoo loader of the shipped world models: the packaged models' loader (the card's architecture, then
+    the weights its JSON card names, sha256-checked), on the cards in ``WEIGHTS_DIR`` as it is at load time."""
+    shipped, = (c for c in packaged_cards(WEIGHTS_DIR, build=architecture) if c.name == card.name)
+    return shipped.load(device=device, weights=weights)
 
 
 def shipped_cards() -> list[ModelCard]:
-    """A zoo card for every model whose weights ship in ``world/weights``."""
-    cards = []
-    for path in sorted(WEIGHTS_DIR.glob("*.json")):
-        info = read_card(path.stem)
-        cards.append(ModelCard(path.stem, arch=info["arch"], method=info.get("method", "none"),
-                               description=info["description"], paper=info.get("paper", ""),
-                               loader=load_shipped, source="package", files={info["file"]: info["sha256"]},
-                               training_data="world-pretrain" if info.get("method", "none") == "none" else "",
-                               metrics=card_metrics(info.get("metrics", {})),
-                               license="MIT"))
-    return cards
+    """A zoo card for every model whose weights ship in ``world/weights``: all pretrained on world-pretrain."""
+    return packaged_cards(WEIGHTS_DIR, loader=load_shipped, training_data="world-pretrain", license="MIT")

@@ -11,17 +11,14 @@ from .models import shipped_cards
 
 @hookimpl
 def register_datasets(register):
-    for entry in ENTRIES:
-        register(entry)
+    register(*ENTRIES)
 
 
 @hookimpl
 def register_models(register):
-    for card in shipped_cards():
-        register(card)
+    register(*shipped_cards())
 
 
 @hookimpl
 def register_commands(register):
-    for command in COMMANDS:
-        register(command)
+    register(*COMMANDS)

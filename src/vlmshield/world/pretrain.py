@@ -1,10 +1,11 @@
 """The pretraining recipe of the world's tiny CLIPs: contrastive learning on ``world-pretrain``.
 
 ``pretrain("tinyvit8", out_dir)`` trains a randomly initialised model with open_clip's ``ClipLoss``
-(AdamW, linear warm-up then cosine decay, the logit scale learnt and capped at 100 as in CLIP). Batches
-are read in order from the seeded split, so a run is a pure function of its recipe and seed: the same
-numbers on the same machine, and a run resumed from its checkpoint ends with the same weights as one
-that was never interrupted. ``vlmshield world pretrain ARCH --out DIR`` runs it from the command line.
+(AdamW, the engine's schedule: linear warm-up then cosine decay, the logit scale learnt and capped at 100
+as in CLIP). Batches are read in order from the seeded split, so a run is a pure function of its recipe
+and seed: the same numbers on the same machine, and a run resumed from its checkpoint ends with the same
+weights as one that was never interrupted. ``vlmshield world pretrain ARCH --out DIR`` runs it from the
+command line; ``export`` writes the weights and card as every packaged model's are (``export_packaged``).
 
 Two choices are the world's own, made from measurements on tinyvit8 (CLIP has neither): the text tower
 learns at a fifth of the image tower's rate (at the same rate the text embeddings settled before the
@@ -30,17 +31,18 @@ from tqdm.auto import tqdm
 from vlmshield.api import (
     VLM,
     ParameterError,
+    Stage,
     WeightsError,
     environment,
-    load_state,
+    export_packaged,
+    learning_rate,
     measure_for_card,
-    read_weights,
+    packaged_cards,
     resume_state,
-    write_weights,
 )
 
 from . import data as world_data
-from .models import build
+from .models import architecture, build
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,12 @@ class Recipe:
                                  f"token_init_std={self.token_init_std}.")
         return self
 
+    def stage(self) -> Stage:
+        """The schedule as the engine's ``Stage``: linear warm-up over ``warmup`` of the steps (one at least),
+        then cosine decay to zero."""
+        return Stage("pretrain", steps=self.steps, lr=self.lr, warmup=max(1, round(self.warmup * self.steps)),
+                     weight_decay=self.weight_decay)
+
 
 #: The convolutional tower learns the world's shapes in fewer steps, and likes a larger rate.
 RECIPES = {"tinyvit8": Recipe("tinyvit8"), "tinyvit4": Recipe("tinyvit4"),
@@ -86,19 +94,15 @@ def recipe_for(arch: str | Recipe, **overrides) -> Recipe:
     return replace(recipe, **overrides).check()
 
 
-def learning_rate(recipe: Recipe, step: int) -> float:
-    """Linear warm-up over ``warmup`` of the steps, then cosine decay to zero."""
-    warm = max(1, round(recipe.warmup * recipe.steps))
-    if step < warm:
-        return recipe.lr * (step + 1) / warm
-    return 0.5 * recipe.lr * (1 + math.cos(math.pi * (step - warm) / max(1, recipe.steps - warm)))
-
-
 def initial_model(recipe: Recipe) -> VLM:
-    """The randomly initialised model a run of ``recipe`` starts from (seeded, word embeddings re-drawn)."""
-    torch.manual_seed(recipe.seed)
-    vlm = build(recipe.arch)
-    torch.nn.init.normal_(vlm.model.token_embedding.weight, std=recipe.token_init_std)
+    """The randomly initialised model a run of ``recipe`` starts from (seeded, word embeddings re-drawn).
+
+    The seed applies to a copy of the global random state: the caller's random numbers are left as they were.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(recipe.seed)
+        vlm = build(recipe.arch)
+        torch.nn.init.normal_(vlm.model.token_embedding.weight, std=recipe.token_init_std)
     return vlm
 
 
@@ -145,6 +149,7 @@ def pretrain(arch: str | Recipe, out: str | os.PathLike | None = None, *, checkp
     (the shipped weights were trained on the CPU; another device gives other numbers).
     """
     recipe = recipe_for(arch, **overrides)
+    schedule = recipe.stage()
     vlm = initial_model(recipe).to(device or "cpu").train()
     optimizer = _optimizer(vlm, recipe)
     loss_fn = open_clip.ClipLoss()
@@ -164,7 +169,7 @@ def pretrain(arch: str | Recipe, out: str | os.PathLike | None = None, *, checkp
     for step in bar:
         images, texts = _batch(pairs, step, recipe.batch_size)
         images = images.to(vlm.device)
-        rate = learning_rate(recipe, step)
+        rate = learning_rate(schedule, step)
         for group in optimizer.param_groups:
             group["lr"] = rate * group["scale"]
         loss = loss_fn(vlm.encode_image(images, normalize=True), vlm.encode_text(texts, normalize=True),
@@ -186,14 +191,6 @@ def pretrain(arch: str | Recipe, out: str | os.PathLike | None = None, *, checkp
     return vlm.eval(), losses
 
 
-def training_time(out: str | os.PathLike) -> float | None:
-    """Seconds of training in ``out``'s checkpoint, summed over every resumed part of the run."""
-    path = Path(out) / "checkpoint.pt"
-    if not path.exists():
-        return None
-    return torch.load(path, map_location="cpu", weights_only=True).get("elapsed_s")
-
-
 def command(recipe: Recipe) -> str:
     """The ``vlmshield`` command line that runs ``recipe``."""
     default = RECIPES.get(recipe.arch, Recipe(recipe.arch))
@@ -205,25 +202,19 @@ def command(recipe: Recipe) -> str:
 
 def export(vlm: VLM, recipe: Recipe, out: str | os.PathLike, *, train_time_s: float | None = None,
            metrics: bool = True, progress: bool | None = None) -> dict:
-    """Write ``clip-<arch>.safetensors`` (half precision) and its card ``clip-<arch>.json`` into ``out``.
+    """Write ``clip-<arch>.safetensors`` (half precision) and its card ``clip-<arch>.json`` into ``out``
+    (``export_packaged``; the safetensors header also records the recipe).
 
-    The card's numbers are measured on the half-precision weights read back: what users load.
+    The card's numbers are measured on the half-precision weights read back through the card: what users load.
     """
     name = f"clip-{recipe.arch}"
-    out = Path(out)
-    state = {k: v.half() for k, v in vlm.model.state_dict().items()}
-    file = out / f"{name}.safetensors"
-    sha256 = write_weights(file, state, {"name": name, "method": "none", "recipe": json.dumps(asdict(recipe))})
-    card = {
-        "name": name, "arch": recipe.arch, "method": "none", "file": file.name, "sha256": sha256, "dtype": "float16",
-        "description": f"Tiny CLIP ({recipe.arch}) pretrained contrastively on world-pretrain by the world's recipe.",
-        "recipe": asdict(recipe), "command": command(recipe),
-        "train_time_s": train_time_s, "environment": environment(),
-    }
+    description = f"Tiny CLIP ({recipe.arch}) pretrained contrastively on world-pretrain by the world's recipe."
+    info = {"arch": recipe.arch, "method": "none", "description": description,
+            "training_data": "world-pretrain", "recipe": asdict(recipe), "command": command(recipe),
+            "train_time_s": train_time_s, "environment": environment()}
+    card = export_packaged(vlm, name, out, info, metadata={"recipe": json.dumps(asdict(recipe))})
     if metrics:
-        torch.manual_seed(0)
-        check = build(recipe.arch, name=name)
-        load_state(check.model, read_weights(file, sha256), what=str(file))
-        card["metrics"] = measure_for_card(check.eval(), "world", progress=progress)
-    (out / f"{name}.json").write_text(json.dumps(card, indent=2) + "\n")
+        exported, = (c for c in packaged_cards(out, build=architecture) if c.name == name)
+        card["metrics"] = measure_for_card(exported.load(), "world", progress=progress)
+        (Path(out) / f"{name}.json").write_text(json.dumps(card, indent=2) + "\n")
     return card

@@ -1,8 +1,10 @@
 """The zoo: ``zoo.load(name)`` for every registered model, and saving and publishing models.
 
 Entries are ``ModelCard`` data registered by plugins (this package's catalog holds the vanilla CLIPs and
-the published robust ones); ``local-dir:PATH`` and ``hf-hub:ORG/NAME[@REV]`` names are model sources this
-package registers. Name resolution itself is the contract's (``vlmshield.core.load_model``).
+the published robust ones); a card's model is a CLIP (a ``VLM``) or, with ``family="classifier"``, an
+``ImageClassifier`` (a timm model, or a plugin's own). ``local-dir:PATH`` and ``hf-hub:ORG/NAME[@REV]``
+names are model sources this package registers. Name resolution itself is the contract's
+(``vlmshield.core.load_model``).
 """
 
 from __future__ import annotations

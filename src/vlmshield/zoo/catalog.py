@@ -4,7 +4,9 @@ OpenAI-initialised ViT-B/32 ones as vision-only files to download by hand).
 
 Every model whose weights start from OpenAI's (the vanilla CLIPs, and RobustVLM's fine-tunes of them) is
 built with QuickGELU, the activation OpenAI trained with, as open_clip's ``openai`` tags declare; its card
-says so (``quick_gelu``, and its description). The LAION-initialised ones use nn.GELU.
+says so (``quick_gelu``, and its description). The LAION-initialised ones use nn.GELU. The cards state it
+rather than ask open_clip's registry, so that listing the catalog does not import open_clip (a test checks
+each against the registry).
 
 A built-in plugin. Models that a method plugin trains (``hpt-gpd-vitb16``, the world's defended models)
 are registered by that plugin. The Hub entries are not pinned to a commit yet: the Hub could not be
@@ -25,7 +27,7 @@ OPENAI_INIT = "OpenAI-initialised: it runs QuickGELU, the activation OpenAI's we
 
 
 def _openai(name: str, arch: str, what: str) -> ModelCard:
-    return ModelCard(name, arch=arch, pretrained="openai", paper=OPENAI_CLIP,
+    return ModelCard(name, arch=arch, pretrained="openai", paper=OPENAI_CLIP, quick_gelu=True,
                      description=f"OpenAI CLIP {what}; it runs QuickGELU, the activation OpenAI trained it with.")
 
 
@@ -83,7 +85,7 @@ def _robust(name, repo, arch, base, method, eps, data, clean, robust) -> ModelCa
     return ModelCard(
         name, arch=arch, method=method, base_model=base, threat_model={"norm": "Linf", "eps": f"{eps}/255"},
         training_data=data, source=f"hf-hub:{repo}", license="MIT", loader=load_from_hub, paper=ROBUSTVLM,
-        bibtex=ROBUSTVLM_BIBTEX,
+        bibtex=ROBUSTVLM_BIBTEX, quick_gelu=base.endswith("/openai"),
         description=f"{'FARE' if method == 'fare' else 'TeCoA (Mao et al., ICLR 2023)'} at eps {eps}/255 on "
                     f"ImageNet, from {base}; trained and released by RobustVLM."
                     + (f" {OPENAI_INIT}" if base.endswith("/openai") else ""),
@@ -127,7 +129,7 @@ def _manual(name, filename, method, eps, clean, robust) -> ModelCard:
         name, arch="ViT-B-32", method=method, base_model="ViT-B-32/openai",
         threat_model={"norm": "Linf", "eps": f"{eps}/255"}, training_data="ImageNet", source="manual",
         files={filename: None}, homepage=ROBUSTVLM_README, license="MIT", loader=load_manual, paper=ROBUSTVLM,
-        bibtex=ROBUSTVLM_BIBTEX,
+        bibtex=ROBUSTVLM_BIBTEX, quick_gelu=True,
         description=f"{'FARE' if method == 'fare' else 'TeCoA'} at eps {eps}/255 on ImageNet, from OpenAI's "
                     f"ViT-B/32; a vision-only checkpoint released by RobustVLM, loaded into its base model. "
                     f"{OPENAI_INIT}",

@@ -1,4 +1,6 @@
-"""A model folder in open_clip's Hugging Face Hub layout: what ``zoo.save`` writes and ``local-dir:`` reads.
+"""A model folder in a Hugging Face Hub layout: what ``zoo.save`` writes and ``local-dir:`` reads.
+
+A CLIP (a ``VLM``) is saved in open_clip's layout:
 
 - ``open_clip_config.json``: ``model_cfg`` and ``preprocess_cfg`` as open_clip expects them, plus a
   ``vlmshield`` section (the card, and the tokenizer when it is vlmshield's word tokenizer);
@@ -10,21 +12,31 @@
 - ``README.md``: a Hub model card (YAML metadata with ``library_name``, tags, ``base_model``, license and
   a ``model-index`` of the measured accuracies), followed by a short description.
 
+An image classifier (an ``ImageClassifier`` around a timm model) is saved in timm's layout:
+
+- ``config.json``: timm's config (``architecture``, ``num_classes``, ``model_args``, ``label_names`` when
+  the classes are named, and a ``pretrained_cfg`` whose input size, mean, std and interpolation are the
+  classifier's, with ``crop_pct`` 1: the whole image is resized, as the classifier does), plus the same
+  ``vlmshield`` section;
+- ``model.safetensors``: the timm model's state dict, keys as timm names them;
+- ``README.md``, as above, for the ``timm`` library.
+
 A folder saved from a real open_clip architecture loads with plain
-``open_clip.create_model_and_transforms("local-dir:DIR")``; ``vs.zoo.load("local-dir:DIR")`` loads every
-folder, and checks the weights against the sha256 the config records.
+``open_clip.create_model_and_transforms("local-dir:DIR")``, a classifier's with
+``timm.create_model("local-dir:DIR", pretrained=True)``; ``vs.zoo.load("local-dir:DIR")`` loads both
+(whichever config the folder holds), and checks the weights against the sha256 the config records.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
-
-import open_clip
 
 from vlmshield.api import (
     VLM,
+    ImageClassifier,
     ModelCard,
     ParameterError,
     VlmshieldError,
@@ -41,6 +53,8 @@ from vlmshield.api import (
 CONFIG, WEIGHTS, README = "open_clip_config.json", "open_clip_model.safetensors", "README.md"
 #: What older open_clip Hub folders hold instead of safetensors, read with ``weights_only=True``.
 LEGACY_WEIGHTS = "open_clip_pytorch_model.bin"
+#: timm's layout, for an image classifier, and what older timm Hub folders hold instead of safetensors.
+TIMM_CONFIG, TIMM_WEIGHTS, TIMM_LEGACY_WEIGHTS = "config.json", "model.safetensors", "pytorch_model.bin"
 #: The files a Hugging Face tokenizer is saved as; ``tokenizer_config.json`` is always one of them.
 HF_TOKENIZER_CONFIG = "tokenizer_config.json"
 HF_TOKENIZER_FILES = (HF_TOKENIZER_CONFIG, "tokenizer.json", "special_tokens_map.json", "spiece.model",
@@ -57,19 +71,39 @@ def _preprocess_cfg(vlm: VLM) -> dict:
             "size": list(vlm.image_size), "interpolation": vlm.interpolation, "resize_mode": vlm.resize_mode}
 
 
-def save(vlm: VLM, directory: str | os.PathLike, card: ModelCard | None = None, metrics: dict | None = None) -> Path:
-    """Write ``vlm`` as a model folder; ``metrics`` (as in a world card: clean and robust per task, with
-    the protocol) go into the README's model-index. Returns the folder."""
+def _card_dict(card: ModelCard | dict | None) -> dict:
+    """A card as the plain dict a folder records (from a ModelCard, or the dict ``zoo.info`` returns), without
+    its loader; empty for no card."""
+    data = card.to_dict() if isinstance(card, ModelCard) else dict(card or {})
+    data.pop("loader", None)
+    return data
+
+
+def _write_weights(wrapper: VLM | ImageClassifier, directory: Path, filename: str, card: dict) -> dict:
+    """Write the weights of ``wrapper.model`` with their provenance; returns the config's ``vlmshield``
+    section (name, method, the weights' sha256 and the card)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    name = card.get("name") or wrapper.name or directory.name
+    method = card.get("method", "none")
+    sha256 = write_weights(directory / filename, wrapper.model.state_dict(), {"name": name, "method": method})
+    return {"name": name, "method": method, "weights_sha256": sha256, "card": card or None}
+
+
+def save(model: VLM | ImageClassifier, directory: str | os.PathLike, card: ModelCard | dict | None = None,
+         metrics: dict | None = None) -> Path:
+    """Write ``model`` as a model folder (a VLM in open_clip's layout, an image classifier in timm's);
+    ``card`` is its ModelCard or the dict ``zoo.info`` returns; ``metrics`` (as in a world card: clean and
+    robust per task, with the protocol) go into the README's model-index. Returns the folder."""
+    directory, card = Path(directory), _card_dict(card)
+    if isinstance(model, ImageClassifier):
+        return _save_classifier(model, directory, card, metrics)
+    if not isinstance(model, VLM):
+        raise ParameterError(f"zoo.save takes a VLM or an ImageClassifier; got {type(model).__name__}.")
+    vlm = model
     if vlm.model_cfg is None:
         raise ParameterError("this VLM has no open_clip model config to save; build it with VLM.from_open_clip "
                              "or VLM.from_config.")
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    name = card.name if card else (vlm.name or directory.name)
-    method = card.method if card else "none"
-    sha256 = write_weights(directory / WEIGHTS, vlm.model.state_dict(), {"name": name, "method": method})
-    section = {"name": name, "method": method, "weights_sha256": sha256,
-               "card": None if card is None else {k: v for k, v in card.to_dict().items() if k != "loader"}}
+    section = _write_weights(vlm, directory, WEIGHTS, card)
     if isinstance(vlm.tokenizer, WordTokenizer):
         section["tokenizer"] = vlm.tokenizer.to_config()
     elif hf_tokenizer_name(vlm.model_cfg):
@@ -81,7 +115,34 @@ def save(vlm: VLM, directory: str | os.PathLike, card: ModelCard | None = None, 
         vlm.tokenizer.save_pretrained(str(directory))
     atomic_write_json(directory / CONFIG, {"model_cfg": vlm.model_cfg, "preprocess_cfg": _preprocess_cfg(vlm),
                                            "vlmshield": section})
-    (directory / README).write_text(model_card(name, card, metrics, sha256))
+    (directory / README).write_text(model_card(section, metrics))
+    return directory
+
+
+def _save_classifier(classifier: ImageClassifier, directory: Path, card: dict, metrics: dict | None) -> Path:
+    """Write a classifier around a timm model in timm's layout: timm writes its config (architecture and the
+    arguments that rebuild it), then the classifier's preprocessing, classes and the section go in."""
+    if not hasattr(classifier.model, "pretrained_cfg"):
+        raise ParameterError(f"only a timm model is saved as a model folder (timm's layout); this classifier wraps "
+                             f"a {type(classifier.model).__name__}, which its plugin's loader builds.")
+    from timm.models._hub import save_config_for_hf
+
+    section = _write_weights(classifier, directory, TIMM_WEIGHTS, card)
+    with tempfile.TemporaryDirectory() as scratch:
+        save_config_for_hf(classifier.model, Path(scratch) / TIMM_CONFIG)
+        config = json.loads((Path(scratch) / TIMM_CONFIG).read_text())
+    preprocess = config["pretrained_cfg"]
+    size = [3, *classifier.image_size]
+    if preprocess.get("input_size") != size:
+        preprocess["pool_size"] = None  # timm's note of the final feature map, at the old input size
+    preprocess.update(input_size=size, mean=list(classifier.mean), std=list(classifier.std),
+                      interpolation=classifier.interpolation, crop_pct=1.0, num_classes=classifier.num_classes)
+    for key in ("test_input_size", "test_crop_pct"):  # the classifier has one input size
+        preprocess.pop(key, None)
+    if classifier.classnames is not None:
+        config["label_names"] = list(classifier.classnames)
+    atomic_write_json(directory / TIMM_CONFIG, {**config, "vlmshield": section})
+    (directory / README).write_text(model_card(section, metrics, classifier=True))
     return directory
 
 
@@ -89,7 +150,8 @@ def read_config(directory: str | os.PathLike) -> dict:
     """The ``open_clip_config.json`` of a model folder, checked to hold a ``model_cfg``."""
     config_path = Path(directory) / CONFIG
     if not config_path.is_file():
-        raise WeightsError(f"{directory} is not a model folder: it has no {CONFIG}.")
+        raise WeightsError(f"{directory} is not a model folder: it has no {CONFIG} (a CLIP's) or {TIMM_CONFIG} "
+                           f"(an image classifier's, in timm's layout).")
     try:
         config = json.loads(config_path.read_text())
         if not isinstance(config["model_cfg"], dict):
@@ -99,20 +161,64 @@ def read_config(directory: str | os.PathLike) -> dict:
     return config
 
 
-def load(directory: str | os.PathLike, device=None, weights: bool = True) -> VLM:
-    """The model of a folder written by ``save`` (or any open_clip Hub folder with safetensors weights)."""
+def read_timm_config(directory: str | os.PathLike) -> dict:
+    """The ``config.json`` of a model folder in timm's layout, checked to name an ``architecture``."""
+    config_path = Path(directory) / TIMM_CONFIG
+    try:
+        config = json.loads(config_path.read_text())
+        if not isinstance(config["architecture"], str):
+            raise TypeError("architecture is not a name")
+    except (ValueError, KeyError, TypeError) as error:
+        raise WeightsError(f"{config_path} is not a timm config ({type(error).__name__}).") from error
+    return config
+
+
+def is_classifier_folder(directory: str | os.PathLike) -> bool:
+    """Whether a folder holds timm's layout (an image classifier) rather than open_clip's."""
+    return not (Path(directory) / CONFIG).is_file() and (Path(directory) / TIMM_CONFIG).is_file()
+
+
+def read_layout(directory: str | os.PathLike) -> tuple[dict, str]:
+    """A model folder's config (open_clip's or timm's, whichever it holds) and the name of its weights file."""
+    if is_classifier_folder(directory):
+        return read_timm_config(directory), TIMM_WEIGHTS
+    return read_config(directory), WEIGHTS
+
+
+def _load_weights(module, directory: Path, filename: str, legacy: str, sha256: str | None) -> None:
+    """Load the folder's safetensors weights (checked against ``sha256``), or its legacy file when it has only
+    that, into ``module``, strictly."""
+    if (directory / filename).exists() or not (directory / legacy).exists():
+        state = read_weights(directory / filename, sha256)
+    else:
+        state = read_legacy_weights(directory / legacy)
+    load_state(module, state, what=f"the weights in {directory}")
+
+
+def load(directory: str | os.PathLike, device=None, weights: bool = True) -> VLM | ImageClassifier:
+    """The model of a folder written by ``save`` (or any open_clip or timm Hub folder): a VLM from
+    open_clip's layout, an ImageClassifier from timm's."""
     directory = Path(directory)
+    if is_classifier_folder(directory):
+        return load_classifier(directory, device=device, weights=weights)
     config = read_config(directory)
     section = config.get("vlmshield", {})
     vlm = VLM.from_config(config["model_cfg"], preprocess_cfg=config.get("preprocess_cfg"),
                           tokenizer=_tokenizer(directory, config), name=section.get("name", directory.name))
     if weights:
-        if (directory / WEIGHTS).exists() or not (directory / LEGACY_WEIGHTS).exists():
-            state = read_weights(directory / WEIGHTS, section.get("weights_sha256"))
-        else:
-            state = read_legacy_weights(directory / LEGACY_WEIGHTS)
-        load_state(vlm.model, state, what=f"the weights in {directory}")
+        _load_weights(vlm.model, directory, WEIGHTS, LEGACY_WEIGHTS, section.get("weights_sha256"))
     return vlm.to(device or "cpu").eval()
+
+
+def load_classifier(directory: str | os.PathLike, device=None, weights: bool = True) -> ImageClassifier:
+    """The classifier of a folder in timm's layout: timm builds the architecture from the config, with the
+    config's preprocessing and class names; the weights are checked against the recorded sha256."""
+    directory = Path(directory)
+    section = read_timm_config(directory).get("vlmshield", {})
+    classifier = ImageClassifier.from_timm(f"local-dir:{directory}", name=section.get("name", directory.name))
+    if weights:
+        _load_weights(classifier.model, directory, TIMM_WEIGHTS, TIMM_LEGACY_WEIGHTS, section.get("weights_sha256"))
+    return classifier.to(device or "cpu").eval()
 
 
 def _tokenizer(directory: Path, config: dict):
@@ -128,6 +234,8 @@ def _tokenizer(directory: Path, config: dict):
         raise WeightsError(f"{directory} has no {HF_TOKENIZER_CONFIG}: its config names the Hugging Face tokenizer "
                            f"{name!r}, whose files belong beside the config (zoo.save writes them there).")
     try:
+        import open_clip  # only for folders with a Hugging Face tokenizer
+
         return open_clip.get_tokenizer(f"local-dir:{directory}")
     except ImportError as error:
         raise VlmshieldError(f"the tokenizer of {directory} is a Hugging Face tokenizer, which needs the "
@@ -141,19 +249,23 @@ def _yaml(value) -> str:
     return json.dumps(value)  # a JSON scalar or list is valid YAML
 
 
-def model_card(name: str, card: ModelCard | None, metrics: dict | None, sha256: str) -> str:
-    """The README of a model folder: Hub YAML metadata, then what the model is."""
-    method = card.method if card else "none"
-    tags = ["vlmshield", "clip", "open_clip", "zero-shot-image-classification", "adversarial-robustness"]
-    lines = ["---", "library_name: open_clip", "pipeline_tag: zero-shot-image-classification",
+def model_card(section: dict, metrics: dict | None, classifier: bool = False) -> str:
+    """The README of a model folder (``section``: its config's ``vlmshield`` section): Hub YAML metadata, then
+    what the model is; ``classifier``: an image classifier in timm's layout, else a CLIP."""
+    name, method, sha256, card = section["name"], section["method"], section["weights_sha256"], section["card"] or {}
+    library, pipeline = ("timm", "image-classification") if classifier else \
+        ("open_clip", "zero-shot-image-classification")
+    tags = ["vlmshield", *([] if classifier else ["clip"]), library, pipeline, "adversarial-robustness"]
+    lines = ["---", f"library_name: {library}", f"pipeline_tag: {pipeline}",
              "license: other", "tags:", *(f"- {_yaml(t)}" for t in tags + ([method] if method != "none" else []))]
-    if card and card.pretrained:
-        lines.append(f"base_model: {_yaml(f'{card.arch} ({card.pretrained})')}")
+    if card.get("pretrained"):  # timm's Hub repo of the weights, or the open_clip model and tag
+        base = f"timm/{card['arch']}.{card['pretrained']}" if classifier else f"{card['arch']} ({card['pretrained']})"
+        lines.append(f"base_model: {_yaml(base)}")
     if metrics:
         protocol = metrics.get("protocol", {})
         lines += ["model-index:", f"- name: {_yaml(name)}", "  results:"]
         for task, clean in metrics.get("clean", {}).items():
-            lines += ["  - task:", "      type: zero-shot-image-classification",
+            lines += ["  - task:", f"      type: {pipeline}",
                       "    dataset:", f"      name: {_yaml(task)}", f"      type: {_yaml(task)}", "    metrics:",
                       "    - type: accuracy", f"      value: {round(100 * clean, 2)}", "      name: clean accuracy"]
             for eps, robust in metrics.get("robust", {}).items():
@@ -161,9 +273,11 @@ def model_card(name: str, card: ModelCard | None, metrics: dict | None, sha256: 
                     label = f"robust accuracy ({protocol.get('attack')}, Linf eps {eps}, n {protocol.get('n')})"
                     lines += ["    - type: robust_accuracy", f"      value: {round(100 * robust[task], 2)}",
                               f"      name: {_yaml(label)}"]
-    lines += ["---", "", f"# {name}", "",
-              (card.description if card and card.description else f"A {method} CLIP model saved by vlmshield."), "",
-              f"Load it with `vlmshield.zoo.load(\"local-dir:PATH\")`; `{WEIGHTS}` has sha256 `{sha256}`.", ""]
-    if card and card.paper:
-        lines += [f"Paper: {card.paper}", ""]
+    what = "image classifier" if classifier else "CLIP model"
+    also = ' (or `timm.create_model("local-dir:PATH", pretrained=True)`)' if classifier else ""
+    lines += ["---", "", f"# {name}", "", card.get("description") or f"A {method} {what} saved by vlmshield.", "",
+              f"Load it with `vlmshield.zoo.load(\"local-dir:PATH\")`{also}; "
+              f"`{TIMM_WEIGHTS if classifier else WEIGHTS}` has sha256 `{sha256}`.", ""]
+    if card.get("paper"):
+        lines += [f"Paper: {card['paper']}", ""]
     return "\n".join(lines)

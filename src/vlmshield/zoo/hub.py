@@ -1,5 +1,8 @@
 """The Hugging Face Hub: ``hf-hub:org/name[@revision]`` models through the local cache, and ``publish``.
 
+A repo in open_clip's layout (``open_clip_config.json``) is a CLIP; one in timm's (``config.json``, and no
+open_clip config) an image classifier, as in a ``local-dir:`` folder.
+
 Files come from ``hf_hub_download`` (``library_name="vlmshield"``), so the Hub's cache, ``HF_HOME``,
 ``HF_HUB_CACHE`` and ``HF_HUB_OFFLINE`` behave as everywhere else: a file cached at a pinned revision
 loads with no network call. A file that is neither cached nor reachable is one sentence that names the
@@ -11,11 +14,8 @@ from __future__ import annotations
 from contextlib import suppress
 from pathlib import Path
 
-from huggingface_hub import HfApi, hf_hub_download
-from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
-
 from vlmshield._version import __version__
-from vlmshield.api import VLM, ParameterError, WeightsError, error_summary, read_checked, sha256_file
+from vlmshield.api import VLM, ImageClassifier, ParameterError, WeightsError, error_summary, read_checked, sha256_file
 
 from . import folder
 
@@ -31,9 +31,12 @@ def parse(spec: str) -> tuple[str, str | None]:
 
 
 def _download(repo: str, revision: str | None, filename: str, cache_dir) -> Path:
+    import huggingface_hub  # imported where the Hub is used: the command line starts without it
+    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
+
     where = f"{repo}@{revision}" if revision else repo
     try:
-        return Path(hf_hub_download(repo, filename, revision=revision, cache_dir=cache_dir,
+        return Path(huggingface_hub.hf_hub_download(repo, filename, revision=revision, cache_dir=cache_dir,
                                     library_name="vlmshield", library_version=__version__))
     except (LocalEntryNotFoundError, EntryNotFoundError) as error:
         raise WeightsError(
@@ -46,26 +49,33 @@ def _download(repo: str, revision: str | None, filename: str, cache_dir) -> Path
                            f"({error_summary(error)}).") from error
 
 
-def load(spec: str, device=None, weights: bool = True, cache_dir=None) -> VLM:
+def _download_either(repo: str, revision: str | None, filenames: tuple[str, str], cache_dir) -> Path:
+    """The first of two files the repo has; the error is the first one's."""
+    try:
+        return _download(repo, revision, filenames[0], cache_dir)
+    except WeightsError as missing:
+        try:
+            return _download(repo, revision, filenames[1], cache_dir)
+        except WeightsError:
+            raise missing from None
+
+
+def load(spec: str, device=None, weights: bool = True, cache_dir=None) -> VLM | ImageClassifier:
     """The model of the Hub repo ``spec`` (``org/name[@revision]``), from the cache when it is there."""
     repo, revision = parse(spec)
-    config = _download(repo, revision, folder.CONFIG, cache_dir)
-    if folder.hf_tokenizer_name(folder.read_config(config.parent)["model_cfg"]):
+    config = _download_either(repo, revision, (folder.CONFIG, folder.TIMM_CONFIG), cache_dir)
+    classifier = config.name == folder.TIMM_CONFIG
+    if not classifier and folder.hf_tokenizer_name(folder.read_config(config.parent)["model_cfg"]):
         _download(repo, revision, folder.HF_TOKENIZER_CONFIG, cache_dir)
         for filename in folder.HF_TOKENIZER_FILES[1:]:  # which of the others a tokenizer has depends on its kind
             with suppress(WeightsError):
                 _download(repo, revision, filename, cache_dir)
-    if weights:
-        try:
-            _download(repo, revision, folder.WEIGHTS, cache_dir)
-        except WeightsError as missing:
-            try:  # older open_clip repos hold a pickled state dict only, read with weights_only=True
-                _download(repo, revision, folder.LEGACY_WEIGHTS, cache_dir)
-            except WeightsError:
-                raise missing from None
-    vlm = folder.load(config.parent, device=device, weights=weights)
-    vlm.name = PREFIX + spec
-    return vlm
+    if weights:  # older repos hold a pickled state dict only, read with weights_only=True
+        _download_either(repo, revision, (folder.TIMM_WEIGHTS, folder.TIMM_LEGACY_WEIGHTS) if classifier
+                         else (folder.WEIGHTS, folder.LEGACY_WEIGHTS), cache_dir)
+    model = folder.load(config.parent, device=device, weights=weights)
+    model.name = PREFIX + spec
+    return model
 
 
 def publish(directory, repo_id: str, revision: str | None = None, private: bool = False, create_pr: bool = False,
@@ -78,14 +88,17 @@ def publish(directory, repo_id: str, revision: str | None = None, private: bool 
     directory = Path(directory)
     if repo_id.count("/") != 1 or not all(repo_id.split("/")):
         raise ParameterError(f"a Hub repo id is ORG/NAME; got {repo_id!r}.")
-    section = folder.read_config(directory).get("vlmshield", {})
+    config, weights_file = folder.read_layout(directory)
+    section = config.get("vlmshield", {})
     recorded, name = section.get("weights_sha256"), section.get("name", directory.name)
     files = [{"path": p.relative_to(directory).as_posix(), "bytes": p.stat().st_size,
-              "sha256": read_checked(p, recorded) if p.name == folder.WEIGHTS and recorded else sha256_file(p)}
+              "sha256": read_checked(p, recorded) if p.name == weights_file and recorded else sha256_file(p)}
              for p in sorted(directory.rglob("*")) if p.is_file()]
     result = {"repo_id": repo_id, "name": name, "files": files, "dry_run": dry_run}
     if dry_run:
         return result
+    from huggingface_hub import HfApi
+
     api = HfApi(token=token, library_name="vlmshield", library_version=__version__)
     api.create_repo(repo_id, private=private, exist_ok=True)
     commit = api.upload_folder(repo_id=repo_id, folder_path=directory, revision=revision, create_pr=create_pr,

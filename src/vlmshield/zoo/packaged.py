@@ -1,9 +1,11 @@
-"""Weights shipped inside a plugin's package: fine-tuned models of the world, registered as zoo entries.
+"""Weights shipped inside a package: the world's tiny CLIPs and the models plugins fine-tuned from them,
+registered as zoo entries.
 
 ``export_packaged(vlm, "fare-tinyvit4", DIR, info)`` writes ``DIR/fare-tinyvit4.safetensors`` (half precision,
 deterministic bytes) and its JSON card (``info`` plus the file and its sha256). ``packaged_cards(DIR)`` turns
-every such card into a ``ModelCard`` whose loader builds the base model's architecture (a zoo name,
-``base_model``) and loads the checked weights into it, strictly. A plugin registers them through its
+every such card into a ``ModelCard`` whose loader builds the architecture and loads the checked weights into
+it, strictly: the architecture of the base model (a zoo name, ``base_model``) for a fine-tuned model, or
+``build(card)`` for a base model itself (the world's ``clip-tinyvit4``). A plugin registers them through its
 models hook, so ``zoo.load("fare-tinyvit4")`` works once the plugin is installed.
 """
 
@@ -11,10 +13,18 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
+import torch
+
 from vlmshield.api import VLM, ModelCard, get_host, load_state, read_weights, write_weights
+
+#: The ``ModelCard`` fields a JSON card may state, and the JSON key of each; ``packaged_cards``'s ``fields``
+#: fill what it leaves out.
+STATED = {"description": "description", "threat_model": "threat_model", "training_data": "training_data",
+          "paper": "paper", "recipe": "command"}
 
 
 def card_metrics(metrics: dict) -> dict:
@@ -29,39 +39,54 @@ def card_metrics(metrics: dict) -> dict:
             "robust": {e: round(100 * v, 1) for e, v in metrics["robust_mean"].items()}}
 
 
-def export_packaged(vlm: VLM, name: str, out: str | os.PathLike, info: dict) -> dict:
-    """Write the weights (float16) and the card of ``name`` into ``out``; returns the card."""
+def export_packaged(vlm: VLM, name: str, out: str | os.PathLike, info: dict, *, metadata: dict | None = None) -> dict:
+    """Write the weights (float16) and the card of ``name`` into ``out``; returns the card.
+
+    The safetensors header records the name and method, and ``metadata`` (more provenance, as strings).
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     file = out / f"{name}.safetensors"
     state = {k: v.detach().half().cpu() for k, v in vlm.model.state_dict().items()}
-    sha256 = write_weights(file, state, {"name": name, "method": str(info.get("method", ""))})
+    sha256 = write_weights(file, state, {"name": name, "method": str(info.get("method", "")), **(metadata or {})})
     card = {"name": name, **info, "file": file.name, "sha256": sha256, "dtype": "float16"}
     (out / f"{name}.json").write_text(json.dumps(card, indent=2) + "\n")
     return card
 
 
-def load_packaged(card: ModelCard, device=None, weights: bool = True, *, directory: Path) -> VLM:
-    """The loader of packaged entries: the base model's architecture, then the checked weights."""
-    base: ModelCard = get_host().get("model", card.base_model).obj
-    vlm = base.load(device=device, weights=False)
+def load_packaged(card: ModelCard, device=None, weights: bool = True, *, directory: str | os.PathLike,
+                  build: Callable[[ModelCard], VLM] | None = None) -> VLM:
+    """The loader of packaged entries: the architecture (``build(card)``, else the base model's), then the
+    checked weights from ``directory``.
+
+    When weights are loaded, the architecture's random initialisation runs on a copy of the global random
+    state: loading a model leaves the caller's random numbers as they were.
+    """
+    with torch.random.fork_rng(devices=[], enabled=weights):
+        if build is not None:
+            vlm = build(card)
+        else:
+            base: ModelCard = get_host().get("model", card.base_model).obj
+            vlm = base.load(device=device, weights=False)
     vlm.name = card.name
     if weights:
         (filename, sha256), = card.files.items()
-        load_state(vlm.model, read_weights(directory / filename, sha256), what=f"the weights of {card.name}")
+        load_state(vlm.model, read_weights(Path(directory) / filename, sha256), what=f"the weights of {card.name}")
     return vlm.to(device or "cpu").eval()
 
 
-def packaged_cards(directory: str | os.PathLike, **fields) -> list[ModelCard]:
-    """A zoo card for each JSON card in ``directory`` (``fields`` fill what the JSON does not say)."""
+def packaged_cards(directory: str | os.PathLike, *, build: Callable[[ModelCard], VLM] | None = None,
+                   **fields) -> list[ModelCard]:
+    """A zoo card for each JSON card in ``directory``, loaded by ``load_packaged`` (with ``build`` for base
+    models, whose cards name no ``base_model``). ``fields`` fill what the JSON does not say (``paper``,
+    ``license``, ``training_data``, ...); a ``loader`` among them replaces ``load_packaged``."""
     directory = Path(directory)
     found = []
     for path in sorted(directory.glob("*.json")):
         info = json.loads(path.read_text())
+        stated = {field: info[key] for field, key in STATED.items() if key in info}
         found.append(ModelCard(
-            info["name"], arch=info["arch"], method=info["method"], base_model=info["base_model"],
-            description=info.get("description", ""), threat_model=info.get("threat_model", {}),
-            training_data=info.get("training_data", ""), source="package", files={info["file"]: info["sha256"]},
-            loader=partial(load_packaged, directory=directory), recipe=info.get("command", ""),
-            metrics=card_metrics(info.get("metrics", {})), **fields))
+            info["name"], arch=info["arch"], method=info.get("method", "none"), base_model=info.get("base_model", ""),
+            source="package", files={info["file"]: info["sha256"]}, metrics=card_metrics(info.get("metrics", {})),
+            **{"loader": partial(load_packaged, directory=directory, build=build), **fields, **stated}))
     return found

@@ -10,8 +10,7 @@ from .catalog import CARDS
 
 @hookimpl
 def register_models(register):
-    for card in CARDS:
-        register(card)
+    register(*CARDS)
 
 
 @hookimpl

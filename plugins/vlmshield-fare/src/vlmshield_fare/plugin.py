@@ -11,9 +11,9 @@ No label and no text is used. The ``paper`` preset is RobustVLM's run: ViT-L/14 
 20,000 steps with 1,400 of warm-up, the vision tower only. The ``world`` preset is the same method at
 the world's scale (``clip-tinyvit4`` on ``world-finetune``); its steps, learning rate and budget are the
 world's (600 steps at lr 1e-3, eps 2.5/255: between the paper's FARE2 and FARE4 on the world's scale,
-the budget that keeps the clean drop within 15 points while gaining 30 at the world's 4/255; README),
-and so is its inner attack: PGD-5 with the paper's step 1/255 (5 steps reach the 2.5/255 budget and
-measured as robust as PGD-10 for 58% of its cost per step), so that a run takes minutes on a CPU.
+chosen for its trade-off between clean and robust accuracy), and so is its inner attack: PGD-5 with the
+paper's step 1/255 (5 steps reach the 2.5/255 budget), so that a run takes minutes on a CPU. The README
+has the runs behind these choices.
 """
 
 from __future__ import annotations
@@ -75,5 +75,4 @@ def register_defenses(register):
 
 @hookimpl
 def register_models(register):
-    for card in (*RECIPES, *packaged_cards(WEIGHTS, paper=PAPER, license="MIT")):
-        register(card)
+    register(*RECIPES, *packaged_cards(WEIGHTS, paper=PAPER, license="MIT"))

@@ -18,16 +18,14 @@ Run alone (``--stage hpt``), the HPT stage starts from, and anchors to, the orig
 without GPD. The anchor of the HPT stage is the model as the stage began (the engine's
 ``refs["stage_start"]``), so both cases are one rule, and a resumed run keeps its pivot.
 
-What is reconstructed, not read (research/hpt_dart.md A.3-A.4; the paper body and a complete release
-were not available):
+What is reconstructed, not read (the paper body and a complete release were not available):
 
 - the loss terms are those of the first upload (KL with the proxy as the teacher, anchor weight 0.001);
   the warm-up loss is the teacher of HEAD's commented-out "EMA stage" (the original model on the clean
   image); the pivot as the HPT stage's anchor is our reading of "generalization-pulled";
 - the softmaxes use ``logit_scale`` times the cosine: 1 is the first upload's raw cosine, 100 the latest
-  release's. The default is 1: on the world (HPT stage alone, preset otherwise) 100 collapsed the target to
-  a constant output (clean = robust = 14% on the suite) where 1 kept 38% clean; 1 is also the scale of the
-  one release whose loss is complete;
+  release's. The default is 1: on the world 100 collapsed the target to a constant output (the README has
+  the runs), and 1 is also the scale of the one release whose loss is complete;
 - KL is summed over classes and averaged over the batch (the code sums over the batch too; the engine
   averages so that torchrun processes agree, so the paper preset's learning rates are the code's times
   its batch, which gives the same SGD update);
@@ -45,6 +43,7 @@ from __future__ import annotations
 import torch
 
 from vlmshield.api import (
+    SINGLE_TEMPLATE,
     AdversarialFineTuning,
     ParameterError,
     Stage,
@@ -57,7 +56,6 @@ from vlmshield.api import (
 
 PAPER = ("Fu, Huang & Zhang. Proxy Robustness in Vision Language Models is Effortlessly Transferable. "
          "arXiv 2601.12865, 2026.")
-TEMPLATE = "This is a photo of a {}"
 #: The releases' training attack: Linf PGD-5 at eps 2/255, step 1/255, random start, CE (no momentum).
 HPT_ATTACK = {"attack": "pgd", "attack_steps": 5, "attack_alpha": 1 / 255, "attack_params": {"random_start": True}}
 TINYIMAGENET_EPOCH = 1563  # steps of 64 in TinyImageNet's 100,000 training images
@@ -85,7 +83,7 @@ class HPTGPD(AdversarialFineTuning):
                       "val_every": 100, "val_n": 100, "val_steps": 10}},
     }
 
-    def __init__(self, proxy: str = "clip-vitb16", template: str = TEMPLATE, logit_scale: float = 1.0,
+    def __init__(self, proxy: str = "clip-vitb16", template: str = SINGLE_TEMPLATE, logit_scale: float = 1.0,
                  anchor_weight: float = 0.001):
         if not isinstance(proxy, str) or not proxy:
             raise ParameterError(f"the proxy is a zoo name (a vanilla CLIP of another architecture); got {proxy!r}.")

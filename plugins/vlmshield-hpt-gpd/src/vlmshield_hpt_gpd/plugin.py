@@ -29,5 +29,4 @@ def register_defenses(register):
 
 @hookimpl
 def register_models(register):
-    for card in (*RECIPES, *packaged_cards(WEIGHTS, paper=PAPER, license="MIT")):
-        register(card)
+    register(*RECIPES, *packaged_cards(WEIGHTS, paper=PAPER, license="MIT"))

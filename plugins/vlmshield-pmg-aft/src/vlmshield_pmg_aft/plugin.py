@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from vlmshield.api import (
+    SINGLE_TEMPLATE,
     AdversarialFineTuning,
     ParameterError,
     Stage,
@@ -55,7 +56,6 @@ from vlmshield.api import (
 PAPER = ("Wang, Zhang, Yuan and Shan, Pre-trained Model Guided Fine-Tuning for Zero-Shot Adversarial Robustness, "
          "CVPR 2024")
 WEIGHTS = Path(__file__).parent / "weights"
-TEMPLATE = "This is a photo of a {}"
 #: The README's training attack: Linf PGD-2, step 1/255, random start, cross-entropy (no momentum).
 PMG_ATTACK = {"attack": "pgd", "attack_steps": 2, "attack_alpha": 1 / 255, "attack_params": {"random_start": True}}
 TINYIMAGENET_EPOCH = 391  # steps of 256 in TinyImageNet's 100,000 training images
@@ -80,8 +80,8 @@ class PMGAFT(AdversarialFineTuning):
                       "val_every": 100, "val_n": 100, "val_steps": 10}},
     }
 
-    def __init__(self, template: str = TEMPLATE, logit_scale: float = 1.0, alpha: float = 1.0, beta: float = 1.0,
-                 kl_batch_sum: bool = True):
+    def __init__(self, template: str = SINGLE_TEMPLATE, logit_scale: float = 1.0, alpha: float = 1.0,
+                 beta: float = 1.0, kl_batch_sum: bool = True):
         if not isinstance(kl_batch_sum, bool):
             raise ParameterError(f"kl_batch_sum must be true or false; got {kl_batch_sum!r}.")
         super().__init__(template=check_template(template),
@@ -125,5 +125,4 @@ def register_defenses(register):
 
 @hookimpl
 def register_models(register):
-    for card in (*RECIPES, *packaged_cards(WEIGHTS, paper=PAPER, license="MIT")):
-        register(card)
+    register(*RECIPES, *packaged_cards(WEIGHTS, paper=PAPER, license="MIT"))

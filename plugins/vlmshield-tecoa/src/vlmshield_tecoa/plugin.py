@@ -10,8 +10,8 @@ text tower, and s = 100 is a fixed logit scale. This is TeCoA as RobustVLM reimp
 paper (the TeCoA2/TeCoA4 checkpoints): the single prompt "This is a photo of a {}", PGD-10 with step
 1/255 and momentum 0.9, AdamW lr 1e-5 wd 1e-4, batch 128, 20,000 steps with 1,400 of warm-up, on
 ImageNet, the vision tower only (the ``paper`` preset). The original TeCoA code (SGD, 2-step PGD at
-1/255 on ViT-B/32, the text tower run at every step) is not reproduced; research/robustvlm.md 2.2 says
-why it is not the reference. The ``world`` preset is the same method at the world's scale, with the
+1/255 on ViT-B/32, the text tower run at every step) is not reproduced: the FARE paper's reimplementation
+is the one its published checkpoints come from. The ``world`` preset is the same method at the world's scale, with the
 world's own prompt for shapes, at eps 2/255 (TeCoA2): at the world's 4/255 the training collapses (README).
 """
 
@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from vlmshield.api import (
     ROBUSTVLM_ATTACK,
+    SINGLE_TEMPLATE,
     AdversarialFineTuning,
     Stage,
     check_number,
@@ -35,7 +36,6 @@ from vlmshield.api import (
 PAPER = ("Mao, Geng, Yang, Wang and Vondrick, Understanding Zero-Shot Adversarial Robustness for Large-Scale "
          "Models, ICLR 2023")
 WEIGHTS = Path(__file__).parent / "weights"
-TEMPLATE = "This is a photo of a {}"
 
 
 class TeCoA(AdversarialFineTuning):
@@ -54,7 +54,7 @@ class TeCoA(AdversarialFineTuning):
                       "val_n": 100, "val_steps": 10}},
     }
 
-    def __init__(self, template: str = TEMPLATE, logit_scale: float = 100.0):
+    def __init__(self, template: str = SINGLE_TEMPLATE, logit_scale: float = 100.0):
         super().__init__(template=check_template(template),
                          logit_scale=check_number("logit_scale", logit_scale, positive=True))
 
@@ -82,5 +82,4 @@ def register_defenses(register):
 
 @hookimpl
 def register_models(register):
-    for card in (*RECIPES, *packaged_cards(WEIGHTS, paper=PAPER, license="MIT")):
-        register(card)
+    register(*RECIPES, *packaged_cards(WEIGHTS, paper=PAPER, license="MIT"))

@@ -11,8 +11,7 @@ from .ttc import TTC
 
 @hookimpl
 def register_defenses(register):
-    register(TTC)
-    register(RandomNoise)
+    register(TTC, RandomNoise)
 
 
 @hookimpl

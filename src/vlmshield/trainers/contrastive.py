@@ -1,0 +1,155 @@
+"""The contrastive trainer (``contrastive``): image-text fine-tuning with the CLIP loss, and backdoor poisoning.
+
+Each step reads the next batch of image-caption pairs, tokenizes this process's captions with the model's
+tokenizer and steps the optimizer on the method's loss. A method (``ContrastiveFineTuning``) says only what
+is its own: the frozen references it needs, the loss, and which parameters train. The default loss is
+CLIP's over the global batch: under torchrun every process sees the features of the whole batch, so
+N processes train the weights one process trains with the whole batch.
+
+The trainer plants backdoors too: with ``trigger`` (a registered ``BackdoorAttack``) it trains on the data
+that attack poisons at ``rate`` (``BackdoorAttack.poison``), the trigger's image-caption pairs naming
+``target``: the poisoned model a backdoor-removal method starts from.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from vlmshield.api import (
+    VLM,
+    BackdoorAttack,
+    Batches,
+    CaptionedImages,
+    ParameterError,
+    TrainConfig,
+    Trainer,
+    TrainingDefense,
+    check_takes,
+    default_device,
+    derive_seed,
+    get_host,
+    is_main_process,
+    rank_and_world,
+    run_training,
+)
+
+
+def clip_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+    """CLIP's symmetric cross-entropy (float32): pair i's image and text are each other's class among the
+    batch's texts and images, with logits ``logit_scale * cosine``; ``logit_scale`` is the multiplier itself
+    (open_clip's ``logit_scale.exp()``)."""
+    image = F.normalize(image_features.float(), dim=-1)
+    text = F.normalize(text_features.float(), dim=-1)
+    logits = logit_scale.float() * image @ text.t()
+    labels = torch.arange(len(logits), device=logits.device)
+    return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels)) / 2
+
+
+def gather_features(features: torch.Tensor) -> torch.Tensor:
+    """The features of the whole global batch, in rank order, on every process; this process's own rows
+    keep their gradient, with the gradient that flows back into them multiplied by the number of processes.
+
+    Why the factor: every process computes the same global-batch loss L, but its graph reaches the
+    parameters only through its own rows (the other processes' rows arrive without gradient). dL/dθ is
+    the sum over processes of those per-process parts, and the training loop averages the gradients
+    (it divides their sum by the number of processes N), so each part must be N times its size. Scaling
+    the loss by N instead would do it for the towers but would count N times the gradient of what every
+    process sees whole, such as the logit scale; scaling here leaves the loss's value L, which is what the
+    loop logs. In one process this is the features themselves."""
+    rank, world = rank_and_world()
+    if world == 1:
+        return features
+    parts = [torch.empty_like(features) for _ in range(world)]
+    dist.all_gather(parts, features.detach().contiguous())
+    # The value is exactly ``features`` (the second term is zero); the gradient is multiplied by ``world``.
+    parts[rank] = features + (world - 1) * (features - features.detach())
+    return torch.cat(parts)
+
+
+class ContrastiveFineTuning(TrainingDefense):
+    """A method of the contrastive trainer: image-caption pairs, a loss on the model's image and text features.
+
+    ``references`` builds the frozen things the loss needs, once; ``loss`` maps this process's images and
+    token ids (the model's tokenizer applied to the captions) to a scalar; ``trainable`` names the
+    parameters that train. ``refs`` carries the run's ``TrainConfig`` (``refs["config"]``) and the current
+    ``Stage`` (``refs["stage"]``). Random draws in a loss come from a generator seeded with ``step_seed``
+    (one per step and process), so a resumed run ends as an uninterrupted one does.
+    """
+
+    defense_kind: ClassVar[str] = "backdoor-removal"
+    trainer: ClassVar[str] = "contrastive"
+
+    def references(self, vlm: VLM, data: CaptionedImages) -> dict:
+        """Frozen models and tensors the loss needs (built once, before the first step); none by default."""
+        return {}
+
+    def trainable(self, vlm: VLM) -> list[nn.Parameter]:
+        """Every parameter of both towers; the logit scale stays frozen, as in PAR's and CleanCLIP's
+        fine-tuning of a pretrained CLIP (it is the temperature the pretraining settled on)."""
+        return [p for name, p in vlm.model.named_parameters() if name != "logit_scale"]
+
+    def loss(self, vlm: VLM, images: torch.Tensor, texts: torch.Tensor, refs: dict, *,
+             step_seed: int) -> torch.Tensor:
+        """CLIP's loss over the global batch (``clip_loss`` on ``gather_features`` of both towers' features),
+        at the model's logit scale."""
+        image_features = gather_features(vlm.encode_image(images))
+        text_features = gather_features(vlm.model.encode_text(texts))
+        return clip_loss(image_features, text_features, vlm.model.logit_scale.exp())
+
+
+class ContrastiveTrainer(Trainer):
+    """Fine-tunes on image-caption pairs with the method's loss; with ``trigger``, on pairs that backdoor
+    attack poisoned at ``rate`` (its ``target`` and ``seed`` are the attack's). It runs no validation
+    (``val_data`` is not read)."""
+
+    name = "contrastive"
+    description = "Image-text fine-tuning with the CLIP loss (or the method's); plants backdoors with a trigger."
+    takes = "captioned"
+    method_type = ContrastiveFineTuning
+
+    def __init__(self, trigger: str | None = None, target: str = "banana", rate: float = 0.0, seed: int = 0):
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate <= 1:
+            raise ParameterError(f"the poisoning rate must be in [0, 1]; got {rate!r}.")
+        if trigger is None and rate != 0:
+            raise ParameterError(f"a poisoning rate needs a trigger (trigger=NAME, a backdoor attack); got "
+                                 f"rate={rate} without one.")
+        if trigger is not None and not issubclass(get_host().get("attack", trigger).obj, BackdoorAttack):
+            raise ParameterError(f"the trigger must be a backdoor attack; {trigger!r} is an evasion attack.")
+        super().__init__(trigger=trigger, target=target, rate=rate, seed=seed)
+
+    def backdoor(self) -> BackdoorAttack | None:
+        """The trigger's attack, aimed at ``target`` (None without a trigger)."""
+        if self.trigger is None:
+            return None
+        return get_host().create("attack", self.trigger, target=self.target, seed=self.seed)
+
+    def train(self, model: VLM, data, method: ContrastiveFineTuning, config: TrainConfig, *, out=None,
+              val_data=None, device=None, progress=None, log=None, stop_after=None) -> VLM:
+        config = config.check()
+        data = check_takes(data, self.takes, f"the {self.name} trainer")
+        attack = self.backdoor()
+        if attack is not None:
+            data = attack.poison(data, self.rate)
+            if log is not None and is_main_process():
+                log(f"training on {data.name}: {len(data.poisoned)} of {len(data)} pairs carry the "
+                    f"{attack.name} trigger and name {attack.target!r}")
+        device = torch.device(device) if device else default_device()
+        model.to(device)
+        refs = method.references(model, data)
+        rank = rank_and_world()[0]
+
+        def step_loss(step: int, items: list, refs: dict) -> torch.Tensor:
+            images = torch.stack([image for image, _ in items]).to(device)
+            texts = model.tokenizer([caption for _, caption in items]).to(device)
+            model.train()
+            return method.loss(model, images, texts, refs, step_seed=derive_seed(config.seed, "contrastive", step,
+                                                                                 rank))
+
+        return run_training(model, method, config, batches=Batches(data, config.batch_size, config.seed),
+                            step_loss=step_loss, refs=refs, parameters=method.trainable(model), out=out,
+                            device=device, progress=progress, log=log, stop_after=stop_after, trainer=self)
