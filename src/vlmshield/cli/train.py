@@ -33,7 +33,6 @@ from pathlib import Path
 
 from vlmshield.api import (
     NATIVE,
-    VLM,
     Command,
     ModelCard,
     ParameterError,
@@ -45,6 +44,7 @@ from vlmshield.api import (
     get_host,
     get_protocol,
     init_from_env,
+    input_size,
     is_main_process,
     load_model,
     measure_for_card,
@@ -239,7 +239,7 @@ def train_run(run: dict, out, *, name: str | None = None, device=None, progress=
     _keep_preprocessing(out, run.get("preprocess", NATIVE))
     vlm = load_model(run["model"], device=device)
     trainer = run["trainer"]
-    data, val = training_data(run, vlm.image_size[0] if isinstance(vlm, VLM) else 224)
+    data, val = training_data(run, input_size(vlm))
     check_takes(data, trainer.takes, f"the {trainer.name} trainer")
     clock = time.perf_counter()
     trainer.train(vlm, data, run["method"], run["config"], out=out, val_data=val, device=device, progress=progress,
