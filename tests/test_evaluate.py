@@ -321,3 +321,12 @@ def test_a_log_of_another_counting_convention_is_not_resumed(host, toy, tmp_path
 def test_bad_counting_requests_are_refused(host, kwargs, fragment):
     with pytest.raises(ParameterError, match=fragment):
         evaluate("tiny-clip", "fakedata", **kwargs)
+
+
+def test_an_evaluator_given_data_it_does_not_take_says_so_in_one_sentence(host):
+    from vlmshield.api import CaptionedImages
+
+    pairs = CaptionedImages([(torch.rand(3, 32, 32), "a red circle")] * 4, name="pairs")
+    with pytest.raises(ParameterError, match=r"^the zero-shot evaluator takes labelled images; pairs is image-caption "
+                                             r"pairs\.$"):
+        evaluate("tiny-clip", pairs)

@@ -158,3 +158,35 @@ def test_two_processes_train_the_weights_of_one_with_the_whole_batch(tmp_path):
     for key in one:
         torch.testing.assert_close(two[key], one[key], rtol=1e-5, atol=1e-6, msg=key)
     assert all(not torch.equal(one[k], toy_cnn(seed=1).state_dict()[k]) for k in one)
+
+
+class WorldStudent(Distillation):
+    """The default distillation (a frozen copy of the model teaches it) with a preset on the world."""
+
+    name = "world-student"
+    presets = {"test": {"model": "toy-world-classifier", "dataset": "world-finetune", "config": {
+        "stages": (Stage("distill", steps=2, lr=1e-3, warmup=0, weight_decay=0.0),), "batch_size": 8}}}
+
+
+def test_vlmshield_train_distills_a_timm_classifier_card_and_saves_it_in_timms_layout(tmp_path, capsys):
+    """The whole command on a classifier that is not a CLIP: train, save the folder, load it back."""
+    pytest.importorskip("timm")
+    from vlmshield.api import ImageClassifier, ModelCard
+    from vlmshield.cli import main
+    from vlmshield.testing import make_plugin
+
+    classes = vs.dataset("world-finetune", split="test").classnames
+    card = ModelCard("toy-world-classifier", arch="resnet10t", family="classifier", classnames=tuple(classes),
+                     loader=lambda card, device=None, weights=True: ImageClassifier.from_timm(
+                         "resnet10t", num_classes=len(classes), image_size=32, classnames=classes))
+    plugin = make_plugin("world-student", register_models=lambda register: register(card),
+                         register_defenses=lambda register: register(WorldStudent))
+    with temporary_host(plugin):
+        code = main(["train", "world-student", "--preset", "test", "--out", str(tmp_path / "run"), "--no-progress"])
+        assert code == 0, capsys.readouterr().err
+        saved = tmp_path / "run" / "model"
+        assert {"config.json", "model.safetensors"} <= {p.name for p in saved.iterdir()}
+        loaded = vs.zoo.load(f"local-dir:{saved}")
+    assert isinstance(loaded, ImageClassifier) and loaded.num_classes == len(classes)
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [entry["step"] for entry in log] == [1, 2]

@@ -70,6 +70,7 @@ from ..core import (
     LabelledImages,
     ParameterError,
     TestTimeDefense,
+    check_takes,
     derive_seed,
     format_eps,
     get_host,
@@ -247,10 +248,9 @@ def evaluate(model, dataset=None, *, protocol=None, evaluator: str | Evaluator =
     model, model_info = resolve_model(model, device, weights)
     model.eval()
     image_size = input_size(model)
-    datasets = build_datasets(dataset, image_size=image_size, download=download)
-    for data in datasets:
-        if not isinstance(data, (LabelledImages, DomainPair)):
-            raise ParameterError(f"{data.name} has no labels to evaluate on; give a labelled dataset.")
+    datasets = [data if isinstance(data, DomainPair) else check_takes(data, evaluator.takes, f"the {evaluator.name} "
+                                                                                            f"evaluator")
+                for data in build_datasets(dataset, image_size=image_size, download=download)]
     skipped = {d.name: reason for d in datasets
                if (reason := evaluator.applies_to(d.source if isinstance(d, DomainPair) else d, attack))}
     if len(skipped) == len(datasets):
