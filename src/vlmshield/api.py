@@ -15,13 +15,23 @@ from .engine.leaderboard import leaderboard
 from .engine.protocol_runs import measure_for_card, run_protocol
 from .engine.records import RunLog, atomic_write_json, environment, fingerprint
 from .engine.reports import format_run, load_run, write_report
-from .engine.training import Batches, average_gradients, mean_loss, run_training, training_seconds, weights_module
+from .engine.training import (
+    Batches,
+    average_gradients,
+    mean_loss,
+    read_checkpoint,
+    run_training,
+    save_checkpoint,
+    training_seconds,
+    weights_module,
+)
 
 __all__ = [
     *_contract, "default_device", "gather_objects", "init_from_env", "is_main_process", "rank_and_world",
     "evaluate", "format_table", "subset_indices", "leaderboard", "measure_for_card", "run_protocol",
     "RunLog", "atomic_write_json", "environment", "fingerprint", "format_run", "load_run", "write_report",
-    "Batches", "average_gradients", "mean_loss", "run_training", "training_seconds", "weights_module",
+    "Batches", "average_gradients", "mean_loss", "read_checkpoint", "run_training", "save_checkpoint",
+    "training_seconds", "weights_module",
 ]
 
 

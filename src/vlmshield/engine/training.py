@@ -92,18 +92,25 @@ def average_gradients(parameters: list[nn.Parameter]) -> None:
         offset += parameter.numel()
 
 
-def _save_checkpoint(path: Path, state: dict) -> None:
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Write a training checkpoint so that readers see the old one or the new one, never half."""
     temporary = path.with_name(path.name + ".tmp")
     torch.save(state, temporary)
     os.replace(temporary, path)
 
 
-def _load_checkpoint(path: Path, config: TrainConfig, method, trainer) -> dict:
+def read_checkpoint(path: Path) -> dict:
+    """A training checkpoint's state (tensors and plain data only: no unpickling of code); WeightsError,
+    keeping the file for inspection, when it is truncated or foreign."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # truncated or foreign: say so, keep it for inspection
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
         raise WeightsError(f"checkpoint {path} is unreadable ({type(error).__name__}); delete it to start over.") \
             from error
+
+
+def _load_checkpoint(path: Path, config: TrainConfig, method, trainer) -> dict:
+    state = read_checkpoint(path)
     trained_by = state.get("trainer")  # checkpoints written before trainers had parameters hold none
     if (state.get("config") != config.to_dict() or state.get("method") != method.config()
             or (trainer is not None and trained_by is not None and trained_by != trainer.config())):
@@ -117,7 +124,7 @@ def training_seconds(out) -> float | None:
     path = Path(out) / "checkpoint.pt"
     if not path.exists():
         return None
-    return torch.load(path, map_location="cpu", weights_only=True).get("elapsed_s")
+    return read_checkpoint(path).get("elapsed_s")
 
 
 def mean_loss(loss: torch.Tensor) -> float:
@@ -206,7 +213,7 @@ def run_training(model: nn.Module, method, config: TrainConfig, *, batches: Batc
                     state["trainer"] = trainer.config()
                 if refs.get("stage_start") is not None:
                     state["stage_start"] = weights_module(refs["stage_start"]).state_dict()
-                _save_checkpoint(checkpoint, state)
+                save_checkpoint(checkpoint, state)
             if rank_and_world()[1] > 1:
                 dist.barrier()
     bar.close()

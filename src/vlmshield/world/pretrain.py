@@ -32,13 +32,14 @@ from vlmshield.api import (
     VLM,
     ParameterError,
     Stage,
-    WeightsError,
     environment,
     export_packaged,
     learning_rate,
     measure_for_card,
     packaged_cards,
+    read_checkpoint,
     resume_state,
+    save_checkpoint,
 )
 
 from . import data as world_data
@@ -120,18 +121,12 @@ def _batch(pairs, step: int, batch_size: int) -> tuple[torch.Tensor, list[str]]:
 
 def _save_checkpoint(path: Path, step: int, vlm: VLM, optimizer, recipe: Recipe, losses: list[float],
                      elapsed_s: float) -> None:
-    temporary = path.with_suffix(".tmp")
-    torch.save({"step": step, "model": vlm.model.state_dict(), "optimizer": optimizer.state_dict(),
-                "recipe": asdict(recipe), "losses": losses, "elapsed_s": elapsed_s}, temporary)
-    os.replace(temporary, path)
+    save_checkpoint(path, {"step": step, "model": vlm.model.state_dict(), "optimizer": optimizer.state_dict(),
+                           "recipe": asdict(recipe), "losses": losses, "elapsed_s": elapsed_s})
 
 
 def _load_checkpoint(path: Path, recipe: Recipe) -> dict:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # a truncated or foreign file: say which, keep it for inspection
-        raise WeightsError(f"checkpoint {path} is unreadable ({type(error).__name__}); "
-                           f"delete it to start over.") from error
+    state = read_checkpoint(path)
     if state.get("recipe") != asdict(recipe):
         raise ParameterError(f"checkpoint {path} was written by another recipe ({state.get('recipe')}); "
                              f"use another output folder, or delete it to start over.")
