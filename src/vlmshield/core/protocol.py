@@ -2,14 +2,9 @@
 count, prompts, preprocessing, counting convention and ranking of a paper's table.
 
 A ``Protocol`` is data, registered by plugins like models and datasets (the built-in ones: ``tecoa``,
-``robustvlm``, ``clean``, ``world``). ``run_protocol(model, "robustvlm")`` builds each dataset with the
-protocol's preprocessing, runs one ``evaluate`` per eps (clean accuracy comes with each: the same seeded
-subset) and combines them into one run record: per dataset and on average, clean accuracy and robust
-accuracy by eps, the sanity flags, the model's card (paper, architecture, threat model), the protocol
-with every parameter, and the preprocessing and counting convention each dataset was evaluated with.
-Overriding ``n``, the datasets or the counting convention is allowed (smoke runs, comparisons) and is
-written into the record as an override, so that a number is never passed off as the protocol's. With
-``out=DIR`` each evaluation resumes where it stopped and the run record is ``DIR/run.json``.
+``robustvlm``, ``clean``, ``world``); ``run_protocol`` (``vlmshield.api``) runs one on a model and writes
+one run record. Overriding ``n``, the datasets or the counting convention is allowed and recorded as an
+override, so that a number is never passed off as the protocol's.
 
 What a protocol measures comes from its evaluator (``evaluator``, ``zero-shot`` by default): the metrics in
 the evaluator's ``clean_metrics`` are measured once per dataset, the others once per setting, an eps label
