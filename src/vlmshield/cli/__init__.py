@@ -13,39 +13,9 @@ import sys
 import traceback
 import warnings
 
-from vlmshield.api import Command, VlmshieldError, get_host, parse_params
+from vlmshield.api import Command, UsageError, VlmshieldError, get_host
 
 from .._version import __version__
-
-
-class UsageError(VlmshieldError):
-    """The command line itself is malformed."""
-
-
-def progress_flag(args) -> bool | None:
-    """What ``--no-progress`` asks of the progress bars: off, or the default (on at a terminal)."""
-    return False if getattr(args, "no_progress", False) else None
-
-
-def resumable(out, command):
-    """Run ``command()``; on Ctrl-C say that the same command resumes from ``out``, then stop."""
-    try:
-        return command()
-    except KeyboardInterrupt:
-        if out:
-            print(f"vlmshield: interrupted; what finished is kept in {out}; run the same command again to resume.",
-                  file=sys.stderr)
-        raise
-
-
-def defense_params(args):
-    """``--defense-params`` read against the parameters of ``--defense``, or None."""
-    if not getattr(args, "defense_params", None):
-        return None
-    if args.defense is None:
-        raise UsageError("--defense-params needs --defense.")
-    cls = get_host().get("defense", args.defense).obj
-    return parse_params(cls, args.defense_params, f"defense {cls.name!r}", cls.pixel_params)
 
 
 class Parser(argparse.ArgumentParser):

@@ -14,7 +14,9 @@ from vlmshield.api import (
     Command,
     Registration,
     UnknownNameError,
+    UsageError,
     canonical_name,
+    defense_params,
     did_you_mean,
     eps_note,
     evaluate,
@@ -28,11 +30,11 @@ from vlmshield.api import (
     parse_eps,
     parse_params,
     plugin_hint,
+    progress_flag,
+    resumable,
     signature_defaults,
     zoo,
 )
-
-from . import UsageError
 
 
 # ------------------------------------------------------------------- describing
@@ -141,37 +143,26 @@ def _eval(args) -> int:
         note = eps_note(args.eps)
         if note:
             print(f"vlmshield: {note}", file=sys.stderr)
-    attack_params = defense_params = None
+    attack_params = None
     if args.attack_params:
         if args.attack is None:
             raise UsageError("--attack-params needs --attack.")
         cls = host.get("attack", args.attack).obj
         attack_params = parse_params(cls, args.attack_params, f"attack {cls.name!r}", cls.pixel_params)
-    if args.defense_params:
-        if args.defense is None:
-            raise UsageError("--defense-params needs --defense.")
-        cls = host.get("defense", args.defense).obj
-        defense_params = parse_params(cls, args.defense_params, f"defense {cls.name!r}", cls.pixel_params)
     if args.protocol is None and args.dataset is None:
         raise UsageError("give --dataset (or --protocol, which names its datasets).")
     init_from_env()
-    common = dict(defense=args.defense, defense_params=defense_params, n=args.n, batch_size=args.batch_size,
+    common = dict(defense=args.defense, defense_params=defense_params(args), n=args.n, batch_size=args.batch_size,
                   seed=args.seed, device=args.device, weights=not args.no_weights, out=args.out,
-                  progress=False if args.no_progress else None, download=args.download,
-                  adaptive=not args.no_adaptive)
-    try:
-        if args.protocol is not None:
-            if args.attack or args.eps or args.steps or args.attack_params or args.evaluator != "zero-shot":
-                raise UsageError("--protocol fixes the attack, eps, steps and evaluator; drop those options.")
-            record = evaluate(args.model, args.dataset, protocol=args.protocol, **common)
-        else:
-            record = evaluate(args.model, args.dataset, evaluator=args.evaluator, attack=args.attack, eps=eps,
-                              steps=args.steps, attack_params=attack_params, num_workers=args.workers, **common)
-    except KeyboardInterrupt:
-        if args.out:
-            print(f"vlmshield: interrupted; finished batches are kept beside {args.out} (*.partial); "
-                  f"run the same command again to resume.", file=sys.stderr)
-        raise
+                  progress=progress_flag(args), download=args.download, adaptive=not args.no_adaptive)
+    if args.protocol is not None:
+        if args.attack or args.eps or args.steps or args.attack_params or args.evaluator != "zero-shot":
+            raise UsageError("--protocol fixes the attack, eps, steps and evaluator; drop those options.")
+        record = resumable(args.out, lambda: evaluate(args.model, args.dataset, protocol=args.protocol, **common))
+    else:
+        record = resumable(args.out, lambda: evaluate(
+            args.model, args.dataset, evaluator=args.evaluator, attack=args.attack, eps=eps, steps=args.steps,
+            attack_params=attack_params, num_workers=args.workers, **common))
     if not is_main_process():
         return 0
     if args.json:

@@ -6,9 +6,18 @@ import argparse
 import json
 from pathlib import Path
 
-from vlmshield.api import Command, format_run, init_from_env, is_main_process, leaderboard, load_run, write_report
-
-from . import defense_params, progress_flag, resumable
+from vlmshield.api import (
+    Command,
+    defense_params,
+    format_run,
+    init_from_env,
+    is_main_process,
+    leaderboard,
+    load_run,
+    progress_flag,
+    resumable,
+    write_report,
+)
 
 
 def _leaderboard(args) -> int:

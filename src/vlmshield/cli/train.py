@@ -51,12 +51,12 @@ from vlmshield.api import (
     parse_eps,
     parse_params,
     preprocessed_dataset,
+    progress_flag,
+    resumable,
     signature_defaults,
     training_seconds,
     zoo,
 )
-
-from . import progress_flag, resumable
 
 
 def _method(name: str):

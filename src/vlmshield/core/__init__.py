@@ -28,6 +28,7 @@ from .attack import (
 )
 from .card import ModelCard, ModelSource, load_model, recipe_card
 from .classifier import ImageClassifier, input_size
+from .command import Command, UsageError, defense_params, progress_flag, resumable
 from .data import (
     DATA_ENV,
     DATA_TYPES,
@@ -64,7 +65,7 @@ from .params import (
     parse_params,
     signature_defaults,
 )
-from .plugins import Command, PluginHost, get_host, plugins, reset_host, temporary_host
+from .plugins import PluginHost, get_host, plugins, reset_host, temporary_host
 from .preprocess import INTERPOLATIONS, NATIVE, check_preprocess_rule, preprocessed_dataset, resize_crop
 from .protocol import Protocol, get_protocol
 from .registry import KINDS, Registration, canonical_name, plugin_hint
@@ -95,7 +96,8 @@ __all__ = [
     "did_you_mean", "error_summary", "COUNTINGS", "Evaluator", "hookimpl",
     "DEFAULT_TEMPLATES", "VLM", "ZeroShotClassifier", "check_images", "eval_mode", "frozen", "frozen_copy",
     "Configurable", "check_number", "check_template", "eps_note", "format_eps", "parse_eps", "parse_params",
-    "signature_defaults", "Command", "PluginHost", "get_host", "plugins", "reset_host", "temporary_host",
+    "signature_defaults", "Command", "UsageError", "defense_params", "progress_flag", "resumable", "PluginHost",
+    "get_host", "plugins", "reset_host", "temporary_host",
     "INTERPOLATIONS", "NATIVE", "check_preprocess_rule", "preprocessed_dataset", "resize_crop",
     "Protocol", "get_protocol", "Registration", "canonical_name", "plugin_hint", "derive_seed", "WordTokenizer",
     "Stage", "TrainConfig", "Trainer", "kl_divergence", "learning_rate",

@@ -14,7 +14,6 @@ Environment:
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import importlib.metadata
 import os
@@ -26,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 import pluggy
 
 from . import hookspecs
+from .command import Command
 from .errors import PluginError
 from .registry import KINDS, Registration, Registry, canonical_name
 
@@ -39,18 +39,6 @@ HOOKS = {kind: f"register_{kind.replace('-', '_')}s" for kind in KINDS}
 
 class PluginWarning(UserWarning):
     """A plugin failed to load; the rest of vlmshield works."""
-
-
-@dataclass(frozen=True)
-class Command:
-    """A ``vlmshield`` subcommand contributed by a plugin."""
-
-    name: str
-    help: str
-    #: ``run(args) -> exit status`` (None means 0).
-    run: Callable[[argparse.Namespace], int | None]
-    #: ``add_arguments(parser)`` declares the command's arguments.
-    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
 
 
 @dataclass

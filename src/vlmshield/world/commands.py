@@ -19,6 +19,8 @@ from vlmshield.api import (
     load_model,
     measure_for_card,
     parse_eps,
+    progress_flag,
+    resumable,
     training_seconds,
 )
 
@@ -34,17 +36,12 @@ def _pretrain(args) -> int:
                                    ("seed", args.seed)) if v is not None}
     out = Path(args.out or f"runs/world-pretrain-{args.arch}")
     clock = time.perf_counter()
-    try:
-        vlm, losses = pretrain(args.arch, out, progress=False if args.no_progress else None, device=args.device,
-                               log=lambda line: print(line, file=sys.stderr), **overrides)
-    except KeyboardInterrupt:
-        print(f"vlmshield: interrupted; the last checkpoint is in {out}; run the same command again to resume.",
-              file=sys.stderr)
-        raise
+    vlm, losses = resumable(out, lambda: pretrain(args.arch, out, progress=progress_flag(args), device=args.device,
+                                                  log=lambda line: print(line, file=sys.stderr), **overrides))
     seconds = round(training_seconds(out) or time.perf_counter() - clock, 1)  # all parts of a resumed run
     recipe = recipe_for(args.arch, **overrides)
     card = export(vlm, recipe, out, train_time_s=seconds, metrics=not args.no_eval,
-                  progress=False if args.no_progress else None)
+                  progress=progress_flag(args))
     print(f"trained {args.arch} in {seconds} s; final loss {losses[-1]:.4f}; "
           f"weights {out / card['file']} (sha256 {card['sha256'][:12]}...)")
     if "metrics" in card:
@@ -61,7 +58,7 @@ def _measure(args) -> int:
     out = Path(args.out or f"runs/world-measure-{args.arch}")
     card = read_card(name)
     card["metrics"] = measure_for_card(load_model(name, device=args.device), args.protocol,
-                                       progress=False if args.no_progress else None, out=out / f"eval-{args.protocol}")
+                                       progress=progress_flag(args), out=out / f"eval-{args.protocol}")
     card["metrics_environment"] = environment()
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / f"{name}.json", card)
@@ -75,7 +72,7 @@ def _measure(args) -> int:
 def _transfer(args) -> int:
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     result = transfer_matrix(models, eps=parse_eps(args.eps), steps=args.steps, n=args.n,
-                             progress=False if args.no_progress else None)
+                             progress=progress_flag(args))
     print(format_matrix(result))
     if args.out:
         atomic_write_json(args.out, result)
@@ -119,7 +116,7 @@ def _world_arguments(parser: argparse.ArgumentParser) -> None:
 def _demo(args) -> int:
     models = [m.strip() for m in args.models.split(",")] if args.models else None
     summary = run_demo(args.out, models=models, n=args.n, steps=args.steps,
-                       progress=False if args.no_progress else None)
+                       progress=progress_flag(args))
     print(summary_table(summary))
     print(f"report: {Path(args.out) / 'report.md'} ({summary['wall_time_s']} s)")
     if args.json:
