@@ -53,7 +53,8 @@ def describe(registration: Registration) -> dict:
         info["description"] = obj.description
         info["class"] = f"{obj.__module__}.{obj.__qualname__}"
         info["params"] = _params(obj)
-        for attribute in ("defense_kind", "paper", "adaptive", "randomized", "adaptive_attacks", "metrics"):
+        for attribute in ("defense_kind", "trainer", "takes", "paper", "adaptive", "randomized", "adaptive_attacks",
+                          "metrics"):
             if hasattr(obj, attribute):
                 value = getattr(obj, attribute)
                 info[attribute] = list(value) if isinstance(value, tuple) else value
@@ -68,6 +69,8 @@ def describe(registration: Registration) -> dict:
         info.update({k: v for k, v in obj.config().items() if k != "name"})
     elif registration.kind == "command":
         info["description"] = obj.help
+    elif registration.kind == "model-source":
+        info["description"] = obj.description
     return info
 
 
