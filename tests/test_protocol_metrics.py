@@ -28,6 +28,7 @@ from vlmshield.cli import main
 from vlmshield.engine.leaderboard import leaderboard
 from vlmshield.engine.protocol_runs import card_metrics_of
 from vlmshield.testing import Jitter, make_plugin, tensor_dataset, toy_classifier, toy_task
+from vlmshield.zoo.packaged import card_metrics
 
 CLASSES = ["circle", "square", "star", "wave"]
 
@@ -168,6 +169,9 @@ def test_an_asr_protocol_gives_a_record_a_report_and_a_leaderboard_ranked_by_low
     assert "skipped world-shapes: the backdoor target 'red' is not one of its classes" in table
     card = card_metrics_of(run)
     assert card["asr_mean"] == run["average"]["asr"] and card["clean"] == {"world-colors": result["clean_acc"]}
+    published = card_metrics(card)  # what a packaged card of this model would show
+    assert published["asr"] == {t: round(100 * v, 1) for t, v in run["average"]["asr"].items()}
+    assert published["clean"] == round(100 * run["average"]["clean_acc"], 1) and "test-asr" in published["protocol"]
 
 
 # ----------------------------------------------------------------------------- (b) domain pairs

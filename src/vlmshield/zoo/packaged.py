@@ -28,15 +28,23 @@ STATED = {"description": "description", "threat_model": "threat_model", "trainin
 
 
 def card_metrics(metrics: dict) -> dict:
-    """The published-numbers field of a ``ModelCard`` (percent) from a measured card's ``metrics``."""
+    """The published-numbers field of a ``ModelCard`` (percent) from a measured card's ``metrics``: the
+    protocol in words, and the mean of each metric (``clean``, ``robust`` by eps, ``asr`` by trigger, ...)."""
     if not metrics:
         return {}
     protocol = metrics["protocol"]
     described = (f"{protocol['name']}: {protocol['description']}" if "name" in protocol else  # a bare attack's
                  f"{protocol['attack']}, {protocol['steps']} steps, n={protocol['n']} per dataset, Linf")
-    return {"protocol": described,
-            "clean": round(100 * metrics["clean_mean"], 1),
-            "robust": {e: round(100 * v, 1) for e, v in metrics["robust_mean"].items()}}
+    shown = {"protocol": described}
+    for key, mean in metrics.items():
+        if key.endswith("_mean"):
+            shown[key.removesuffix("_mean")] = ({s: _percent(v) for s, v in mean.items()} if isinstance(mean, dict)
+                                                else _percent(mean))
+    return shown
+
+
+def _percent(value: float | None) -> float | None:
+    return None if value is None else round(100 * value, 1)
 
 
 def export_packaged(vlm: VLM, name: str, out: str | os.PathLike, info: dict, *, metadata: dict | None = None) -> dict:
