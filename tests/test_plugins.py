@@ -69,6 +69,23 @@ def test_entry_points_load_each_in_isolation(site):
     assert host.get("attack", "pgd")  # everything else works
 
 
+def test_a_plugin_that_exits_on_import_or_in_a_hook_fails_alone(site, capsys):
+    """``sys.exit`` in a plugin is that plugin's failure: every command still runs (Ctrl-C still stops)."""
+    fake_distribution(site, "vlmshield-exits", "exitplug", "import sys\nsys.exit(3)\n")
+    fake_distribution(site, "vlmshield-exits-later", "exitlater", """
+        import sys
+        from vlmshield.api import hookimpl
+
+        @hookimpl
+        def register_attacks(register):
+            sys.exit(4)
+    """)
+    host = PluginHost(allow={"vlmshield-exits", "vlmshield-exits-later", "vlmshield-good"})
+    assert host.infos["exitplug"].errors == ["failed to load: SystemExit: 3"]
+    assert host.infos["exitlater"].errors == ["register_attacks raised SystemExit: 4"]
+    assert host.get("attack", "good-attack") and host.get("attack", "pgd")
+
+
 def test_allow_and_block_lists(site, monkeypatch):
     assert set(PluginHost(allow={"vlmshield-good"}).infos) >= {"goodplug"}
     assert "brokenplug" not in PluginHost(allow={"vlmshield-good"}).infos

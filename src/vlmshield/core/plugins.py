@@ -137,7 +137,7 @@ class PluginHost:
         try:
             plugin = load()
             self.pm.register(plugin, name=info.name)
-        except Exception as error:
+        except (Exception, SystemExit) as error:  # a plugin's sys.exit() is its failure, not the program's end
             self._fail(info, f"failed to load: {type(error).__name__}: {error}", error)
             return
         callers = self.pm.get_hookcallers(plugin) or []
@@ -179,7 +179,7 @@ class PluginHost:
 
                 try:
                     impl.function(**{arg: register for arg in impl.argnames})
-                except Exception as error:  # the whole hook is dropped, not half of it
+                except (Exception, SystemExit) as error:  # the whole hook is dropped, not half of it
                     self._fail(info, f"{hook_name} raised {type(error).__name__}: {error}", error)
                     continue
                 for obj, aliases in pending:
