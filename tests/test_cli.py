@@ -192,3 +192,32 @@ def test_protocols_are_listed_and_described(host, capsys):
     code, out, _ = run(capsys, "info", "robustvlm", "--json")
     info = json.loads(out)
     assert code == 0 and info["kind"] == "protocol" and info["eps"] == ["2/255", "4/255"] and info["n"] == 1000
+
+
+@pytest.mark.parametrize("where, fragment", [
+    ("folder", "is a folder; the record is a file"),
+    ("file/record.json", "is a file, not a folder"),
+    ("", "the output path is empty"),
+])
+def test_an_unusable_out_is_refused_before_any_work(host, capsys, tmp_path, monkeypatch, where, fragment):
+    """The destination is checked first: nothing is evaluated (the model is never loaded) for a bad --out."""
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "file").write_text("not a folder")
+    monkeypatch.chdir(tmp_path)
+    import vlmshield.engine.evaluation as evaluation
+
+    monkeypatch.setattr(evaluation, "resolve_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    code, out, err = run(capsys, "eval", "--model", "tiny-clip", "--dataset", "fakedata", "--n", "2", "--out", where)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and fragment in err, err
+
+
+def test_a_run_folder_that_is_a_file_is_refused(host, capsys, tmp_path):
+    (tmp_path / "taken").write_text("a file")
+    code, out, err = run(capsys, "eval", "--model", "tiny-clip", "--protocol", "world", "--dataset", "fakedata",
+                         "--n", "2", "--out", str(tmp_path / "taken"))
+    assert code == 2 and "is a file; this run writes a folder there" in err, err
+    from vlmshield.api import ParameterError
+    from vlmshield.cli.train import train_run
+
+    with pytest.raises(ParameterError, match="is a file; this run writes a folder there"):
+        train_run({}, tmp_path / "taken")  # checked before the run is even read

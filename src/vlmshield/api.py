@@ -13,7 +13,7 @@ from .engine.distributed import default_device, gather_objects, init_from_env, i
 from .engine.evaluation import evaluate, format_table, subset_indices
 from .engine.leaderboard import leaderboard
 from .engine.protocol_runs import measure_for_card, run_protocol
-from .engine.records import RunLog, atomic_write_json, environment, fingerprint
+from .engine.records import RunLog, atomic_write_json, check_destination, environment, fingerprint
 from .engine.reports import format_run, load_run, write_report
 from .engine.training import (
     Batches,
@@ -29,7 +29,8 @@ from .engine.training import (
 __all__ = [
     *_contract, "default_device", "gather_objects", "init_from_env", "is_main_process", "rank_and_world",
     "evaluate", "format_table", "subset_indices", "leaderboard", "measure_for_card", "run_protocol",
-    "RunLog", "atomic_write_json", "environment", "fingerprint", "format_run", "load_run", "write_report",
+    "RunLog", "atomic_write_json", "check_destination", "environment", "fingerprint", "format_run", "load_run",
+    "write_report",
     "Batches", "average_gradients", "mean_loss", "read_checkpoint", "run_training", "save_checkpoint",
     "training_seconds", "weights_module",
 ]

@@ -38,6 +38,7 @@ from vlmshield.api import (
     ParameterError,
     TrainConfig,
     TrainingDefense,
+    check_destination,
     check_preprocess_rule,
     check_takes,
     export_packaged,
@@ -235,7 +236,7 @@ def command_line(run: dict) -> str:
 def train_run(run: dict, out, *, name: str | None = None, device=None, progress=None, evaluate_with=None,
               package: bool = False, log=None) -> dict:
     """Train ``run`` (from ``plan``) into ``out``; returns the card written beside the weights."""
-    out = Path(out)
+    out = check_destination(out, folder=True)
     _keep_preprocessing(out, run.get("preprocess", NATIVE))
     vlm = load_model(run["model"], device=device)
     trainer = run["trainer"]

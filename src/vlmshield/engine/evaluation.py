@@ -80,7 +80,7 @@ from ..core import (
 from ..core.data import datasets as build_datasets
 from ..core.params import signature_defaults
 from .distributed import default_device, gather_objects, is_main_process, rank_and_world
-from .records import RunLog, atomic_write_json, environment, fingerprint
+from .records import RunLog, atomic_write_json, check_destination, environment, fingerprint
 from .sanity import check_classifier, check_results, format_flag
 
 
@@ -221,6 +221,7 @@ def evaluate(model, dataset=None, *, protocol=None, evaluator: str | Evaluator =
     """
     if counting is not None and counting not in COUNTINGS:
         raise ParameterError(f"counting must be one of {', '.join(COUNTINGS)}; got {counting!r}.")
+    check_destination(out, folder=protocol is not None)
     if protocol is not None:
         if attack is not None or eps is not None or steps is not None or attack_params:
             raise ParameterError("a protocol fixes the attack, eps and steps; give either a protocol or an attack.")

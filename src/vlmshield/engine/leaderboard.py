@@ -12,11 +12,11 @@ pair's source and target accuracy), ranked by the protocol's ``rank_by`` (``writ
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 from ..core import ParameterError, canonical_name, get_protocol
 from .distributed import is_main_process
 from .protocol_runs import run_protocol
+from .records import check_destination
 from .reports import load_run, write_report
 
 
@@ -33,7 +33,7 @@ def leaderboard(models: list[str], protocol, out, *, dataset=None, n: int | None
         raise ParameterError("a leaderboard needs at least one model.")
     protocol = get_protocol(protocol)
     overrides = {k: v for k, v in (("datasets", dataset), ("n", n)) if v is not None}
-    out = Path(out)
+    out = check_destination(out, folder=True)
     runs = []
     for model in models:
         folder = out / (canonical_name(model).replace(":", "_").replace("/", "_") + (f"+{defense}" if defense else ""))

@@ -51,7 +51,7 @@ from ..core.evaluator import COUNTINGS
 from ..core.preprocess import preprocessed_dataset
 from .distributed import default_device, is_main_process
 from .evaluation import PARTS, evaluate, mean_of, resolve_defense, resolve_model, unprefixed
-from .records import atomic_write_json, environment
+from .records import atomic_write_json, check_destination, environment
 
 
 def _with_templates(data, convention: str):
@@ -126,6 +126,7 @@ def run_protocol(model, protocol: str | Protocol, dataset=None, *, n: int | None
     ``robust_acc:NAME`` per eps).
     """
     protocol = get_protocol(protocol)
+    check_destination(out, folder=True)
     if counting is not None and counting not in COUNTINGS:
         raise ParameterError(f"counting must be one of {', '.join(COUNTINGS)}; got {counting!r}.")
     overrides = {k: v for k, v in (("datasets", _names(dataset)), ("n", n)) if v is not None}

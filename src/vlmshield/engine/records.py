@@ -15,6 +15,29 @@ from .._version import __version__
 from ..core.errors import ParameterError
 
 
+def check_destination(out, *, folder: bool) -> Path | None:
+    """``out`` as the place a run will write (a record file, or a run's folder when ``folder``), checked
+    before any work is done: ParameterError in one sentence when it cannot be written there. None stays None."""
+    if out is None:
+        return None
+    if not str(out).strip():
+        raise ParameterError("the output path is empty; give a file (a record) or a folder (a protocol run, a "
+                             "training) to write to.")
+    path = Path(out)
+    if folder and path.exists() and not path.is_dir():
+        raise ParameterError(f"{path} is a file; this run writes a folder there: give a folder path.")
+    if not folder and path.is_dir():
+        raise ParameterError(f"{path} is a folder; the record is a file: give a file name such as {path / 'run.json'}.")
+    ancestor = next(p for p in (path, *path.parents) if p.exists())  # "." or "/" at the latest
+    if ancestor == path and not folder:
+        ancestor = path.parent
+    if not ancestor.is_dir():
+        raise ParameterError(f"cannot write {path}: {ancestor} is a file, not a folder.")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ParameterError(f"cannot write {path}: the folder {ancestor} is not writable.")
+    return path
+
+
 def atomic_write_json(path: str | os.PathLike, data: object) -> Path:
     """Write ``data`` as JSON to ``path`` so that readers see the old file or the new one, never half."""
     path = Path(path)
