@@ -221,3 +221,20 @@ def test_a_run_folder_that_is_a_file_is_refused(host, capsys, tmp_path):
 
     with pytest.raises(ParameterError, match="is a file; this run writes a folder there"):
         train_run({}, tmp_path / "taken")  # checked before the run is even read
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--device", "tpu"], "unknown device 'tpu'"),
+    (["--workers", "-1"], "data loading workers must be 0"),
+    (["--attack", "pgd", "--eps", "4/255", "--attack-params", "eps=8/255"], "eps given twice"),
+])
+def test_user_mistakes_in_eval_options_are_one_sentence(host, capsys, argv, fragment):
+    code, out, err = run(capsys, "eval", "--model", "tiny-clip", "--dataset", "fakedata", "--n", "2", *argv)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and fragment in err, err
+
+
+def test_a_gpu_asked_for_where_there_is_none_is_one_sentence(host, capsys, monkeypatch):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    code, out, err = run(capsys, "eval", "--model", "tiny-clip", "--dataset", "fakedata", "--n", "2",
+                         "--device", "cuda")
+    assert code == 2 and "no CUDA GPU is available here; use --device cpu" in err, err

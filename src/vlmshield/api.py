@@ -9,7 +9,14 @@ import from here too, as a third-party plugin does.
 
 from .core import *  # noqa: F401,F403  (the contract, whole)
 from .core import __all__ as _contract
-from .engine.distributed import default_device, gather_objects, init_from_env, is_main_process, rank_and_world
+from .engine.distributed import (
+    default_device,
+    gather_objects,
+    init_from_env,
+    is_main_process,
+    rank_and_world,
+    resolve_device,
+)
 from .engine.evaluation import evaluate, format_table, subset_indices
 from .engine.leaderboard import leaderboard
 from .engine.protocol_runs import measure_for_card, run_protocol
@@ -28,6 +35,7 @@ from .engine.training import (
 
 __all__ = [
     *_contract, "default_device", "gather_objects", "init_from_env", "is_main_process", "rank_and_world",
+    "resolve_device",
     "evaluate", "format_table", "subset_indices", "leaderboard", "measure_for_card", "run_protocol",
     "RunLog", "atomic_write_json", "check_destination", "environment", "fingerprint", "format_run", "load_run",
     "write_report",

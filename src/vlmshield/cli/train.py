@@ -53,6 +53,7 @@ from vlmshield.api import (
     parse_params,
     preprocessed_dataset,
     progress_flag,
+    resolve_device,
     resumable,
     signature_defaults,
     training_seconds,
@@ -237,6 +238,7 @@ def train_run(run: dict, out, *, name: str | None = None, device=None, progress=
               package: bool = False, log=None) -> dict:
     """Train ``run`` (from ``plan``) into ``out``; returns the card written beside the weights."""
     out = check_destination(out, folder=True)
+    device = resolve_device(device)
     _keep_preprocessing(out, run.get("preprocess", NATIVE))
     vlm = load_model(run["model"], device=device)
     trainer = run["trainer"]

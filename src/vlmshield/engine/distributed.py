@@ -13,6 +13,8 @@ import os
 import torch
 import torch.distributed as dist
 
+from ..core import ParameterError
+
 
 def init_from_env() -> bool:
     """Join the process group torchrun describes (once); True when running in several processes."""
@@ -38,6 +40,28 @@ def default_device() -> torch.device:
     if torch.cuda.is_available():
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     return torch.device("cpu")
+
+
+def resolve_device(device=None) -> torch.device:
+    """The device ``device`` names (``cpu``, ``cuda``, ``cuda:1``, ``mps``), or this process's default when
+    None; ParameterError in one sentence for a name torch does not know or a device this machine lacks."""
+    if device is None or device == "":
+        return default_device()
+    try:
+        chosen = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ParameterError(f"unknown device {device!r}; use cpu, cuda, cuda:N or mps.") from None
+    if chosen.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ParameterError(f"device {device!r}: no CUDA GPU is available here; use --device cpu.")
+        if chosen.index is not None and chosen.index >= torch.cuda.device_count():
+            raise ParameterError(f"device {device!r}: this machine has {torch.cuda.device_count()} GPU(s), "
+                                 f"numbered from 0.")
+    elif chosen.type == "mps" and not torch.backends.mps.is_available():
+        raise ParameterError(f"device {device!r}: Apple's MPS is not available here; use --device cpu.")
+    elif chosen.type not in ("cpu", "cuda", "mps"):
+        raise ParameterError(f"device {device!r}: vlmshield runs on cpu, cuda or mps.")
+    return chosen
 
 
 def gather_objects(obj) -> list:

@@ -79,7 +79,7 @@ from ..core import (
 )
 from ..core.data import datasets as build_datasets
 from ..core.params import signature_defaults
-from .distributed import default_device, gather_objects, is_main_process, rank_and_world
+from .distributed import gather_objects, is_main_process, rank_and_world, resolve_device
 from .records import RunLog, atomic_write_json, check_destination, environment, fingerprint
 from .sanity import check_classifier, check_results, format_flag
 
@@ -102,6 +102,10 @@ def _attack(attack, evaluator: Evaluator, eps, steps, params: dict | None):
         if evaluator.needs_attack:
             raise ParameterError(f"the {evaluator.name} evaluator needs an attack.")
         return None
+    twice = sorted(set(overrides) & set(params or {}))
+    if twice:
+        raise ParameterError(f"{' and '.join(twice)} given twice (as their own options and among the attack "
+                             f"parameters); give each once.")
     if isinstance(attack, str):
         attack = get_host().create("attack", attack, **{**(params or {}), **overrides})
     elif overrides or params:
@@ -237,9 +241,11 @@ def evaluate(model, dataset=None, *, protocol=None, evaluator: str | Evaluator =
         raise ParameterError(f"n must be a whole number of samples, 1 or more; got {n!r}.")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ParameterError(f"batch size must be 1 or more; got {batch_size!r}.")
+    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+        raise ParameterError(f"data loading workers must be 0 (load in this process) or more; got {num_workers!r}.")
     if isinstance(evaluator, str):
         evaluator = get_host().create("evaluator", evaluator)
-    device = torch.device(device) if device else default_device()
+    device = resolve_device(device)
     attack = _attack(attack, evaluator, eps, steps, attack_params)
     if counting != COUNTINGS[0] and counting not in evaluator.countings:
         raise ParameterError(f"the {evaluator.name} evaluator has no counting convention {counting!r} "

@@ -31,7 +31,6 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import torch
 from torch.utils.data import Dataset
 
 from ..core import (
@@ -49,7 +48,7 @@ from ..core import (
 from ..core.data import check_distinct, expand_specs, parse_dataset_spec
 from ..core.evaluator import COUNTINGS
 from ..core.preprocess import preprocessed_dataset
-from .distributed import default_device, is_main_process
+from .distributed import is_main_process, resolve_device
 from .evaluation import PARTS, evaluate, mean_of, resolve_defense, resolve_model, unprefixed
 from .records import atomic_write_json, check_destination, environment
 
@@ -134,7 +133,7 @@ def run_protocol(model, protocol: str | Protocol, dataset=None, *, n: int | None
         overrides["counting"] = counting
     n = protocol.n if n is None else n
     counting = protocol.counting if counting is None else counting
-    vlm, _ = resolve_model(model, torch.device(device) if device else default_device(), weights)
+    vlm, _ = resolve_model(model, resolve_device(device), weights)
     info = _model_info(model, vlm)
     if not weights:
         info["weights"] = "random (smoke run)"

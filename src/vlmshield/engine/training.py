@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from ..core import VLM, ParameterError, TrainConfig, WeightsError, derive_seed, frozen_copy, learning_rate
 from ..core.weights import resume_state
-from .distributed import default_device, is_main_process, rank_and_world
+from .distributed import is_main_process, rank_and_world, resolve_device
 
 OPTIMIZERS = {
     "adamw": lambda parameters, stage: torch.optim.AdamW(parameters, lr=stage.lr, weight_decay=stage.weight_decay),
@@ -152,7 +152,7 @@ def run_training(model: nn.Module, method, config: TrainConfig, *, batches: Batc
     running the loop) is recorded in the checkpoint with its parameters, and a checkpoint written by the
     same trainer with other parameters (another backdoor trigger, say) is not resumed.
     """
-    device = torch.device(device) if device else default_device()
+    device = resolve_device(device)
     refs["config"] = config
     trainable_ids = {id(p) for p in parameters}
     required = [p.requires_grad for p in model.parameters()]

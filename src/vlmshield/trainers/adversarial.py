@@ -24,12 +24,12 @@ from vlmshield.api import (
     TrainConfig,
     Trainer,
     TrainingDefense,
-    default_device,
     derive_seed,
     evaluate,
     frozen_copy,
     get_host,
     rank_and_world,
+    resolve_device,
     run_training,
     signature_defaults,
 )
@@ -98,7 +98,7 @@ class AdversarialTrainer(Trainer):
     def train(self, model: VLM, data, method: AdversarialFineTuning, config: TrainConfig, *, out=None,
               val_data=None, device=None, progress=None, log=None, stop_after=None) -> VLM:
         config = config.check()
-        device = torch.device(device) if device else default_device()
+        device = resolve_device(device)
         model.to(device)
         refs = method.references(model, data)
         attack = inner_attack(config)

@@ -30,11 +30,11 @@ from vlmshield.api import (
     Trainer,
     TrainingDefense,
     check_takes,
-    default_device,
     derive_seed,
     get_host,
     is_main_process,
     rank_and_world,
+    resolve_device,
     run_training,
 )
 
@@ -138,7 +138,7 @@ class ContrastiveTrainer(Trainer):
             if log is not None and is_main_process():
                 log(f"training on {data.name}: {len(data.poisoned)} of {len(data)} pairs carry the "
                     f"{attack.name} trigger and name {attack.target!r}")
-        device = torch.device(device) if device else default_device()
+        device = resolve_device(device)
         model.to(device)
         refs = method.references(model, data)
         rank = rank_and_world()[0]

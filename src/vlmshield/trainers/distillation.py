@@ -36,11 +36,11 @@ from vlmshield.api import (
     TrainingDefense,
     check_number,
     check_takes,
-    default_device,
     derive_seed,
     frozen_copy,
     kl_divergence,
     rank_and_world,
+    resolve_device,
     run_training,
 )
 
@@ -97,7 +97,7 @@ class DistillationTrainer(Trainer):
         gives the clean accuracy of the model on ``val_n`` of its images every ``val_every`` steps."""
         images = check_takes(data, self.takes, f"the {self.name} trainer")
         config = config.check()
-        device = torch.device(device) if device else default_device()
+        device = resolve_device(device)
         model.to(device)
         refs = {key: value.to(device) if isinstance(value, (nn.Module, torch.Tensor)) else value
                 for key, value in method.references(model, data).items()}

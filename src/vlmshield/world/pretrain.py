@@ -38,6 +38,7 @@ from vlmshield.api import (
     measure_for_card,
     packaged_cards,
     read_checkpoint,
+    resolve_device,
     resume_state,
     save_checkpoint,
 )
@@ -145,7 +146,7 @@ def pretrain(arch: str | Recipe, out: str | os.PathLike | None = None, *, checkp
     """
     recipe = recipe_for(arch, **overrides)
     schedule = recipe.stage()
-    vlm = initial_model(recipe).to(device or "cpu").train()
+    vlm = initial_model(recipe).to(resolve_device(device) if device else "cpu").train()
     optimizer = _optimizer(vlm, recipe)
     loss_fn = open_clip.ClipLoss()
     pairs = world_data.build_pretrain()
