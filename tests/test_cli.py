@@ -108,7 +108,7 @@ def test_plugins_add_subcommands(host, capsys):
     ([*PGD_EVAL, "--eps", "0"], "eps must be above 0"),
     ([*PGD_EVAL, "--eps=-4/255"], "eps must be above 0"),
     ([*PGD_EVAL, "--eps", "300"], "eps must be above 0"),
-    ([*PGD_EVAL, "--steps", "-1"], "steps must be 0 or more"),
+    ([*PGD_EVAL, "--steps", "-1"], "steps must be 1 or more"),
     (["eval", "--model", "tiny-clip", "--dataset", "fakedata", "--n", "0"], "n must be"),
     (["eval", "--model", "tiny-clip", "--dataset", "fakedata", "--n", "ten"], "invalid int value"),
     (["eval", "--model", "tiny-clip", "--dataset", "cifar-ten"], "unknown dataset 'cifar-ten'"),
@@ -227,6 +227,7 @@ def test_a_run_folder_that_is_a_file_is_refused(host, capsys, tmp_path):
     (["--device", "tpu"], "unknown device 'tpu'"),
     (["--workers", "-1"], "data loading workers must be 0"),
     (["--attack", "pgd", "--eps", "4/255", "--attack-params", "eps=8/255"], "eps given twice"),
+    (["--attack", "pgd", "--eps", "4/255", "--steps", "0"], "steps must be 1 or more"),
 ])
 def test_user_mistakes_in_eval_options_are_one_sentence(host, capsys, argv, fragment):
     code, out, err = run(capsys, "eval", "--model", "tiny-clip", "--dataset", "fakedata", "--n", "2", *argv)

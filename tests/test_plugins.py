@@ -86,6 +86,13 @@ def test_a_plugin_that_exits_on_import_or_in_a_hook_fails_alone(site, capsys):
     assert host.get("attack", "good-attack") and host.get("attack", "pgd")
 
 
+def test_a_misspelt_plugin_name_in_the_environment_is_warned_about(site):
+    with pytest.warns(PluginWarning, match="VLMSHIELD_DISABLE_PLUGINS names 'vlmshield-god', but no installed"):
+        PluginHost(allow=FAKES, block={"vlmshield-god"})
+    with pytest.warns(PluginWarning, match="VLMSHIELD_LOAD_PLUGINS names 'vlmshield-goood'"):
+        PluginHost(allow={"vlmshield-good", "vlmshield-goood"})
+
+
 def test_allow_and_block_lists(site, monkeypatch):
     assert set(PluginHost(allow={"vlmshield-good"}).infos) >= {"goodplug"}
     assert "brokenplug" not in PluginHost(allow={"vlmshield-good"}).infos

@@ -205,8 +205,9 @@ class Attack(Configurable, abc.ABC):
         for key in ("steps", "seed", "n_restarts", "eot"):
             if key in params and (isinstance(params[key], bool) or not isinstance(params[key], int)):
                 raise ParameterError(f"{key} must be an integer; got {params[key]!r}.")
-        if params.get("steps", 0) < 0:
-            raise ParameterError(f"steps must be 0 or more; got {params['steps']}.")
+        if params.get("steps", 1) < 1:
+            raise ParameterError(f"steps must be 1 or more (an attack of no steps leaves the images as they are); "
+                                 f"got {params['steps']}.")
         if params.get("n_restarts", 1) < 1:
             raise ParameterError(f"n_restarts must be 1 or more; got {params['n_restarts']}.")
         if params.get("eot", 1) < 1:

@@ -160,6 +160,12 @@ class PluginHost:
                 if canonical in block or canonical_name(ep.name) in block:
                     continue
                 self._add(ep.load, PluginInfo(ep.name, dist_name, dist.version))
+        known = {name for pair in seen for name in (pair[0], canonical_name(pair[1]))}
+        for variable, names in (("VLMSHIELD_LOAD_PLUGINS", allow or set()), ("VLMSHIELD_DISABLE_PLUGINS", block)):
+            for name in sorted(names - known):
+                warnings.warn(f"{variable} names {name!r}, but no installed vlmshield plugin (distribution or entry "
+                              f"point) has that name; check the spelling (`vlmshield plugins` lists them).",
+                              PluginWarning, stacklevel=4)
 
     def _collect(self) -> None:
         """Call every plugin's hooks one at a time; keep what validates, report the rest."""
