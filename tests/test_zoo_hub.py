@@ -1,5 +1,6 @@
 """hf-hub: sources through a Hugging Face cache the test lays out itself (offline), and legacy files."""
 
+import os
 import pickle
 
 import open_clip
@@ -90,6 +91,36 @@ def test_publish_dry_run_lists_the_folder_and_sends_nothing(tmp_path, capsys, mo
     assert main(["publish", str(tmp_path / "m"), "--repo-id", "org/tiny", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "would upload clip-tinyvit8 to org/tiny" in out and "open_clip_model.safetensors" in out
+
+
+def test_publish_never_follows_a_link_out_of_the_folder(tmp_path, monkeypatch):
+    vs.zoo.save(vs.zoo.load("clip-tinyvit8"), tmp_path / "m")
+    (tmp_path / "secret").write_text("not for the Hub")
+    (tmp_path / "m" / "notes.txt").symlink_to(tmp_path / "secret")
+    monkeypatch.setattr("huggingface_hub.HfApi.create_repo", lambda *a, **k: pytest.fail("publish sent something"))
+    for dry_run in (True, False):
+        with pytest.raises(ParameterError, match="notes.txt is a link .* never what a link points to"):
+            vs.zoo.publish(tmp_path / "m", "org/tiny", dry_run=dry_run)
+
+
+@pytest.mark.parametrize("name", ["hf-hub:../x", "hf-hub:org/..", "hf-hub:org/.hidden", "hf-hub:a/b/c"])
+def test_a_malformed_hub_name_is_one_sentence(name):
+    with pytest.raises(ParameterError, match="a Hub model is hf-hub:ORG/NAME"):
+        vs.zoo.load(name)
+
+
+def test_files_written_through_temporary_names_follow_the_umask(tmp_path):
+    """Records and weights are written under private temporary names first; they end as open() would make them."""
+    from vlmshield.api import atomic_write_json, write_weights
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_json(tmp_path / "r.json", {"a": 1})
+        write_weights(tmp_path / "w.safetensors", {"x": torch.zeros(2)})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "w.safetensors").stat().st_mode & 0o777 == 0o644
 
 
 def test_publish_is_one_commit_and_refuses_a_tampered_folder(tmp_path, monkeypatch):

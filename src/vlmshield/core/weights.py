@@ -49,6 +49,14 @@ def _sort_metadata(path: str | os.PathLike) -> None:
             handle.write(text.ljust(size))
 
 
+def file_mode() -> int:
+    """The permissions a new file gets under the user's umask (``0o666 & ~umask``): what ``open`` would give
+    it, for files first written under a private temporary name (``mkstemp`` makes them 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def write_weights(path: str | os.PathLike, state: dict[str, torch.Tensor], metadata: dict | None = None) -> str:
     """Write ``state`` to ``path`` (safetensors) atomically; returns the file's sha256."""
     path = Path(path)
@@ -59,7 +67,7 @@ def write_weights(path: str | os.PathLike, state: dict[str, torch.Tensor], metad
     try:
         save_file(tensors, temporary, metadata={k: str(v) for k, v in (metadata or {}).items()})
         _sort_metadata(temporary)
-        os.chmod(temporary, 0o644)  # mkstemp makes it private; weights are meant to be shared
+        os.chmod(temporary, file_mode())  # mkstemp makes it private; the user's umask decides
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):

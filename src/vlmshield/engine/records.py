@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .._version import __version__
 from ..core.errors import ParameterError
+from ..core.weights import file_mode
 
 
 def check_destination(out, *, folder: bool) -> Path | None:
@@ -49,6 +50,7 @@ def atomic_write_json(path: str | os.PathLike, data: object) -> Path:
             file.write("\n")
             file.flush()
             os.fsync(file.fileno())
+        os.chmod(temporary, file_mode())  # mkstemp makes it private; the user's umask decides
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

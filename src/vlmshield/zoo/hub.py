@@ -11,6 +11,7 @@ repo, the file, and how to make it available.
 
 from __future__ import annotations
 
+import re
 from contextlib import suppress
 from pathlib import Path
 
@@ -22,11 +23,18 @@ from . import folder
 PREFIX = "hf-hub:"
 
 
+#: A part of a Hub repository id, as the Hub allows it: letters, digits, ``-``, ``_`` and ``.``, not starting
+#: or ending with ``-`` or ``.``, at most 96 characters (so no ``..`` path tricks).
+_REPO_PART = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?")
+
+
 def parse(spec: str) -> tuple[str, str | None]:
-    """``org/name[@revision]`` -> (repo id, revision or None)."""
+    """``org/name[@revision]`` -> (repo id, revision or None); ParameterError for anything else."""
     repo, _, revision = spec.partition("@")
-    if repo.count("/") != 1 or not all(repo.split("/")) or "@" in revision:
-        raise ParameterError(f"a Hub model is hf-hub:ORG/NAME or hf-hub:ORG/NAME@REVISION; got {PREFIX}{spec!r}.")
+    parts = repo.split("/")
+    if len(parts) != 2 or not all(_REPO_PART.fullmatch(p) and ".." not in p for p in parts) or "@" in revision:
+        raise ParameterError(f"a Hub model is hf-hub:ORG/NAME or hf-hub:ORG/NAME@REVISION (letters, digits, "
+                             f"'-', '_', '.'); got {PREFIX}{spec!r}.")
     return repo, revision or None
 
 
@@ -86,8 +94,13 @@ def publish(directory, repo_id: str, revision: str | None = None, private: bool 
     Returns the repo, the files with their sha256, and (unless ``dry_run``) the commit to pin in a card.
     """
     directory = Path(directory)
-    if repo_id.count("/") != 1 or not all(repo_id.split("/")):
-        raise ParameterError(f"a Hub repo id is ORG/NAME; got {repo_id!r}.")
+    if "@" in repo_id:
+        raise ParameterError(f"a Hub repo id is ORG/NAME (the branch goes to --revision); got {repo_id!r}.")
+    parse(repo_id)
+    links = [p for p in sorted(directory.rglob("*")) if p.is_symlink()]
+    if links:
+        raise ParameterError(f"{links[0]} is a link (to {links[0].resolve()}); publish uploads only the folder's own "
+                             f"files, never what a link points to: replace it with the file itself.")
     config, weights_file = folder.read_layout(directory)
     section = config.get("vlmshield", {})
     recorded, name = section.get("weights_sha256"), section.get("name", directory.name)
