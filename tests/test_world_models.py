@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import vlmshield as vs
-from vlmshield.api import ParameterError, UnknownNameError, get_protocol
+from vlmshield.api import ParameterError, UnknownNameError, get_protocol, read_weights
 from vlmshield.cli import main
 from vlmshield.core.weights import WeightsError
 from vlmshield.world import models as wm
@@ -117,7 +117,7 @@ def test_export_writes_a_loadable_card(tmp_path):
     card = wp.export(vlm, recipe, tmp_path, metrics=False)
     saved = json.loads((tmp_path / "clip-tinyvit8.json").read_text())
     assert saved["sha256"] == card["sha256"] and saved["recipe"]["steps"] == 1
-    state = wm.read_weights(tmp_path / card["file"], card["sha256"])
+    state = read_weights(tmp_path / card["file"], card["sha256"])
     assert all(t.dtype == torch.float16 for t in state.values() if t.is_floating_point())
 
 

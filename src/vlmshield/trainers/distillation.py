@@ -37,6 +37,7 @@ from vlmshield.api import (
     check_number,
     check_takes,
     derive_seed,
+    evaluate,
     frozen_copy,
     kl_divergence,
     rank_and_world,
@@ -108,8 +109,7 @@ class DistillationTrainer(Trainer):
             return method.loss(model, x, refs, step_seed=derive_seed(config.seed, "distillation", step,
                                                                      rank_and_world()[0]))
 
-        validate = None if val_data is None else lambda: {"clean_acc": clean_accuracy(model, val_data, config.val_n,
-                                                                                     device)}
+        validate = None if val_data is None else lambda: _validate(model, val_data, config, device)
         return run_training(model, method, config, batches=Batches(images, config.batch_size, config.seed),
                             step_loss=step_loss, refs=refs, parameters=method.trainable(model), out=out,
                             device=device, progress=progress, log=log, stop_after=stop_after, validate=validate,
@@ -117,15 +117,10 @@ class DistillationTrainer(Trainer):
 
 
 @torch.no_grad()
-def clean_accuracy(model: nn.Module, data, n: int, device, batch_size: int = 100) -> float:
-    """The accuracy of ``model`` (a classifier, or a VLM classifying zero-shot) on the first ``n`` images of
-    ``data`` (labelled images, or a domain pair's target test set)."""
-    data = data.target_test if isinstance(data, DomainPair) else check_takes(data, "labelled", "validation")
-    classifier = model.zero_shot(data.classnames, data.templates) if isinstance(model, VLM) else model
-    correct, n = 0, min(n, len(data))
-    for start in range(0, n, batch_size):
-        items = [data[i] for i in range(start, min(n, start + batch_size))]
-        x = torch.stack([image for image, _ in items]).to(device)
-        y = torch.as_tensor([int(label) for _, label in items], device=device)
-        correct += int((classifier(x).argmax(1) == y).sum())
-    return correct / n
+def _validate(model: nn.Module, data, config: TrainConfig, device) -> dict:
+    """Clean accuracy (zero-shot for a VLM) on ``val_n`` images of ``data`` (labelled images, or a domain
+    pair's target test set), measured by the evaluation engine."""
+    data = data.target_test if isinstance(data, DomainPair) else data
+    record = evaluate(model, data, evaluator="zero-shot" if isinstance(model, VLM) else "accuracy", n=config.val_n,
+                      batch_size=min(config.val_n, 100), device=device, progress=False, seed=config.seed)
+    return {"clean_acc": record["average"]["clean_acc"]}

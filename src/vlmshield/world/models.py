@@ -26,8 +26,8 @@ from vlmshield.api import (
     ModelCard,
     UnknownNameError,
     did_you_mean,
+    load_packaged,
     packaged_cards,
-    read_weights,  # noqa: F401  (tests read exported weight files through this module)
 )
 
 from .text import VOCABULARY, WorldTokenizer
@@ -76,9 +76,8 @@ def read_card(name: str) -> dict:
 
 def load_shipped(card: ModelCard, device=None, weights: bool = True) -> VLM:
     """The zoo loader of the shipped world models: the packaged models' loader (the card's architecture, then
-    the weights its JSON card names, sha256-checked), on the cards in ``WEIGHTS_DIR`` as it is at load time."""
-    shipped, = (c for c in packaged_cards(WEIGHTS_DIR, build=architecture) if c.name == card.name)
-    return shipped.load(device=device, weights=weights)
+    its sha256-checked weights) on ``WEIGHTS_DIR`` as it is at load time."""
+    return load_packaged(card, device, weights, directory=WEIGHTS_DIR, build=architecture)
 
 
 def shipped_cards() -> list[ModelCard]:

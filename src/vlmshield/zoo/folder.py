@@ -146,31 +146,29 @@ def _save_classifier(classifier: ImageClassifier, directory: Path, card: dict, m
     return directory
 
 
+def _read_json_config(path: Path, key: str, kind: type, what: str) -> dict:
+    """The JSON object in ``path``, checked to hold ``key`` of type ``kind`` (WeightsError naming ``what``)."""
+    try:
+        config = json.loads(path.read_text())
+        if not isinstance(config[key], kind):
+            raise TypeError(f"{key} is not a {kind.__name__}")
+    except (ValueError, KeyError, TypeError) as error:
+        raise WeightsError(f"{path} is not {what} ({type(error).__name__}).") from error
+    return config
+
+
 def read_config(directory: str | os.PathLike) -> dict:
     """The ``open_clip_config.json`` of a model folder, checked to hold a ``model_cfg``."""
     config_path = Path(directory) / CONFIG
     if not config_path.is_file():
         raise WeightsError(f"{directory} is not a model folder: it has no {CONFIG} (a CLIP's) or {TIMM_CONFIG} "
                            f"(an image classifier's, in timm's layout).")
-    try:
-        config = json.loads(config_path.read_text())
-        if not isinstance(config["model_cfg"], dict):
-            raise TypeError("model_cfg is not a mapping")
-    except (ValueError, KeyError, TypeError) as error:
-        raise WeightsError(f"{config_path} is not an open_clip config ({type(error).__name__}).") from error
-    return config
+    return _read_json_config(config_path, "model_cfg", dict, "an open_clip config")
 
 
 def read_timm_config(directory: str | os.PathLike) -> dict:
     """The ``config.json`` of a model folder in timm's layout, checked to name an ``architecture``."""
-    config_path = Path(directory) / TIMM_CONFIG
-    try:
-        config = json.loads(config_path.read_text())
-        if not isinstance(config["architecture"], str):
-            raise TypeError("architecture is not a name")
-    except (ValueError, KeyError, TypeError) as error:
-        raise WeightsError(f"{config_path} is not a timm config ({type(error).__name__}).") from error
-    return config
+    return _read_json_config(Path(directory) / TIMM_CONFIG, "architecture", str, "a timm config")
 
 
 def is_classifier_folder(directory: str | os.PathLike) -> bool:
