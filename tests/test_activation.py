@@ -13,7 +13,7 @@ from open_clip.transformer import QuickGELU
 from torch import nn
 
 import vlmshield as vs
-from vlmshield.api import VlmshieldError
+from vlmshield.api import VlmshieldError, get_host
 from vlmshield.zoo import catalog
 
 CORE_CATALOG = (*catalog.BASE_MODELS, *catalog.ROBUST_MODELS, *catalog.VISION_ONLY_MODELS)
@@ -117,18 +117,18 @@ def _tiny(quick_gelu):
 
 @pytest.mark.parametrize("declared", [None, False])
 def test_a_hub_config_declaring_another_activation_than_the_card_is_warned_about(monkeypatch, declared):
-    monkeypatch.setattr(catalog.hub, "load", lambda spec, device=None: _tiny(declared))
+    monkeypatch.setattr(catalog.hub, "load", lambda spec, device=None, sha256=None: _tiny(declared))
     with pytest.warns(UserWarning, match=r"tecoa2-vitl14: the config of chs20/tecoa2-clip declares nn\.GELU, but "
                                          r"its weights come from ViT-L-14/openai, trained with QuickGELU"):
-        vs.zoo.load("tecoa2-vitl14")
+        catalog.load_from_hub(get_host().get("model", "tecoa2-vitl14").obj)  # the loader alone: a tiny model
 
 
 def test_robustvlm_hub_configs_declare_quick_gelu_as_a_string_and_build_with_it(monkeypatch, recwarn):
     """RobustVLM's ViT-L/14 Hub configs say ``"quick_gelu": "TRUE"``: open_clip and vlmshield build QuickGELU."""
     tiny = _tiny("TRUE")
     _assert_activation(tiny, True, "from a config saying TRUE")
-    monkeypatch.setattr(catalog.hub, "load", lambda spec, device=None: tiny)
-    vs.zoo.load("tecoa2-vitl14")
+    monkeypatch.setattr(catalog.hub, "load", lambda spec, device=None, sha256=None: tiny)
+    catalog.load_from_hub(get_host().get("model", "tecoa2-vitl14").obj)
     assert not [w for w in recwarn if "declares" in str(w.message)]
 
 

@@ -509,3 +509,76 @@ def test_plain_evaluation_keeps_native_resolution(tmp_path, monkeypatch, seen):
     write_eurosat(tmp_path, monkeypatch)
     record = evaluate(tiny_vlm(), f"eurosat:{tmp_path}", n=2, progress=False)
     assert seen == {"eurosat": {(64, 64)}} and "preprocess" not in record
+
+
+# ----------------------------------------------------------------------------- unreadable image files
+def damaged_folder(root):
+    """An imagefolder with a good image, a truncated JPEG (its first half) and text saved as a .jpg, in that
+    item order."""
+    jpeg(root / "cat" / "0.jpg")
+    jpeg(root / "cat" / "1.jpg")
+    whole = (root / "cat" / "1.jpg").read_bytes()
+    (root / "cat" / "1.jpg").write_bytes(whole[:len(whole) // 2])
+    (root / "dog").mkdir()
+    (root / "dog" / "2.jpg").write_text("these are not the pixels you are looking for\n")
+    return root, root / "cat" / "1.jpg", root / "dog" / "2.jpg"
+
+
+def one_sentence(message: str) -> bool:
+    return "\n" not in message and message.endswith(".") and ". " not in message.replace("..", "")
+
+
+def test_an_unreadable_image_is_a_data_error_that_names_the_file(tmp_path):
+    root, truncated, text = damaged_folder(tmp_path / "pets")
+    data = vs.dataset(f"imagefolder:{root}", image_size=SIZE)
+    assert data[0][0].shape == (3, SIZE, SIZE)
+    for index, path, reason in ((1, truncated, "OSError"), (2, text, "UnidentifiedImageError")):
+        with pytest.raises(DataError) as caught:
+            data[index]
+        message = str(caught.value)
+        assert message.startswith(f"imagefolder {root}: cannot read {path} ({reason}: ")
+        assert message.endswith("replace or remove the file.") and "\n" not in message
+
+
+def test_an_unreadable_image_in_a_data_loader_worker_is_still_one_data_error(tmp_path):
+    from torch.utils.data import DataLoader
+
+    root, _, text = damaged_folder(tmp_path / "pets")
+    data = vs.dataset(f"imagefolder:{root}", image_size=SIZE)
+    for workers in (0, 1):
+        with pytest.raises(DataError) as caught:
+            list(DataLoader(data, batch_size=1, sampler=[0, 2], num_workers=workers))
+        assert str(caught.value).startswith(f"imagefolder {root}: cannot read {text} (")
+        assert "\n" not in str(caught.value) and "Traceback" not in str(caught.value)
+
+
+def test_the_cli_says_which_image_it_cannot_read_in_one_line(tmp_path, capsys):
+    from vlmshield.cli import main
+
+    root, truncated, _ = damaged_folder(tmp_path / "pets")
+    code = main(["eval", "--model", "clip-tinyvit4", "--dataset", f"imagefolder:{root}", "--n", "4",
+                 "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith(f"vlmshield: error: imagefolder {root}: cannot read ") and str(root) in err
+
+
+IMAGE_FILE_ADAPTERS = [name for name in ADAPTER_NAMES if name not in ("cifar10", "cifar100", "stl10", "pcam")]
+
+
+@pytest.mark.parametrize("name", IMAGE_FILE_ADAPTERS)
+def test_every_adapter_that_reads_image_files_names_an_unreadable_one(name, tmp_path, monkeypatch):
+    WRITERS[name](tmp_path, monkeypatch)
+    images = sorted(p for p in tmp_path.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg"))
+    for path in images:
+        whole = path.read_bytes()
+        path.write_bytes(whole[:len(whole) // 2])  # every image truncated: item 0 is one of them
+    data = vs.dataset(f"{name}:{tmp_path}", image_size=SIZE)
+    with pytest.raises(DataError) as caught:
+        data[0]
+    message = str(caught.value)
+    assert message.startswith(f"{name}: cannot read ") and one_sentence(message)
+    # torchvision's datasets that take a loader read with vlmshield's, which names the file; the others open their
+    # files themselves, and the error names the item and the folder
+    assert any(str(path) in message for path in images) or message.startswith(f"{name}: cannot read item 0 in "
+                                                                                f"{tmp_path} (")

@@ -10,6 +10,7 @@ from vlmshield.api import (
     TestTimeDefense,
     TrainingDefense,
     evaluate,
+    model_identity,
     subset_indices,
     temporary_host,
 )
@@ -85,7 +86,12 @@ def test_record_has_configuration_numbers_and_environment(host, tmp_path):
     record = evaluate("tiny-clip", "fakedata", attack="pgd", eps="4/255", steps=2, n=20, batch_size=8, out=out)
     assert json.loads(out.read_text()) == record
     assert not (tmp_path / "record.json.partial").exists()
-    assert record["model"] == {"name": "tiny-clip", "weights": True}
+    model = record["model"]
+    assert {k: model[k] for k in ("name", "weights", "provider")} == {
+        "name": "tiny-clip", "weights": True,
+        "provider": {"distribution": None, "version": None, "plugin": "test-plugin"}}
+    assert model["weights_sha256"] == model_identity(vs.zoo.load("tiny-clip"))["weights_sha256"]
+    assert len(model["config_sha256"]) == 64 and record["provenance"]["attack"]["plugin"] == "vlmshield.attacks"
     assert record["attack"] == {"name": "pgd", "params": {"eps": 4 / 255, "alpha": 1 / 255, "steps": 2, "norm": "Linf",
                                                           "random_start": True, "loss": "ce", "momentum": 0.0,
                                                           "seed": 0}}

@@ -1,3 +1,5 @@
+import argparse
+import json
 import textwrap
 import warnings
 
@@ -6,16 +8,21 @@ import pytest
 import vlmshield as vs
 from vlmshield.api import (
     Attack,
+    Command,
+    ContestedNameError,
+    ModelCard,
     PluginError,
     PluginHost,
     TestTimeDefense,
+    UnknownNameError,
     get_host,
     reset_host,
     temporary_host,
 )
 from vlmshield.attacks import PGD
+from vlmshield.cli import main
 from vlmshield.core.plugins import PluginWarning
-from vlmshield.testing import make_plugin
+from vlmshield.testing import make_plugin, tiny_vlm
 
 GOOD = '''
 from vlmshield.api import hookimpl
@@ -185,3 +192,279 @@ def test_temporary_host_restores_the_previous_one():
     with temporary_host(plugin) as host:
         assert get_host() is host and vs.attack("extra-pgd").name == "extra-pgd"
     assert get_host() is before and "extra-pgd" not in before.registries["attack"]
+
+
+# ------------------------------------------------------------------ who wins a name
+CLAIMANT = '''
+from vlmshield.api import ModelCard, TestTimeDefense, hookimpl
+from vlmshield.testing import tiny_vlm
+
+class Defense(TestTimeDefense):
+    name = "ttc"
+    description = "WHO"
+
+    def wrap(self, classifier, calibration=None):
+        return classifier
+
+def load(card, device=None, weights=True):
+    model = tiny_vlm()
+    model.made_by = "WHO"
+    return model
+
+@hookimpl
+def register_defenses(register):
+    register(Defense)
+
+@hookimpl
+def register_models(register):
+    register(ModelCard("fare-tinyvit4", arch="tinyvit4", method="fare", loader=load))
+'''
+
+PGD_THIEF = '''
+from vlmshield.api import hookimpl
+from vlmshield.attacks import PGD
+
+class Stolen(PGD):
+    description = "does nothing"
+
+@hookimpl
+def register_attacks(register):
+    register(Stolen)
+'''
+
+CLAIMANTS = {"acme-ttc", "evil-ttc"}
+CONTESTED = ("defense 'ttc' is claimed by both acme-ttc 0.3 and evil-ttc 6.6, so neither is used until you choose: "
+             "ask for 'acme-ttc:ttc' or 'evil-ttc:ttc', or drop one with VLMSHIELD_DISABLE_PLUGINS=acme-ttc or "
+             "VLMSHIELD_DISABLE_PLUGINS=evil-ttc.")
+
+
+@pytest.fixture
+def claimants(site):
+    """Two installed distributions that both register the defense 'ttc' and the model 'fare-tinyvit4'."""
+    fake_distribution(site, "acme-ttc", "acmettc", CLAIMANT.replace("WHO", "acme"), version="0.3")
+    fake_distribution(site, "evil-ttc", "evilttc", CLAIMANT.replace("WHO", "evil"), version="6.6")
+    return site
+
+
+@pytest.fixture
+def process_host(claimants, monkeypatch):
+    """The process-wide host with both claimants installed, created inside the test."""
+    monkeypatch.setenv("VLMSHIELD_LOAD_PLUGINS", ",".join(sorted(CLAIMANTS)))
+    reset_host()
+    yield
+    reset_host()
+
+
+def test_a_name_two_distributions_claim_is_used_by_neither_until_chosen(claimants):
+    host = PluginHost(allow=CLAIMANTS)
+    for plugin in ("acmettc", "evilttc"):
+        assert not host.infos[plugin].errors
+        assert host.infos[plugin].contested == {"defense": ["ttc"], "model": ["fare-tinyvit4"]}
+    with pytest.raises(ContestedNameError) as contested:
+        host.get("defense", "TTC")
+    assert str(contested.value) == CONTESTED
+    with pytest.raises(ContestedNameError, match="model 'fare-tinyvit4' is claimed by both acme-ttc 0.3 and evil"):
+        host.create("model", "fare_tinyvit4")
+    assert "ttc" in host.registries["defense"]  # known, only not usable plain
+    assert host.infos["vlmshield.zoo.plugin"].contested == {}
+
+
+@pytest.mark.parametrize("qualified, who", [
+    ("acme-ttc:ttc", "acme"), ("Evil_TTC:ttc", "evil"), ("evilttc:ttc", "evil"), (" acme-ttc : TTC", "acme"),
+])
+def test_a_qualified_name_picks_one_claimant(claimants, qualified, who):
+    host = PluginHost(allow=CLAIMANTS)
+    assert qualified in host.registries["defense"]
+    assert host.get("defense", qualified).obj.description == who
+
+
+def test_an_unknown_qualifier_names_the_claimants(claimants):
+    host = PluginHost(allow=CLAIMANTS)
+    assert "nobody:ttc" not in host.registries["defense"]
+    with pytest.raises(UnknownNameError) as unknown:
+        host.get("defense", "nobody:ttc")
+    assert str(unknown.value) == ("no plugin distribution 'nobody' registers the defense 'ttc'; it comes from "
+                                  "acme-ttc 0.3 and evil-ttc 6.6: ask for 'acme-ttc:ttc' or 'evil-ttc:ttc'.")
+    with pytest.raises(UnknownNameError, match="unknown defense 'acme-ttc:ttx'. Did you mean 'ttc'"):
+        host.get("defense", "acme-ttc:ttx")
+
+
+def test_a_contested_name_is_listed_once_per_claimant(claimants):
+    host = PluginHost(allow=CLAIMANTS)
+    defenses = host.registries["defense"]
+    assert [r.distribution for r in defenses if r.name == "ttc"] == ["acme-ttc", "evil-ttc"]
+    assert defenses.names().count("ttc") == 2 and len(defenses) == len(defenses.names())
+    assert [r.distribution for r in defenses.contested()["ttc"]] == ["acme-ttc", "evil-ttc"]
+    assert "'fare-tinyvit4' (acme-ttc 0.3 and evil-ttc 6.6)" in host.contested_note()
+
+
+def test_qualified_names_reach_every_kind_and_the_builtins(claimants):
+    host = PluginHost(allow=CLAIMANTS)
+    assert host.get("attack", "vlmshield:pgd").obj is PGD
+    assert host.get("attack", "vlmshield.attacks:pgd").obj is PGD
+    assert "vlmshield:pgd" in host.registries["attack"] and "acme-ttc:pgd" not in host.registries["attack"]
+    assert host.get("model", "evil-ttc:fare-tinyvit4").distribution == "evil-ttc"
+
+
+def test_a_plugin_cannot_take_a_builtin_name(site):
+    fake_distribution(site, "pgd-thief", "pgdthief", PGD_THIEF)
+    host = PluginHost(allow={"pgd-thief"})
+    assert host.infos["pgdthief"].errors == [
+        "attack name 'pgd' from plugin pgdthief is already registered by plugin vlmshield.attacks"]
+    assert host.get("attack", "pgd").obj is PGD and host.infos["pgdthief"].contested == {}
+    with pytest.raises(UnknownNameError, match="no plugin distribution 'pgd-thief' registers the attack 'pgd'"):
+        host.get("attack", "pgd-thief:pgd")
+
+
+def test_one_distribution_registering_a_name_twice_is_an_error(site):
+    fake_distribution(site, "split-dist", "splitone", GOOD)
+    (site / "splittwo.py").write_text(GOOD)
+    info = site / "split_dist-1.0.dist-info" / "entry_points.txt"
+    info.write_text(info.read_text() + "splittwo = splittwo\n")
+    host = PluginHost(allow={"split-dist"})
+    assert not host.infos["splitone"].errors
+    assert host.infos["splittwo"].errors == [
+        "attack name 'good-attack' from plugin splittwo is already registered by plugin splitone"]
+    assert host.get("attack", "good-attack").plugin == "splitone"
+
+
+def test_one_plugin_registering_a_name_twice_is_an_error():
+    first, second = (type(n, (PGD,), {"name": "same-pgd"}) for n in ("First", "Second"))
+    with temporary_host(make_plugin("twice", register_attacks=lambda r: r(first, second))) as host:
+        assert host.infos["twice"].errors == [
+            "attack name 'same-pgd' from plugin twice is already registered by plugin twice"]
+        assert host.get("attack", "same-pgd").obj is first
+
+
+def _claimant(who: str):
+    """An in-process plugin named ``who`` registering the defense 'clash' (aliased 'shared') and a model."""
+    defense = type(f"{who}Defense", (TestTimeDefense,), {"name": "clash", "wrap": lambda self, c, calibration=None: c})
+
+    def load(card, device=None, weights=True):
+        model = tiny_vlm()
+        model.made_by = who
+        return model
+
+    return make_plugin(who, register_defenses=lambda r: r(defense, aliases=("shared",)),
+                       register_models=lambda r: r(ModelCard("clash-tiny", arch="tiny", loader=load)))
+
+
+def test_in_process_plugins_stand_for_their_own_provider():
+    with temporary_host(_claimant("alpha"), _claimant("beta")) as host:
+        assert not host.infos["alpha"].errors and not host.infos["beta"].errors
+        with pytest.raises(ContestedNameError) as contested:
+            vs.defense("shared")
+        assert str(contested.value) == ("defense 'shared' is claimed by both alpha and beta, so neither is used until "
+                                        "you choose: ask for 'alpha:shared' or 'beta:shared'.")
+        with pytest.raises(ContestedNameError, match="model 'clash-tiny' is claimed by both alpha and beta"):
+            vs.zoo.load("clash-tiny", weights=False)
+        assert type(vs.defense("beta:clash")).__name__ == "betaDefense"
+        assert vs.zoo.load("alpha:clash-tiny", weights=False).made_by == "alpha"
+
+
+def test_qualified_model_names_load_through_the_zoo(process_host):
+    with pytest.warns(PluginWarning):
+        get_host()
+    assert vs.zoo.load("evil-ttc:fare-tinyvit4", weights=False).made_by == "evil"
+    assert vs.core.load_model("ACME_TTC:fare-tinyvit4", weights=False).made_by == "acme"
+    assert vs.defense("acme-ttc:ttc").description == "acme"
+    with pytest.raises(ContestedNameError, match="model 'fare-tinyvit4' is claimed by both"):
+        vs.zoo.load("fare-tinyvit4", weights=False)
+
+
+def test_the_process_host_warns_once_about_contested_names(process_host):
+    with pytest.warns(PluginWarning) as caught:
+        get_host()
+    assert [str(w.message) for w in caught] == [
+        "plugin names claimed by more than one distribution stay unused until you choose (`vlmshield info NAME` "
+        "says how): model 'fare-tinyvit4' (acme-ttc 0.3 and evil-ttc 6.6), defense 'ttc' (acme-ttc 0.3 and "
+        "evil-ttc 6.6)"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        get_host()
+
+
+def test_disabling_one_claimant_gives_the_name_to_the_other(process_host, monkeypatch):
+    monkeypatch.setenv("VLMSHIELD_DISABLE_PLUGINS", "evil-ttc")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        host = get_host()
+    assert host.get("defense", "ttc").distribution == "acme-ttc"
+    assert host.infos["acmettc"].contested == {}
+
+
+def test_the_cli_says_how_to_choose(process_host, capsys):
+    with pytest.warns(PluginWarning):
+        get_host()
+    assert main(["info", "ttc"]) == 2
+    out, err = capsys.readouterr()
+    assert err == f"vlmshield: error: {CONTESTED}\n" and not out
+    assert main(["info", "nobody:ttc"]) == 2
+    assert "it comes from acme-ttc 0.3 and evil-ttc 6.6" in capsys.readouterr().err
+    assert main(["info", "acme-ttc:ttc", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert (info["distribution"], info["contested_with"], info["qualified_name"]) == \
+        ("acme-ttc", ["evil-ttc 6.6"], "acme-ttc:ttc")
+    assert main(["list", "defenses"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("ttc ")]
+    assert len(lines) == 2
+    assert lines[0].endswith("[acmettc]  contested with evil-ttc 6.6: ask for acme-ttc:ttc")
+    assert lines[1].endswith("[evilttc]  contested with acme-ttc 0.3: ask for evil-ttc:ttc")
+    assert main(["plugins"]) == 0
+    assert "  contested defenses: ttc (also claimed by evil-ttc 6.6)" in capsys.readouterr().out
+    assert main(["plugins", "--json"]) == 0
+    plugins = {p["name"]: p for p in json.loads(capsys.readouterr().out)}
+    assert plugins["evilttc"]["contested"] == {"defense": ["ttc"], "model": ["fare-tinyvit4"]}
+    assert plugins["vlmshield.attacks"]["contested"] == {}
+
+
+# ------------------------------------------------------------------ provenance for records
+BUILTIN_PGD = {"distribution": "vlmshield", "version": vs.__version__, "plugin": "vlmshield.attacks"}
+NOBODY = {"distribution": None, "version": None, "plugin": None}
+
+
+class UserPGD(PGD):
+    name = "user-pgd"
+
+
+def test_provider_of_a_name_a_class_or_an_instance(claimants):
+    host = PluginHost(allow=CLAIMANTS)
+    assert host.provider_of("attack", "pgd") == BUILTIN_PGD
+    assert host.provider_of("attack", "vlmshield:pgd") == BUILTIN_PGD
+    assert host.provider_of("attack", PGD) == BUILTIN_PGD
+    assert host.provider_of("attack", PGD(eps=8 / 255)) == BUILTIN_PGD
+    assert host.provider_of("attack", UserPGD()) == NOBODY  # built by the user in Python
+    assert host.provider_of("attack", "no-such-attack") == NOBODY
+    assert host.provider_of("defense", "evil-ttc:ttc") == {"distribution": "evil-ttc", "version": "6.6",
+                                                           "plugin": "evilttc"}
+    evil = host.get("defense", "evil-ttc:ttc").obj
+    assert host.provider_of("defense", evil())["distribution"] == "evil-ttc"
+    card = host.get("model", "acme-ttc:fare-tinyvit4").obj
+    assert host.provider_of("model", card)["distribution"] == "acme-ttc"
+    with pytest.raises(ContestedNameError):
+        host.provider_of("defense", "ttc")
+
+
+def test_loaded_plugins_lists_those_without_errors(site):
+    host = PluginHost(allow=FAKES)
+    loaded = host.loaded_plugins()
+    assert {"name": "goodplug", "distribution": "vlmshield-good", "version": "1.2"} in loaded
+    assert {"name": "vlmshield.attacks", "distribution": "vlmshield", "version": vs.__version__} in loaded
+    assert "brokenplug" not in [p["name"] for p in loaded]
+    assert loaded == sorted(loaded, key=lambda p: (p["distribution"] or "", p["name"]))
+    with temporary_host(make_plugin("in-process")) as host:
+        assert host.loaded_plugins()[0] == {"name": "in-process", "distribution": None, "version": None}
+
+
+def test_a_command_two_plugins_claim_runs_by_its_qualified_name(capsys):
+    def hello(args):
+        print("hello from", args.who)
+
+    def command(who):
+        return make_plugin(who, register_commands=lambda register: register(
+            Command("hello", "say hello", lambda args: hello(argparse.Namespace(who=who)))))
+
+    with temporary_host(command("first"), command("second")):
+        assert main(["first:hello"]) == 0 and capsys.readouterr().out == "hello from first\n"
+        assert main(["second:hello"]) == 0 and capsys.readouterr().out == "hello from second\n"
+        assert main(["hello"]) == 2 and "invalid choice" in capsys.readouterr().err

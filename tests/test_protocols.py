@@ -81,7 +81,7 @@ def test_a_protocol_run_records_everything_and_its_overrides(world_runs):
     assert run["record"] == "protocol-run" and run["protocol"] == QUICK.config()
     assert run["protocol"]["steps"] == 5 and run["protocol"]["eps"] == ["1/255", "2/255", "4/255"]
     assert run["overrides"] == {"datasets": "world-shapes,world-colors", "n": 6} and run["n"] == 6
-    assert run["model"]["name"] == "clip-tinyvit8" and run["model"]["source"] == "package"
+    assert run["model"]["name"] == "clip-tinyvit8" and run["model"]["source"] == "package:clip-tinyvit8.safetensors"
     assert run["datasets"] == ["world-shapes", "world-colors"]
     for result in run["results"].values():
         assert result["n"] == 6 and list(result["robust_acc"]) == ["1/255", "2/255", "4/255"]

@@ -10,8 +10,6 @@ import torch
 
 from vlmshield.api import (
     VLM,
-    AdversarialFineTuning,
-    ImageEncoder,
     ParameterError,
     Stage,
     TrainConfig,
@@ -19,24 +17,9 @@ from vlmshield.api import (
     kl_divergence,
     learning_rate,
     temporary_host,
-    training_seconds,
+    training_progress,
 )
-from vlmshield.testing import TINY_CLIP, logged_losses, tiny_vlm, toy_dataset
-
-
-class EmbeddingPull(AdversarialFineTuning):
-    """A FARE-like method for the engine's tests: pull adversarial embeddings to the clean frozen ones."""
-
-    name = "embedding-pull"
-
-    def references(self, vlm, data):
-        return {"original": ImageEncoder(vlm)}
-
-    def attack_target(self, vlm, x, y, refs):
-        return vlm, refs["original"](x), "l2"
-
-    def loss(self, vlm, x_adv, x, y, target, refs):
-        return (vlm(x_adv) - target).pow(2).sum(1).mean()
+from vlmshield.testing import TINY_CLIP, EmbeddingPull, logged_losses, tiny_vlm, toy_dataset
 
 
 def test_kl_is_the_first_softmax_s_divergence_from_the_second_summed_over_classes():
@@ -109,9 +92,10 @@ def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path):
         whole = EmbeddingPull().fit(tiny_vlm(), toy_dataset(), _config(), progress=False)
         EmbeddingPull().fit(tiny_vlm(), toy_dataset(), _config(), out=tmp_path, progress=False, stop_after=3)
         assert json.loads((tmp_path / "log.jsonl").read_text().splitlines()[-1])["step"] == 3
-        first_part = training_seconds(tmp_path)
+        first_part = training_progress(tmp_path)["elapsed_s"]
         resumed = EmbeddingPull().fit(tiny_vlm(), toy_dataset(), _config(), out=tmp_path, progress=False)
-    assert 0 < first_part < training_seconds(tmp_path)  # the training time counts every part of the run
+    assert 0 < first_part < training_progress(tmp_path)["elapsed_s"]  # the training time counts every part of the run
+    assert training_progress(tmp_path)["resumes"] == 1
     for key, value in whole.model.state_dict().items():
         assert torch.equal(value, resumed.model.state_dict()[key]), key
     steps = [json.loads(line)["step"] for line in (tmp_path / "log.jsonl").read_text().splitlines()]

@@ -22,14 +22,14 @@ from vlmshield.api import (
     temporary_host,
 )
 from vlmshield.cli import main
-from vlmshield.testing import ToyCNN, make_plugin, tensor_dataset, tiny_vlm, toy_task
+from vlmshield.testing import HUB_REVISION as REVISION
+from vlmshield.testing import ToyCNN, hub_cache, make_plugin, tensor_dataset, tiny_vlm, toy_task
 
 timm = pytest.importorskip("timm")
 
 CLASSES = ["circle", "square", "star", "wave"]
 METRICS = {"protocol": {"attack": "pgd", "n": 8}, "clean": {"toy-shapes": 0.5},
            "robust": {"2/255": {"toy-shapes": 0.25}}}
-REVISION = "0123456789abcdef0123456789abcdef01234567"
 
 
 def _classifier(arch: str = "resnet10t", seed: int = 0, **kwargs) -> ImageClassifier:
@@ -125,14 +125,7 @@ def test_a_damaged_classifier_folder_is_refused_and_publish_checks_it(saved, mon
 
 def test_a_classifier_on_the_hub_loads_from_the_cache(saved, tmp_path, monkeypatch):
     classifier, folder = saved
-    root = tmp_path / "hub" / "models--org--toy"
-    snapshot = root / "snapshots" / REVISION
-    snapshot.mkdir(parents=True)
-    (root / "refs").mkdir()
-    (root / "refs" / "main").write_text(REVISION)
-    for file in folder.iterdir():
-        (snapshot / file.name).write_bytes(file.read_bytes())
-    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(hub_cache(tmp_path, folder, repo="org/toy")))
     x = torch.rand(2, 3, 24, 24)
     for spec in (f"hf-hub:org/toy@{REVISION}", "hf-hub:org/toy"):
         loaded = vs.zoo.load(spec)

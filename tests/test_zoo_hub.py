@@ -10,30 +10,15 @@ import torch
 import vlmshield as vs
 from vlmshield.api import ParameterError
 from vlmshield.core.weights import WeightsError, read_legacy_weights
-
-REVISION = "0123456789abcdef0123456789abcdef01234567"
-
-
-def _cache_with(tmp_path, folder, repo="vlmshield-test/tiny"):
-    """A cache as huggingface_hub lays it out: refs/main, snapshots/<commit>/<files>, blobs."""
-    root = tmp_path / "hub" / f"models--{repo.replace('/', '--')}"
-    snapshot = root / "snapshots" / REVISION
-    snapshot.mkdir(parents=True)
-    (root / "blobs").mkdir()
-    (root / "refs").mkdir()
-    (root / "refs" / "main").write_text(REVISION)
-    for file in folder.iterdir():
-        blob = root / "blobs" / file.name
-        blob.write_bytes(file.read_bytes())
-        (snapshot / file.name).symlink_to(blob)
-    return tmp_path / "hub"
+from vlmshield.testing import HUB_REVISION as REVISION
+from vlmshield.testing import hub_cache as lay_out_cache
 
 
 @pytest.fixture
 def hub_cache(tmp_path, monkeypatch):
     vlm = vs.zoo.load("clip-tinyrn")
     vs.zoo.save(vlm, tmp_path / "saved")
-    cache = _cache_with(tmp_path, tmp_path / "saved")
+    cache = lay_out_cache(tmp_path, tmp_path / "saved")
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
     return vlm
@@ -176,7 +161,7 @@ def test_a_hugging_face_tokenizer_is_saved_beside_the_config_and_loads_back(tmp_
     assert torch.equal(back.tokenizer(texts), vlm.tokenizer(texts))
     assert torch.equal(back.encode_text(texts), vlm.encode_text(texts))
 
-    cache = _cache_with(tmp_path, saved, repo="vlmshield-test/words")  # the Hub path fetches the files too
+    cache = lay_out_cache(tmp_path, saved, repo="vlmshield-test/words")  # the Hub path fetches the files too
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     requested = []

@@ -9,6 +9,8 @@ import from here too, as a third-party plugin does.
 
 from .core import *  # noqa: F401,F403  (the contract, whole)
 from .core import __all__ as _contract
+from .core.data import UnreadableImageError, read_image
+from .core.weights import header_parameter_count
 from .engine.distributed import (
     default_device,
     gather_objects,
@@ -20,7 +22,15 @@ from .engine.distributed import (
 from .engine.evaluation import evaluate, format_table, subset_indices
 from .engine.leaderboard import leaderboard
 from .engine.protocol_runs import measure_for_card, run_protocol
-from .engine.records import RunLog, atomic_write_json, check_destination, environment, fingerprint
+from .engine.records import (
+    RunLog,
+    atomic_write_json,
+    check_destination,
+    check_overwrite,
+    environment,
+    fingerprint,
+    locked_folder,
+)
 from .engine.reports import format_run, load_run, write_report
 from .engine.training import (
     Batches,
@@ -29,18 +39,19 @@ from .engine.training import (
     read_checkpoint,
     run_training,
     save_checkpoint,
-    training_seconds,
+    training_progress,
     weights_module,
 )
 
 __all__ = [
-    *_contract, "default_device", "gather_objects", "init_from_env", "is_main_process", "rank_and_world",
-    "resolve_device",
+    *_contract, "UnreadableImageError", "read_image", "header_parameter_count",
+    "default_device", "gather_objects", "init_from_env", "is_main_process", "rank_and_world", "resolve_device",
     "evaluate", "format_table", "subset_indices", "leaderboard", "measure_for_card", "run_protocol",
-    "RunLog", "atomic_write_json", "check_destination", "environment", "fingerprint", "format_run", "load_run",
+    "RunLog", "atomic_write_json", "check_destination", "check_overwrite", "environment", "fingerprint",
+    "locked_folder", "format_run", "load_run",
     "write_report",
     "Batches", "average_gradients", "mean_loss", "read_checkpoint", "run_training", "save_checkpoint",
-    "training_seconds", "weights_module",
+    "training_progress", "weights_module",
 ]
 
 

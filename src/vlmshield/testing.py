@@ -5,6 +5,9 @@
   clean accuracy, for checking that attacks really lower accuracy.
 - ``tensor_dataset()``: LabelledImages from tensors.
 - ``make_plugin()``: a plugin object from hook functions, to register with ``temporary_host``.
+- ``EmbeddingPull``: a FARE-like fine-tuning method (adversarial embeddings pulled to the frozen clean
+  ones), to run the training engine on a ``tiny_vlm()``.
+- ``hub_cache()``: a Hugging Face cache laid out on disk with one repo's files, for offline ``hf-hub:`` tests.
 - ``CornerPatch``: a backdoor trigger (a white square in the corner), and ``Jitter``: a randomized
   test-time defense (uniform noise of 1/255), stand-ins to register in tests.
 - ``attacked_accuracy()``: a zoo model's zero-shot accuracy under PGD on the first images of a task, to
@@ -233,3 +236,48 @@ class Jitter(TestTimeDefense):
     def wrap(self, classifier: nn.Module, calibration: torch.Tensor | None = None) -> nn.Module:
         return Jittered(classifier)
 
+
+
+def _adversarial_fine_tuning():
+    from .api import AdversarialFineTuning, ImageEncoder  # the trainers are built-in plugins of the api
+
+    return AdversarialFineTuning, ImageEncoder
+
+
+class EmbeddingPull(_adversarial_fine_tuning()[0]):
+    """A FARE-like method for the engine's tests: pull adversarial embeddings to the clean frozen ones."""
+
+    name = "embedding-pull"
+
+    def references(self, vlm, data):
+        return {"original": _adversarial_fine_tuning()[1](vlm)}
+
+    def attack_target(self, vlm, x, y, refs):
+        return vlm, refs["original"](x), "l2"
+
+    def loss(self, vlm, x_adv, x, y, target, refs):
+        return (vlm(x_adv) - target).pow(2).sum(1).mean()
+
+
+#: The commit ``hub_cache`` files a repo's snapshot under.
+HUB_REVISION = "0123456789abcdef0123456789abcdef01234567"
+
+
+def hub_cache(root, folder, repo: str = "vlmshield-test/tiny"):
+    """A Hugging Face cache under ``root/hub`` as huggingface_hub lays it out (``refs/main``,
+    ``snapshots/HUB_REVISION/<files>`` linking to ``blobs``), holding the files of ``folder`` as ``repo``;
+    returns the cache folder (for ``HF_HUB_CACHE``)."""
+    from pathlib import Path
+
+    cache = Path(root) / "hub"
+    repo_root = cache / f"models--{repo.replace('/', '--')}"
+    snapshot = repo_root / "snapshots" / HUB_REVISION
+    snapshot.mkdir(parents=True)
+    (repo_root / "blobs").mkdir()
+    (repo_root / "refs").mkdir()
+    (repo_root / "refs" / "main").write_text(HUB_REVISION)
+    for file in Path(folder).iterdir():
+        blob = repo_root / "blobs" / file.name
+        blob.write_bytes(file.read_bytes())
+        (snapshot / file.name).symlink_to(blob)
+    return cache

@@ -1,7 +1,8 @@
 """The ``vlmshield`` command line.
 
 Every subcommand is a ``Command`` registered through the ``register_commands`` hook; vlmshield's own
-are registered by ``vlmshield.cli.commands``, a built-in plugin, and plugins add theirs the same way.
+are registered by ``vlmshield.cli.commands``, a built-in plugin, and plugins add theirs the same way. A
+command name two distributions claim is run by its qualified name, ``vlmshield DIST:NAME``.
 A mistake in what the user typed is one line on stderr and exit status 2 (``--debug`` shows the
 traceback).
 """
@@ -29,9 +30,12 @@ def build_parser() -> Parser:
     parser.add_argument("--version", action="version", version=f"vlmshield {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    for registration in get_host().registries["command"]:
+    commands = get_host().registries["command"]
+    contested = commands.contested()
+    for registration in commands:
         command: Command = registration.obj
-        sub = subparsers.add_parser(command.name, help=command.help, description=command.help)
+        name = f"{registration.qualifier}:{command.name}" if command.name in contested else command.name
+        sub = subparsers.add_parser(name, help=command.help, description=command.help)
         if command.add_arguments is not None:
             command.add_arguments(sub)
         sub.set_defaults(run=command.run)

@@ -44,11 +44,16 @@ def _params(cls) -> dict:
 
 
 def describe(registration: Registration) -> dict:
-    """A JSON-able description of anything registered."""
+    """A JSON-able description of anything registered; ``contested_with`` names the other distributions that
+    claim one of its names, when any does."""
     obj = registration.obj
     info = {"kind": registration.kind, "name": registration.name, "aliases": list(registration.aliases),
             "plugin": registration.plugin, "distribution": registration.distribution,
             "version": registration.version}
+    rivals = get_host().registries[registration.kind].rivals(registration)
+    if rivals:
+        info["contested_with"] = [rival.origin for rival in rivals]
+        info["qualified_name"] = f"{registration.qualifier}:{registration.name}"
     if inspect.isclass(obj):
         info["description"] = obj.description
         info["class"] = f"{obj.__module__}.{obj.__qualname__}"
@@ -90,9 +95,17 @@ def _plugins(args) -> int:
         print(f"  hooks: {', '.join(info.hooks) or 'none'}")
         for kind, names in info.registered.items():
             print(f"  {kind}s: {', '.join(names)}")
+        for kind, names in info.contested.items():
+            print(f"  contested {kind}s: {', '.join(_claimed_also(kind, name, info.name) for name in names)}")
         for error in info.errors:
             print(f"  error: {error}")
     return 0
+
+
+def _claimed_also(kind: str, name: str, plugin: str) -> str:
+    """'NAME (also claimed by DIST VERSION)' for a contested name of ``plugin``."""
+    claimants = get_host().registries[kind].contested()[name]
+    return f"{name} (also claimed by {', '.join(r.origin for r in claimants if r.plugin != plugin)})"
 
 
 def _kind(text: str) -> str:
@@ -115,8 +128,15 @@ def _list(args) -> int:
         return 0
     width = max((len(r["name"]) for r in rows), default=0)
     for row in rows:
-        print(f"{row['name']:<{width}}  {row.get('description', '')}  [{row['plugin']}]")
+        print(f"{row['name']:<{width}}  {row.get('description', '')}  [{row['plugin']}]{_contested_note(row)}")
     return 0
+
+
+def _contested_note(row: dict) -> str:
+    """'  contested with DIST VERSION: ask for DIST:NAME' for a contested entry of `vlmshield list`, else ''."""
+    if "contested_with" not in row:
+        return ""
+    return f"  contested with {', '.join(row['contested_with'])}: ask for {row['qualified_name']}"
 
 
 def _info(args) -> int:
@@ -124,6 +144,10 @@ def _info(args) -> int:
     kinds = KINDS if args.kind is None else (_kind(args.kind),)
     found = [describe(host.get(kind, args.name)) for kind in kinds if args.name in host.registries[kind]]
     if not found:
+        bare = args.name.partition(":")[2]
+        for kind in kinds:
+            if bare and bare in host.registries[kind]:
+                host.get(kind, args.name)  # DIST:NAME whose DIST does not register NAME: raises, naming those that do
         known = [name for kind in kinds for name in host.registries[kind].names()]
         hint = plugin_hint(args.name) or did_you_mean(canonical_name(args.name), known)
         raise UnknownNameError(f"nothing is registered as {args.name!r}.{hint}")
@@ -157,7 +181,8 @@ def _eval(args) -> int:
     init_from_env()
     common = dict(defense=args.defense, defense_params=defense_params(args), n=args.n, batch_size=args.batch_size,
                   seed=args.seed, device=args.device, weights=not args.no_weights, out=args.out,
-                  progress=progress_flag(args), download=args.download, adaptive=not args.no_adaptive)
+                  progress=progress_flag(args), download=args.download, adaptive=not args.no_adaptive,
+                  overwrite=args.overwrite)
     if args.protocol is not None:
         if args.attack or args.eps or args.steps or args.attack_params or args.evaluator != "zero-shot":
             raise UsageError("--protocol fixes the attack, eps, steps and evaluator; drop those options.")
@@ -204,6 +229,8 @@ def _eval_arguments(parser: argparse.ArgumentParser) -> None:
                         help="build the architecture with random weights (no download): a smoke run")
     parser.add_argument("--out", help="write the JSON record here (with --protocol: a folder); an interrupted "
                                       "run resumes from it")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a finished record of another configuration at --out (refused otherwise)")
     parser.add_argument("--json", action="store_true", help="print the record as JSON")
     parser.add_argument("--no-progress", action="store_true")
 

@@ -11,7 +11,9 @@ options override them (recorded in the card). The run resumes from ``OUT/checkpo
 again. At the end the model is saved as a zoo folder (``OUT/model``: open_clip's layout,
 ``vs.zoo.load("local-dir:OUT/model")``) and, with ``--package``, as a packaged weight file and card
 (``OUT/NAME.safetensors``, ``OUT/NAME.json``) of the kind a plugin ships in its ``weights/`` folder;
-``--evaluate PROTOCOL`` measures it and writes the numbers into both.
+``--evaluate PROTOCOL`` measures it and writes the numbers into both. ``OUT/training.json`` is the run's record:
+the card's fields, the model it started from (``model_identity``), who provided the model, method, trainer
+and dataset (``provenance``), the plugins loaded, the training time over every part and how often it resumed.
 
 Preprocessing, and so the threat model of training: a preset's ``"preprocess"`` is ``"native"`` (the
 default: the images as the dataset builds them, e.g. TinyImageNet at its 64 px, the model resizing inside)
@@ -28,6 +30,7 @@ import argparse
 import os
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 
@@ -38,9 +41,11 @@ from vlmshield.api import (
     ParameterError,
     TrainConfig,
     TrainingDefense,
+    atomic_write_json,
     check_destination,
     check_preprocess_rule,
     check_takes,
+    environment,
     export_packaged,
     get_host,
     get_protocol,
@@ -48,7 +53,9 @@ from vlmshield.api import (
     input_size,
     is_main_process,
     load_model,
+    locked_folder,
     measure_for_card,
+    model_identity,
     parse_eps,
     parse_params,
     preprocessed_dataset,
@@ -56,7 +63,7 @@ from vlmshield.api import (
     resolve_device,
     resumable,
     signature_defaults,
-    training_seconds,
+    training_progress,
     zoo,
 )
 
@@ -236,18 +243,30 @@ def command_line(run: dict) -> str:
 
 def train_run(run: dict, out, *, name: str | None = None, device=None, progress=None, evaluate_with=None,
               package: bool = False, log=None) -> dict:
-    """Train ``run`` (from ``plan``) into ``out``; returns the card written beside the weights."""
+    """Train ``run`` (from ``plan``) into ``out``, locked against a second run into it; returns the card written
+    beside the weights."""
     out = check_destination(out, folder=True)
+    with locked_folder(out) if is_main_process() else nullcontext():
+        return _train_run(run, out, name=name, device=device, progress=progress, evaluate_with=evaluate_with,
+                          package=package, log=log)
+
+
+def _train_run(run: dict, out: Path, *, name, device, progress, evaluate_with, package, log) -> dict:
     device = resolve_device(device)
     _keep_preprocessing(out, run.get("preprocess", NATIVE))
     vlm = load_model(run["model"], device=device)
+    start_model = model_identity(vlm)
     trainer = run["trainer"]
     data, val = training_data(run, input_size(vlm))
     check_takes(data, trainer.takes, f"the {trainer.name} trainer")
+    host = get_host()
+    provenance = {"model": vlm.provider, "method": host.provider_of("defense", run["method"]),
+                  "trainer": host.provider_of("trainer", trainer), "dataset": getattr(data, "provider", None)}
     clock = time.perf_counter()
     trainer.train(vlm, data, run["method"], run["config"], out=out, val_data=val, device=device, progress=progress,
                   log=log)
-    seconds = round(training_seconds(out) or time.perf_counter() - clock, 1)  # all parts of a resumed run
+    progress_so_far = training_progress(out) or {}
+    seconds = round(progress_so_far.get("elapsed_s") or time.perf_counter() - clock, 1)  # all parts of a resumed run
     method, config = run["method"], run["config"]
     eps_label = f"{round(config.eps * 255, 2):g}/255"
     name = name or f"{method.name}-{run['model'].removeprefix('clip-')}"
@@ -260,7 +279,8 @@ def train_run(run: dict, out, *, name: str | None = None, device=None, progress=
             "threat_model": {"norm": "Linf", "eps": eps_label} if method.adversarial else {},
             "training_data": run["dataset"],
             "preprocess": rule, "command": command_line(run), "method_params": method.config()["params"],
-            "config": config.to_dict(), "train_time_s": seconds}
+            "config": config.to_dict(), "train_time_s": seconds, "resumes": progress_so_far.get("resumes", 0),
+            "start_model": start_model, "provenance": provenance, "plugins": host.loaded_plugins()}
     if evaluate_with:
         protocol = get_protocol(evaluate_with)
         info["metrics"] = measure_for_card(vlm, protocol, progress=progress, out=out / f"eval-{protocol.name}")
@@ -271,6 +291,7 @@ def train_run(run: dict, out, *, name: str | None = None, device=None, progress=
         zoo.save(vlm, out / "model", card, info.get("metrics"))
         if package:
             info = export_packaged(vlm, name, out, info)
+        atomic_write_json(out / "training.json", {"record": "training", **info, "environment": environment()})
     return info
 
 

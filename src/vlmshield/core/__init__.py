@@ -43,6 +43,7 @@ from .data import (
 )
 from .defense import DEFENSE_KINDS, Defense, Purifier, TestTimeDefense, TrainingDefense
 from .errors import (
+    ContestedNameError,
     DataError,
     InputError,
     ParameterError,
@@ -54,6 +55,7 @@ from .errors import (
 )
 from .evaluator import COUNTINGS, Evaluator
 from .hookspecs import hookimpl
+from .identity import describe_identity, model_identity, same_model, weights_sha256
 from .model import DEFAULT_TEMPLATES, VLM, ZeroShotClassifier, check_images, eval_mode, frozen, frozen_copy
 from .params import (
     Configurable,
@@ -92,8 +94,10 @@ __all__ = [
     "DATA_ENV", "DATA_TYPES", "CaptionedImages", "DatasetEntry", "DomainPair", "LabelledImages", "UnlabelledImages",
     "check_takes", "dataset", "datasets",
     "DEFENSE_KINDS", "Defense", "Purifier", "TestTimeDefense", "TrainingDefense",
-    "DataError", "InputError", "ParameterError", "PluginError", "UnknownNameError", "VlmshieldError",
+    "ContestedNameError", "DataError", "InputError", "ParameterError", "PluginError", "UnknownNameError",
+    "VlmshieldError",
     "did_you_mean", "error_summary", "COUNTINGS", "Evaluator", "hookimpl",
+    "describe_identity", "model_identity", "same_model", "weights_sha256",
     "DEFAULT_TEMPLATES", "VLM", "ZeroShotClassifier", "check_images", "eval_mode", "frozen", "frozen_copy",
     "Configurable", "check_number", "check_template", "eps_note", "format_eps", "parse_eps", "parse_params",
     "signature_defaults", "Command", "UsageError", "defense_params", "progress_flag", "resumable", "PluginHost",

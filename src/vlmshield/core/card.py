@@ -24,14 +24,18 @@ it, it is what open_clip's pretrained config declares for ``pretrained`` (or for
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+
+import torch
 
 from .classifier import ImageClassifier
 from .errors import ParameterError, VlmshieldError
 from .model import VLM, declared_quick_gelu
 from .plugins import get_host
 from .registry import canonical_name
+from .weights import WeightsError
 
 #: Where a card's weights come from (``hf-hub:`` is followed by the repository).
 SOURCES = ("open_clip", "timm", "hf-hub:", "package", "manual", "recipe")
@@ -133,8 +137,42 @@ class ModelCard:
         else:
             model = VLM.from_open_clip(self.arch, self.pretrained if weights else None,
                                        quick_gelu=self.resolved_quick_gelu(), device=device)
+        model.source = self._source_of(model, weights)
+        if weights:
+            self._check_architecture(model)
         model.name = self.name
         return model.eval()
+
+    def _source_of(self, model, weights: bool) -> str:
+        """Where the loaded weights came from, as a record says it."""
+        if not weights:
+            return "random-init"
+        if self.source.startswith("hf-hub:"):  # the Hub loader notes the commit it read
+            source = getattr(model, "source", None)
+            return source if isinstance(source, str) and source.startswith("hf-hub:") else self.source
+        if self.source in ("open_clip", "timm") and self.loader is None:
+            joined = "/" if self.source == "open_clip" else "."
+            return f"{self.source}:{self.arch}{joined + self.pretrained if self.pretrained else ''}"
+        return f"{self.source}:{','.join(self.files) or self.name}"
+
+    def _check_architecture(self, model) -> None:
+        """Refuse, in one sentence, a loaded model that is not of the card's architecture: its parameter count
+        and tensor shapes are compared with the architecture built on the meta device (no memory, no
+        weights). A card whose architecture cannot be built there is not checked."""
+        try:
+            with torch.device("meta"):
+                reference = self.load(device="meta", weights=False)
+        except Exception:  # an architecture that cannot be built without memory: nothing to compare with
+            return
+        expected, found = _shapes(reference), _shapes(model)
+        if expected != found:
+            count = sum(math.prod(s) for s in expected)
+            loaded = sum(math.prod(s) for s in found)
+            raise WeightsError(
+                f"{self.name} is a {self.arch} of {count:,} parameters, but the model loaded from "
+                f"{getattr(model, 'source', self.source)} has {loaded:,}"
+                f"{' in tensors of other shapes' if count == loaded else ''}: those files are not {self.name}'s; "
+                f"remove them (from the Hugging Face cache, or the weights folder) to get the real ones.")
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -164,6 +202,11 @@ class ModelSource:
     description: str = ""
 
 
+def _shapes(model) -> list[tuple[int, ...]]:
+    """The shapes of a model's parameters, sorted: its architecture, whatever its modules are named."""
+    return sorted(tuple(p.shape) for p in model.parameters())
+
+
 def load_model(name: str, device=None, weights: bool = True):
     """The model a name stands for, in eval mode: a registered zoo entry (``clip-vitb32``), or
     ``SCHEME:REST`` for a registered model source (``local-dir:runs/fare/model``); ``weights=False``
@@ -173,7 +216,11 @@ def load_model(name: str, device=None, weights: bool = True):
     scheme, sep, rest = name.partition(":")
     host = get_host()
     if sep and canonical_name(scheme) in host.registries["model-source"]:
-        source: ModelSource = host.get("model-source", scheme).obj
-        return source.load(rest, device=device, weights=weights)
-    card: ModelCard = host.get("model", name).obj
-    return card.load(device=device, weights=weights)
+        registration = host.get("model-source", scheme)
+        model = registration.obj.load(rest, device=device, weights=weights)
+        model.source = getattr(model, "source", None) or f"{registration.name}:{rest}"
+    else:
+        registration = host.get("model", name)
+        model = registration.obj.load(device=device, weights=weights)
+    model.provider = registration.provenance
+    return model

@@ -29,10 +29,35 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
-from .errors import DataError, ParameterError, PluginError
+from .errors import DataError, ParameterError, PluginError, error_summary
 from .plugins import get_host
 
 DATA_ENV = "VLMSHIELD_DATA"
+
+
+class UnreadableImageError(DataError):
+    """An image file that cannot be read: not an image, truncated, or more pixels than PIL decodes.
+
+    A DataLoader worker re-raises an error in the main process as its type called with the formatted traceback;
+    this one keeps only its own sentence (the traceback's last line), so that it still reads as one line."""
+
+    def __init__(self, message: str):
+        if message.startswith("Caught ") and "Traceback" in message:  # rebuilt by a DataLoader worker
+            message = message.rstrip().splitlines()[-1].partition(": ")[2] or message
+        super().__init__(message)
+
+
+def read_image(path: str | os.PathLike, what: str = "dataset"):
+    """The image file at ``path``, decoded whole, as an RGB PIL image (a ``loader`` for torchvision's datasets);
+    a file that cannot be decoded is an UnreadableImageError that names ``what`` reads it, the file and why."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except Exception as error:  # whatever PIL raises on this file (OSError for most damage, SyntaxError, ...)
+        raise UnreadableImageError(f"{what}: cannot read {path} ({error_summary(error)}): replace or remove "
+                                   f"the file.") from error
 
 
 class _WrappedDataset(Dataset):
@@ -184,7 +209,8 @@ def dataset(spec: str, split: str = "test", image_size: int = 224, download: boo
     ``download=True`` lets a dataset that can (``can_download``) fetch its missing files into its root.
     """
     name, root = parse_dataset_spec(spec)
-    entry: DatasetEntry = get_host().get("dataset", name).obj
+    registration = get_host().get("dataset", name)
+    entry: DatasetEntry = registration.obj
     if entry.members:
         raise ParameterError(f"{entry.name!r} is a collection of {len(entry.members)} datasets "
                              f"({', '.join(entry.members)}); use datasets({entry.name!r}) to build them all.")
@@ -204,6 +230,7 @@ def dataset(spec: str, split: str = "test", image_size: int = 224, download: boo
         if not root.exists():
             raise DataError(f"dataset {entry.name!r}: the folder {root} does not exist.")
     data = entry.build(root=root, split=split, image_size=image_size, **params)
+    data.provider = registration.provenance
     if not isinstance(data, DATA_TYPES[entry.provides]):
         raise PluginError(f"dataset {entry.name!r} declares {entry.provides} data but built a {type(data).__name__}.")
     if len(data) == 0:

@@ -22,6 +22,10 @@ class UnknownNameError(VlmshieldError, LookupError):
         return str(self.args[0]) if self.args else ""
 
 
+class ContestedNameError(UnknownNameError):
+    """A name that two or more plugin distributions claim: none of them is used until the user chooses one."""
+
+
 class ParameterError(VlmshieldError, ValueError):
     """A parameter that is malformed or out of range."""
 

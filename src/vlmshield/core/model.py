@@ -217,13 +217,22 @@ class VLM(nn.Module):
         """Build a randomly initialised model from an open_clip model config (a dict as in open_clip's JSON)."""
         import open_clip
 
-        cfg = dict(model_cfg)
-        custom_text = cfg.pop("custom_text", False) or "hf_model_name" in cfg.get("text_cfg", {})
-        model = (open_clip.CustomTextCLIP if custom_text else open_clip.CLIP)(**cfg)
+        model = cls.open_clip_model(model_cfg)
         if tokenizer is None:
-            context_length = cfg.get("text_cfg", {}).get("context_length", 77)
+            context_length = model_cfg.get("text_cfg", {}).get("context_length", 77)
             tokenizer = open_clip.SimpleTokenizer(context_length=context_length)
         return cls(model, tokenizer, preprocess_cfg, name=name, model_cfg=dict(model_cfg))
+
+    @staticmethod
+    def open_clip_model(model_cfg: dict) -> nn.Module:
+        """The open_clip model (randomly initialised) of a model config: a CLIP, or a CustomTextCLIP where the
+        config says so or names a Hugging Face text tower. Built under ``torch.device("meta")``, it allocates
+        nothing."""
+        import open_clip
+
+        cfg = dict(model_cfg)
+        custom_text = cfg.pop("custom_text", False) or "hf_model_name" in cfg.get("text_cfg", {})
+        return (open_clip.CustomTextCLIP if custom_text else open_clip.CLIP)(**cfg)
 
     # ------------------------------------------------------------------- encoders
     @property

@@ -5,6 +5,12 @@ then every entry point in the group ``vlmshield``, each in its own try/except: a
 import, raises in a hook, or registers something invalid is recorded with its error (``vlmshield
 plugins`` shows it) and everything else keeps working.
 
+The built-ins keep their names: a plugin registering one fails that registration. A name that two or more
+other distributions register is contested: both registrations are kept, neither plugin counts as failed,
+and the plain name raises ContestedNameError until the user disables one distribution or asks for
+``DIST:NAME`` (see ``registry``). ``vlmshield plugins`` lists each plugin's contested names, and the
+process-wide host warns once about them.
+
 Environment:
 
 - ``VLMSHIELD_LOAD_PLUGINS``: comma list of distribution names to load; empty loads none. Unset loads all.
@@ -38,7 +44,7 @@ HOOKS = {kind: f"register_{kind.replace('-', '_')}s" for kind in KINDS}
 
 
 class PluginWarning(UserWarning):
-    """A plugin failed to load; the rest of vlmshield works."""
+    """A plugin failed to load, or plugins claim the same name; the rest of vlmshield works."""
 
 
 @dataclass
@@ -52,6 +58,7 @@ class PluginInfo:
     hooks: list[str] = field(default_factory=list)
     registered: dict[str, list[str]] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    contested: dict[str, list[str]] = field(default_factory=dict)  # kind -> names another distribution claims too
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -117,6 +124,7 @@ class PluginHost:
         if entry_points:
             self._load_entry_points(allow, block)
         self._collect()
+        self._note_contested()
 
     @classmethod
     def from_environment(cls) -> PluginHost:
@@ -192,11 +200,18 @@ class PluginHost:
                     try:
                         name = _validate(kind, obj)
                         self.registries[kind].add(Registration(
-                            kind, name, obj, info.name, info.distribution, info.version, aliases))
+                            kind, name, obj, info.name, info.distribution, info.version, aliases, info.builtin))
                     except PluginError as error:
                         self._fail(info, str(error), error)
                         continue
                     info.registered.setdefault(kind, []).append(name)
+
+    def _note_contested(self) -> None:
+        """Record on each plugin the names it claims that another distribution claims too."""
+        for kind, registry in self.registries.items():
+            for name, claimants in registry.contested().items():
+                for registration in claimants:
+                    self.infos[registration.plugin].contested.setdefault(kind, []).append(name)
 
     # ------------------------------------------------------------------ queries
     def get(self, kind: str, name: str) -> Registration:
@@ -209,6 +224,30 @@ class PluginHost:
 
     def plugins(self) -> list[PluginInfo]:
         return list(self.infos.values())
+
+    def provider_of(self, kind: str, obj) -> dict:
+        """Who registered ``obj`` (a registered object, an instance of a registered class, or a name) as a
+        ``kind``: distribution, version and plugin, each None when nothing registered it."""
+        registry = self.registries[kind]
+        if isinstance(obj, str):
+            registration = registry.get(obj) if obj in registry else None
+        else:
+            registration = registry.holding(obj)
+        if registration is None:
+            return {"distribution": None, "version": None, "plugin": None}
+        return registration.provenance
+
+    def loaded_plugins(self) -> list[dict]:
+        """Name, distribution and version of every plugin that loaded without errors, by distribution then name."""
+        loaded = sorted((info for info in self.infos.values() if not info.errors),
+                        key=lambda info: (info.distribution or "", info.name))
+        return [{"name": info.name, "distribution": info.distribution, "version": info.version} for info in loaded]
+
+    def contested_note(self) -> str:
+        """Every contested name and who claims it ("defense 'x' (a 1.0 and b 2.0), ..."), or ''."""
+        return ", ".join(f"{kind} {name!r} ({' and '.join(r.origin for r in claimants)})"
+                         for kind, registry in self.registries.items()
+                         for name, claimants in registry.contested().items())
 
 
 _host: PluginHost | None = None
@@ -223,6 +262,10 @@ def get_host() -> PluginHost:
         if failed:
             warnings.warn(f"plugin(s) {', '.join(failed)} failed to load; see `vlmshield plugins`",
                           PluginWarning, stacklevel=2)
+        contested = _host.contested_note()
+        if contested:
+            warnings.warn(f"plugin names claimed by more than one distribution stay unused until you choose "
+                          f"(`vlmshield info NAME` says how): {contested}", PluginWarning, stacklevel=2)
     return _host
 
 

@@ -52,4 +52,23 @@ class WordTokenizer:
 
     @classmethod
     def from_config(cls, config: dict) -> WordTokenizer:
+        """The tokenizer ``to_config()`` describes; ParameterError in one sentence for anything else."""
+        problem = _config_problem(config)
+        if problem:
+            raise ParameterError(f"a word tokenizer's config is {{\"type\": \"words\", \"words\": [distinct "
+                                 f"lowercase words], \"context_length\": an integer of at least 2}}; {problem}.")
         return cls(config["words"], config["context_length"])
+
+
+def _config_problem(config: object) -> str | None:
+    """What is wrong with a word tokenizer's config, or None."""
+    if not isinstance(config, dict):
+        return f"got a {type(config).__name__}"
+    if config.get("type", "words") != "words":
+        return f"got type {config.get('type')!r}"
+    words, length = config.get("words"), config.get("context_length")
+    if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
+        return "its words are not a list of strings"
+    if type(length) is not int or length < 2:
+        return f"got context_length {length!r}"
+    return None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import struct
 import tempfile
@@ -19,7 +20,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .errors import VlmshieldError
+from .errors import VlmshieldError, error_summary
 
 
 class WeightsError(VlmshieldError):
@@ -98,6 +99,50 @@ def read_weights(path: str | os.PathLike, sha256: str | None = None) -> dict[str
         return load_file(path)
     except (SafetensorError, OSError, ValueError) as error:
         raise WeightsError(f"weight file {path} is not a readable safetensors file ({error}).") from error
+
+
+#: The longest header safetensors itself reads (100 MB); a file that claims more is not a safetensors file.
+MAX_HEADER_BYTES = 100_000_000
+
+
+def read_header(path: str | os.PathLike) -> dict:
+    """The JSON header of a safetensors file (tensor name -> dtype, shape, data offsets, and the
+    ``__metadata__``), read without reading any tensor; a malformed header is one WeightsError sentence."""
+    path = Path(path)
+    try:
+        header, problem = _parse_header(path)
+    except (OSError, struct.error, ValueError, RecursionError) as error:  # JSON and UTF-8 errors are ValueErrors
+        header, problem = None, error_summary(error)
+    if problem:
+        raise WeightsError(f"weight file {path} has no readable safetensors header ({problem}).")
+    return header
+
+
+def _parse_header(path: Path) -> tuple[dict | None, str | None]:
+    """(header, None), or (None, what is wrong with it): an 8-byte little-endian length, then that much JSON."""
+    file_size = path.stat().st_size
+    with open(path, "rb") as handle:
+        (size,) = struct.unpack("<Q", handle.read(8))
+        if size > min(MAX_HEADER_BYTES, file_size - 8):
+            return None, f"it claims a header of {size} bytes in a file of {file_size}"
+        header = json.loads(handle.read(size))
+    if not isinstance(header, dict):
+        return None, "its header is not a JSON object"
+    bad = next((name for name, entry in header.items() if name != "__metadata__" and not _is_tensor_entry(entry)),
+               None)
+    return (None, f"the header's entry for {bad!r} has no valid shape") if bad is not None else (header, None)
+
+
+def _is_tensor_entry(entry: object) -> bool:
+    """Whether a header entry describes a tensor: a dict whose shape is a list of non-negative integers."""
+    shape = entry.get("shape") if isinstance(entry, dict) else None
+    return isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape)
+
+
+def header_parameter_count(path: str | os.PathLike) -> int:
+    """How many numbers the tensors of a safetensors file hold, from its header alone."""
+    header = read_header(path)
+    return sum(math.prod(entry["shape"]) for name, entry in header.items() if name != "__metadata__")
 
 
 #: Keys under which known trainers nest a state dict: PyTorch Lightning and many scripts use

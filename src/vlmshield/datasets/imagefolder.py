@@ -3,12 +3,15 @@
 Class names are the sub-folder names with '_' read as a space; the prompt is CLIP's single template.
 Images are resized (bicubic, shortest side) and centre-cropped to the model's input size, as CLIP's
 preprocessing does, so the threat model is on those pixels; a protocol's resize-and-crop rule
-(``preprocess``) replaces that.
+(``preprocess``) replaces that. A file that is not a readable image is a DataError naming it when the item is
+read.
 """
 
 from __future__ import annotations
 
-from vlmshield.api import DEFAULT_TEMPLATES, DataError, DatasetEntry, LabelledImages
+from functools import partial
+
+from vlmshield.api import DEFAULT_TEMPLATES, DataError, DatasetEntry, LabelledImages, read_image
 
 
 def build(root, split: str = "test", image_size: int = 224, preprocess: dict | None = None) -> LabelledImages:
@@ -25,7 +28,8 @@ def build(root, split: str = "test", image_size: int = 224, preprocess: dict | N
         transforms.ToTensor(),
     ])
     try:
-        data = datasets.ImageFolder(str(root), transform=transform)
+        data = datasets.ImageFolder(str(root), transform=transform,
+                                    loader=partial(read_image, what=f"imagefolder {root}"))
     except (FileNotFoundError, OSError) as error:
         raise DataError(f"imagefolder {root}: {error}") from None
     classnames = [c.replace("_", " ") for c in data.classes]

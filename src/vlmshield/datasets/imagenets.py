@@ -17,9 +17,8 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 from torchvision import datasets
-from torchvision.datasets.folder import default_loader
 
-from vlmshield.api import DataError
+from vlmshield.api import DataError, read_image
 
 
 def subfolder(root: Path, name: str) -> Path:
@@ -66,7 +65,7 @@ class TinyImageNet(Dataset):
 
     def __getitem__(self, index: int):
         path, label = self.samples[index]
-        return self.transform(default_loader(path)), label
+        return self.transform(read_image(path, "tinyimagenet")), label
 
 
 def _val_pairs(val: Path) -> list[tuple[Path, str]]:

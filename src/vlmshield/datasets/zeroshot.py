@@ -29,12 +29,13 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from PIL import Image
 from torch.utils.data import Dataset
 
-from vlmshield.api import DataError, DatasetEntry, LabelledImages
+from vlmshield.api import DataError, DatasetEntry, LabelledImages, UnreadableImageError, error_summary, read_image
 
 from .prompts import classnames, single_templates, templates_for, wnids
 
@@ -72,13 +73,41 @@ def image_transform(image_size: int | None, preprocess: dict | None = None):
     return transforms.Compose([transforms.Lambda(_rgb), *resize, transforms.ToTensor()])
 
 
+#: What PIL (and h5py) raise on a damaged file: OSError for most damage, SyntaxError from some decoders.
+READ_ERRORS = (OSError, SyntaxError, Image.DecompressionBombError)
+
+
+class ImageFiles(Dataset):
+    """The items of a dataset read from files, with a damaged file as one DataError sentence.
+
+    A dataset that reads each image through a ``loader`` (torchvision's ImageFolder, and its datasets that take
+    ``loader=``) reads it with ``read_image``, which names the file; for one that opens its files itself, the
+    error names the item and the folder."""
+
+    def __init__(self, data: Dataset, name: str, root):
+        if callable(getattr(data, "loader", None)):
+            data.loader = partial(read_image, what=name)
+        self.data, self.name, self.root = data, name, root
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int):
+        try:
+            return self.data[index]
+        except READ_ERRORS as error:
+            raise UnreadableImageError(f"{self.name}: cannot read item {index} in {self.root} "
+                                       f"({error_summary(error)}): replace or remove its file.") from error
+
+
 @dataclass(frozen=True)
 class Adapter:
     """How one dataset of the suite is read; calling it builds the dataset (a DatasetEntry's ``build``).
 
     ``load(root, split, transform, download)`` returns the torch dataset; a missing file surfaces as
     torchvision's RuntimeError "Dataset not found..." or as FileNotFoundError, and becomes one DataError
-    that says where it looked, what it expected (``layout``, relative to the root) and how to get it.
+    that says where it looked, what it expected (``layout``, relative to the root) and how to get it. An image
+    file that cannot be read is a DataError when its item is read (``ImageFiles``).
     """
 
     name: str
@@ -110,8 +139,8 @@ class Adapter:
             raise DataError(self._missing(root)) from None
         names = classnames(self.name)
         self._check_classes(data, names, root)
-        return LabelledImages(data, names, templates_for(self.name, "ensemble"), name=self.name,
-                              template_sets={"single": single_templates(self.name)})
+        return LabelledImages(ImageFiles(data, self.name, root), names, templates_for(self.name, "ensemble"),
+                              name=self.name, template_sets={"single": single_templates(self.name)})
 
     def entry(self) -> DatasetEntry:
         return DatasetEntry(name=self.name, build=self, description=self.description, needs_root=True,

@@ -76,22 +76,25 @@ from ..core import (
     get_host,
     input_size,
     load_model,
+    model_identity,
 )
 from ..core.data import datasets as build_datasets
 from ..core.params import signature_defaults
 from .distributed import gather_objects, is_main_process, rank_and_world, resolve_device
-from .records import RunLog, atomic_write_json, check_destination, environment, fingerprint
-from .sanity import check_classifier, check_results, format_flag
+from .records import RunLog, atomic_write_json, check_destination, check_overwrite, environment, fingerprint
+from .sanity import check_classifier, check_results, flag, format_flag
 
 
 def resolve_model(model, device, weights: bool) -> tuple[nn.Module, dict]:
-    """(the model, what the record says about it) of a model name or module."""
+    """(the model, what the record says about it: ``model_identity`` and whether its weights were loaded) of
+    a model name or module."""
     if isinstance(model, str):
-        loaded = load_model(model, device=device, weights=weights)
-        return loaded, {"name": loaded.name, "weights": weights}
-    if not isinstance(model, nn.Module):
+        model = load_model(model, device=device, weights=weights)
+    elif isinstance(model, nn.Module):
+        model = model.to(device)
+    else:
         raise ParameterError(f"model must be a zoo name or a torch module; got {type(model).__name__}.")
-    return model.to(device), {"name": getattr(model, "name", None) or type(model).__name__, "weights": "in-memory"}
+    return model, {**model_identity(model), "weights": weights}
 
 
 def _attack(attack, evaluator: Evaluator, eps, steps, params: dict | None):
@@ -130,6 +133,20 @@ def resolve_defense(defense, params: dict | None):
             f"and that model is what to evaluate (--defense takes test-time defenses)."
         )
     return defense
+
+
+def provenance(model_info: dict, evaluator, attack, adaptive_attacks, defense, datasets) -> dict:
+    """The plugin distribution (and version) that provided each component of a run."""
+    host = get_host()
+    found = {"model": model_info.get("provider"), "evaluator": host.provider_of("evaluator", evaluator),
+             "datasets": {d.name: getattr(d, "provider", None) for d in datasets}}
+    if attack is not None:
+        found["attack"] = host.provider_of("attack", attack)
+    if adaptive_attacks:
+        found["adaptive_attacks"] = {a.name: host.provider_of("attack", a) for a in adaptive_attacks}
+    if defense is not None:
+        found["defense"] = host.provider_of("defense", defense)
+    return found
 
 
 #: The labelled parts of a domain pair that are evaluated, as their metrics are prefixed ("source:clean_acc").
@@ -211,7 +228,7 @@ def evaluate(model, dataset=None, *, protocol=None, evaluator: str | Evaluator =
              defense_params: dict | None = None, n: int | None = None, batch_size: int = 64, seed: int = 0,
              device=None, weights: bool = True, out=None, progress: bool | None = None,
              num_workers: int = 0, download: bool = False, adaptive: bool = True,
-             counting: str | None = None) -> dict:
+             counting: str | None = None, overwrite: bool = False) -> dict:
     """Evaluate ``model`` (a zoo name or a module) on ``dataset`` (a name, 'a,b,c', LabelledImages or DomainPairs).
 
     Returns the record: configuration, per-dataset numbers (fractions in [0, 1]) and their average, the
@@ -222,6 +239,12 @@ def evaluate(model, dataset=None, *, protocol=None, evaluator: str | Evaluator =
     are recorded as overrides. Against a test-time defense, ``adaptive`` (the default) also runs the
     defense's adaptive attacks. ``counting`` is "clean-correct" (the default) or "all": see the module
     docstring; the record holds it.
+
+    The record names what ran: the model by its identity (``model_identity``: weights and config sha256,
+    source, provider), the plugin distribution that provided every component (``provenance``) and the
+    plugins loaded (``plugins``). With ``out``, a finished record of another configuration is not replaced
+    unless ``overwrite``; an interrupted run of the same configuration resumes (``resumed`` in the record,
+    ``wall_time_s`` over all its parts), and one of another model is refused.
     """
     if counting is not None and counting not in COUNTINGS:
         raise ParameterError(f"counting must be one of {', '.join(COUNTINGS)}; got {counting!r}.")
@@ -233,7 +256,8 @@ def evaluate(model, dataset=None, *, protocol=None, evaluator: str | Evaluator =
 
         return run_protocol(model, protocol, dataset, n=n, defense=defense, defense_params=defense_params,
                             out=out, device=device, batch_size=batch_size, seed=seed, weights=weights,
-                            progress=progress, download=download, adaptive=adaptive, counting=counting)
+                            progress=progress, download=download, adaptive=adaptive, counting=counting,
+                            overwrite=overwrite)
     counting = COUNTINGS[0] if counting is None else counting
     if dataset is None:
         raise ParameterError("no dataset given: name one or several (or a protocol, which names its own).")
@@ -274,11 +298,15 @@ def evaluate(model, dataset=None, *, protocol=None, evaluator: str | Evaluator =
     preprocess = {d.name: d.preprocess for d in datasets if getattr(d, "preprocess", None) is not None}
     if preprocess:  # the rules a protocol built the datasets with
         config["preprocess"] = preprocess
+    config["provenance"] = provenance(model_info, evaluator, attack, adaptive_attacks, defense, datasets)
+    config_fingerprint = fingerprint(config)
     rank, world = rank_and_world()
     log = None
     if out is not None:
+        check_overwrite(out, config_fingerprint, overwrite)
         shard = {} if world == 1 else {"shard": [rank, world]}
-        log = RunLog(out, fingerprint({**config, **shard}), part=f"rank{rank}-of-{world}" if shard else "")
+        log = RunLog(out, fingerprint({**config, **shard}), part=f"rank{rank}-of-{world}" if shard else "",
+                     model=model_info)
     started, clock = datetime.now(timezone.utc), time.perf_counter()
     results = {}
     one = partial(_evaluate_one, model, evaluator=evaluator, attack=attack, defense=defense, n=n,
@@ -307,11 +335,14 @@ def evaluate(model, dataset=None, *, protocol=None, evaluator: str | Evaluator =
                              "robust_acc": {label: r.get(m)} if compared else {}}
                             for name, r in results.items() for m in robust}
         flags += check_results(compared_results, defense, attack, adaptive_attacks)
+    flags += [flag("n-above-size", f"n={n} asked, but the dataset has {r['n']} images: all of them were "
+                        f"evaluated.", name) for name, r in results.items() if n is not None and r["n"] < n]
     record = {
         "record": "evaluation", **config, "processes": world, "metrics": metrics, "results": results,
         "average": average, "skipped": skipped, "flags": flags,
-        "environment": environment(), "started_at": started.isoformat(timespec="seconds"),
-        "wall_time_s": round(time.perf_counter() - clock, 3),
+        "environment": environment(), "plugins": get_host().loaded_plugins(), "fingerprint": config_fingerprint,
+        "started_at": started.isoformat(timespec="seconds"), "resumed": bool(log and log.resumed),
+        "wall_time_s": round(log.elapsed() if log else time.perf_counter() - clock, 3),
     }
     if out is not None:
         if is_main_process():
@@ -338,9 +369,9 @@ def _evaluate_one(model, data, evaluator, attack, defense, n, batch_size, seed, 
     values = {b: log.get(data.name, b) for b in mine} if log else {}
     todo = [b for b in mine if values.get(b) is None]
     flags = []
-    if attack is not None and indices:  # AutoAttack's checks, on a few clean images, before the attack
+    if indices:  # AutoAttack's checks, on a few clean images, before the attack (only finiteness without one)
         x, y = next(iter(DataLoader(data, batch_sampler=[indices[:8]])))
-        flags = check_classifier(defended, x.to(device), y.to(device), data.name)
+        flags = check_classifier(defended, x.to(device), y.to(device), data.name, attacked=attack is not None)
     loader = DataLoader(data, batch_sampler=[batches[b] for b in todo], num_workers=num_workers)
     bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc=data.name, unit="batch",
                disable=(None if progress is None else not progress) or rank > 0, leave=False)

@@ -87,16 +87,14 @@ def protocol_datasets(protocol: str | Protocol, spec, image_size: int = 224, dow
     return check_distinct(built)
 
 
-def _model_info(model, loaded: VLM) -> dict:
-    """What a leaderboard keeps about a model (RobustBench's model_info): its card, when it has one."""
-    info = {"name": getattr(loaded, "name", None) or type(loaded).__name__}
+def _model_info(model, identity: dict) -> dict:
+    """What a leaderboard keeps about a model (RobustBench's model_info): its identity (``model_identity``) and
+    its card, when it has one."""
+    info = dict(identity)
     if isinstance(model, str) and model in get_host().registries["model"]:
         card = get_host().get("model", model).obj
         info.update(name=card.name, arch=card.arch, method=card.method, base_model=card.base_model,
-                    paper=card.paper, threat_model=card.threat_model, source=card.source,
-                    published=card.metrics)
-    elif isinstance(model, str):
-        info["source"] = model
+                    paper=card.paper, threat_model=card.threat_model, published=card.metrics)
     return info
 
 
@@ -115,14 +113,15 @@ def _slug(eps: str) -> str:
 def run_protocol(model, protocol: str | Protocol, dataset=None, *, n: int | None = None, defense=None,
                  defense_params: dict | None = None, out=None, device=None, batch_size: int = 64, seed: int = 0,
                  weights: bool = True, progress: bool | None = None, download: bool = False,
-                 adaptive: bool = True, counting: str | None = None) -> dict:
+                 adaptive: bool = True, counting: str | None = None, overwrite: bool = False) -> dict:
     """Evaluate ``model`` (a zoo name, a VLM or a classifier) under ``protocol``; returns the run record.
 
     ``dataset``, ``n`` and ``counting`` override the protocol's (recorded as overrides); ``out`` is a
     folder. Each dataset is built with the protocol's preprocessing rule for it; the record holds the
     rules applied (``preprocess``, by dataset) and the counting convention (``counting``). Around a
     test-time defense, ``adaptive`` also runs its adaptive attacks (``adaptive_robust_acc`` and
-    ``robust_acc:NAME`` per eps).
+    ``robust_acc:NAME`` per eps). ``overwrite`` lets the run replace the finished records of another
+    configuration in ``out``.
     """
     protocol = get_protocol(protocol)
     check_destination(out, folder=True)
@@ -133,8 +132,8 @@ def run_protocol(model, protocol: str | Protocol, dataset=None, *, n: int | None
         overrides["counting"] = counting
     n = protocol.n if n is None else n
     counting = protocol.counting if counting is None else counting
-    vlm, _ = resolve_model(model, resolve_device(device), weights)
-    info = _model_info(model, vlm)
+    vlm, identity = resolve_model(model, resolve_device(device), weights)
+    info = _model_info(model, identity)
     if not weights:
         info["weights"] = "random (smoke run)"
     defense_obj = resolve_defense(defense, defense_params)
@@ -159,7 +158,7 @@ def run_protocol(model, protocol: str | Protocol, dataset=None, *, n: int | None
             attack["attack_params"] = dict(protocol.attack_params) or None
         return evaluate(vlm, built, evaluator=protocol.evaluator, **attack, defense=defense_obj, n=n,
                         batch_size=batch_size, seed=seed, device=device, out=None if out is None else out / where,
-                        progress=progress, adaptive=adaptive, counting=counting)
+                        progress=progress, adaptive=adaptive, counting=counting, overwrite=overwrite)
 
     settings = protocol.settings()
     records = [one(setting) for setting in settings] or [one(None)]
@@ -175,8 +174,12 @@ def run_protocol(model, protocol: str | Protocol, dataset=None, *, n: int | None
         "preprocess": {d.name: d.preprocess for d in built}, "results": results, "average": average,
         "skipped": skipped, "rank_by": [metric, direction],
         "flags": _unique([f for r in records for f in r["flags"]]), "evaluations": [r["attack"] for r in records],
-        "adaptive_attacks": records[0].get("adaptive_attacks", []), "environment": environment(),
-        "started_at": started.isoformat(timespec="seconds"), "wall_time_s": round(time.perf_counter() - clock, 3),
+        "adaptive_attacks": records[0].get("adaptive_attacks", []),
+        "provenance": {**{k: v for k, v in records[0]["provenance"].items() if k != "attack"},
+                       "attacks": {r["attack"]["name"]: r["provenance"]["attack"] for r in records if r["attack"]}},
+        "environment": environment(), "plugins": records[0]["plugins"],
+        "started_at": started.isoformat(timespec="seconds"), "resumed": any(r["resumed"] for r in records),
+        "wall_time_s": round(max(time.perf_counter() - clock, sum(r["wall_time_s"] for r in records)), 3),
     }
     if out is not None and is_main_process():
         atomic_write_json(out / "run.json", record)

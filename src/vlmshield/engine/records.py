@@ -9,10 +9,14 @@ import os
 import platform
 import subprocess
 import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from .._version import __version__
 from ..core.errors import ParameterError
+from ..core.identity import describe_identity, same_model
 from ..core.weights import file_mode
 
 
@@ -92,47 +96,142 @@ def environment() -> dict:
     }
 
 
+def check_overwrite(path: str | os.PathLike, config_fingerprint: str, overwrite: bool = False) -> None:
+    """Refuse, in one sentence, to replace a finished record at ``path`` that another configuration wrote
+    (another model, attack, dataset, ...) unless ``overwrite``; a record of the same configuration is
+    simply written again."""
+    path = Path(path)
+    if overwrite or not path.is_file():
+        return
+    try:
+        existing = json.loads(path.read_text())
+    except (ValueError, OSError):
+        existing = None
+    if not isinstance(existing, dict) or "record" not in existing:
+        raise ParameterError(f"{path} exists and is not a vlmshield record; write to another file, or pass "
+                             f"--overwrite (overwrite=True) to replace it.")
+    if existing.get("fingerprint") == config_fingerprint:
+        return
+    model = existing.get("model") or {}
+    raise ParameterError(f"{path} holds a finished record of another configuration (model "
+                         f"{model.get('name', '?')}); write to another file, or pass --overwrite (overwrite=True) to "
+                         f"replace it.")
+
+
+def remove_leftovers(path: str | os.PathLike) -> None:
+    """Delete the temporary files a run killed while writing ``path`` left beside it."""
+    path = Path(path)
+    for leftover in path.parent.glob(f".{path.name}.*.tmp"):
+        leftover.unlink(missing_ok=True)
+    path.with_name(path.name + ".tmp").unlink(missing_ok=True)
+
+
+_held: set[Path] = set()
+
+
+def lock(handle, what: str) -> None:
+    """Take the exclusive lock of an open file for this process; ParameterError in one sentence when another
+    process holds it (another run writing the same output)."""
+    try:
+        import fcntl
+    except ImportError:  # no advisory locks on this platform
+        return
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        raise ParameterError(f"{what} is in use by another run that is still going; wait for it to finish, or "
+                             f"write to another place.") from None
+
+
+@contextmanager
+def locked_folder(folder: str | os.PathLike) -> Iterator[None]:
+    """Hold ``FOLDER/.lock`` while the block runs, so that two runs never write into one folder (a second one
+    is refused in one sentence); re-entrant within a process."""
+    path = Path(folder).resolve() / ".lock"
+    if path in _held:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        lock(handle, str(Path(folder)))
+        _held.add(path)
+        try:
+            yield
+        finally:
+            _held.discard(path)
+
+
 class RunLog:
     """Finished pieces of an unfinished run, one JSON line each, in ``OUT.partial`` beside the record
     (``OUT.PART.partial`` for one process's part of a distributed run).
 
-    The first line holds the run's configuration fingerprint; a log from another configuration is
-    refused rather than mixed in. A last line cut short by a crash is dropped on reading.
+    The first line holds the run's configuration fingerprint and the model's identity; a log from another
+    configuration is refused rather than mixed in (naming the other model when that is what differs). A
+    last line cut short by a crash is dropped on reading. Each piece records the run's seconds so far, so a
+    resumed run knows the time of its earlier parts (``elapsed_before``, ``resumed``). The log is locked
+    while it is open: a second run writing the same record is refused, and temporary files an earlier run
+    left while writing the record are removed.
     """
 
-    def __init__(self, out: str | os.PathLike, config_fingerprint: str, part: str = ""):
+    def __init__(self, out: str | os.PathLike, config_fingerprint: str, part: str = "", model: dict | None = None):
         out = Path(out)
         self.path = out.with_name(out.name + (f".{part}" if part else "") + ".partial")
         self.done: dict[tuple[str, int], dict] = {}
-        entries: list[str] = []
-        if self.path.exists():
-            lines = self.path.read_text().splitlines()
-            try:
-                header = json.loads(lines[0]) if lines else {}
-            except json.JSONDecodeError:
-                header = {}
-            if header.get("fingerprint") != config_fingerprint:
-                raise ParameterError(
-                    f"{self.path} holds an unfinished run with a different configuration; "
-                    f"delete it or write the record to another file."
-                )
-            for line in lines[1:]:
-                try:
-                    entry = json.loads(line)
-                except json.JSONDecodeError:
-                    break
-                self.done[(entry["key"], entry["index"])] = entry["values"]
-                entries.append(line)
+        self.elapsed_before = 0.0
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "w") as file:  # rewritten without any broken tail
-            file.write("\n".join([json.dumps({"fingerprint": config_fingerprint}), *entries]) + "\n")
-        self._file = open(self.path, "a")
+        self._file = open(self.path, "a+")
+        try:
+            lock(self._file, str(out))
+            self._file.seek(0)
+            entries = self._read(self._file.read().splitlines(), config_fingerprint, model)
+        except BaseException:
+            self._file.close()
+            raise
+        remove_leftovers(out)
+        self.resumed = bool(entries)
+        self._file.seek(0)
+        self._file.truncate()  # rewritten without any broken tail
+        header = {"fingerprint": config_fingerprint, **({"model": model} if model else {})}
+        self._file.write("\n".join([json.dumps(header), *entries]) + "\n")
+        self._file.flush()
+        self._clock = time.perf_counter()
+
+    def _read(self, lines: list[str], config_fingerprint: str, model: dict | None) -> list[str]:
+        if not lines:
+            return []
+        try:
+            header = json.loads(lines[0])
+        except json.JSONDecodeError:
+            header = {}
+        if header.get("fingerprint") != config_fingerprint:
+            other = header.get("model")
+            if model and other and not same_model(other, model):
+                raise ParameterError(f"{self.path} holds an unfinished run of another model, "
+                                     f"{describe_identity(other)}, not {describe_identity(model)}; delete it or "
+                                     f"write the record to another file.")
+            raise ParameterError(f"{self.path} holds an unfinished run with a different configuration; "
+                                 f"delete it or write the record to another file.")
+        entries = []
+        for line in lines[1:]:
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                break
+            self.done[(entry["key"], entry["index"])] = entry["values"]
+            self.elapsed_before = max(self.elapsed_before, entry.get("elapsed_s", 0.0))
+            entries.append(line)
+        return entries
+
+    def elapsed(self) -> float:
+        """Seconds of the run so far: its earlier parts' (up to their last finished piece) and this one's."""
+        return self.elapsed_before + time.perf_counter() - self._clock
 
     def get(self, key: str, index: int) -> dict | None:
         return self.done.get((key, index))
 
     def put(self, key: str, index: int, values: dict) -> None:
-        self._file.write(json.dumps({"key": key, "index": index, "values": values}) + "\n")
+        entry = {"key": key, "index": index, "values": values, "elapsed_s": round(self.elapsed(), 3)}
+        self._file.write(json.dumps(entry) + "\n")
         self._file.flush()
         os.fsync(self._file.fileno())
         self.done[(key, index)] = values
@@ -142,5 +241,5 @@ class RunLog:
 
     def finish(self) -> None:
         """The record is written: the log is no longer needed."""
-        self._file.close()
         self.path.unlink(missing_ok=True)
+        self._file.close()

@@ -8,10 +8,14 @@
   expectation over the randomness, EOT);
 - ``autograd-in-forward``: the forward pass runs backpropagation (a test-time defense that optimises):
   a non-adaptive attack does not see what it does.
+- ``non-finite-outputs``: the logits hold NaN or infinity (NaN weights, an overflow); the other checks
+  are skipped, since nothing computed from such logits means anything.
 
 ``check_results`` adds, after the run, ``robust-above-clean`` (impossible for a deterministic
 classifier) and ``test-time-defense`` (the number is that of a non-adaptive attack on a defense that
-runs at test time and no adaptive attack ran beside it). Flags are reported, never silenced.
+runs at test time and no adaptive attack ran beside it). The evaluation adds ``n-above-size`` when a
+dataset has fewer images than the ``n`` asked (all were evaluated; its result's ``n`` says how many).
+Flags are reported, never silenced.
 """
 
 from __future__ import annotations
@@ -55,11 +59,20 @@ def _counting_backward():
         torch.autograd.grad, torch.Tensor.backward = grad, backward
 
 
-def check_classifier(classifier, x: torch.Tensor, y: torch.Tensor, dataset: str) -> list[dict]:
-    """The flags a classifier raises on the clean batch ``(x, y)``."""
+def check_classifier(classifier, x: torch.Tensor, y: torch.Tensor, dataset: str,
+                     attacked: bool = True) -> list[dict]:
+    """The flags a classifier raises on the clean batch ``(x, y)``; before a clean evaluation
+    (``attacked=False``) only ``non-finite-outputs``, the one flag about clean accuracy."""
     flags = []
     with _counting_backward() as calls, torch.no_grad():
         first = classifier(x)
+    if not torch.isfinite(first).all():  # NaN weights, an overflow: every number of the run is meaningless
+        bad = int((~torch.isfinite(first)).flatten(1).any(1).sum())
+        return [flag("non-finite-outputs", f"the classifier gives NaN or infinite logits for {bad} of {len(x)} clean "
+                     f"images: its weights or inputs are broken, and no accuracy measured on it means anything.",
+                     dataset)]
+    if not attacked:
+        return flags
     if calls["count"]:
         flags.append(flag("autograd-in-forward", f"the forward pass ran backpropagation {calls['count']} times "
                           f"on {len(x)} images: a non-adaptive attack does not see what it optimises.", dataset))

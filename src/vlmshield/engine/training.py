@@ -23,6 +23,7 @@ import json
 import os
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -30,9 +31,21 @@ import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..core import VLM, ParameterError, TrainConfig, WeightsError, derive_seed, frozen_copy, learning_rate
+from ..core import (
+    VLM,
+    ParameterError,
+    TrainConfig,
+    WeightsError,
+    derive_seed,
+    describe_identity,
+    frozen_copy,
+    learning_rate,
+    model_identity,
+    same_model,
+)
 from ..core.weights import resume_state
 from .distributed import is_main_process, rank_and_world, resolve_device
+from .records import locked_folder, remove_leftovers
 
 OPTIMIZERS = {
     "adamw": lambda parameters, stage: torch.optim.AdamW(parameters, lr=stage.lr, weight_decay=stage.weight_decay),
@@ -109,22 +122,44 @@ def read_checkpoint(path: Path) -> dict:
             from error
 
 
-def _load_checkpoint(path: Path, config: TrainConfig, method, trainer) -> dict:
+def _load_checkpoint(path: Path, config: TrainConfig, method, trainer, start_model: dict) -> dict:
     state = read_checkpoint(path)
     trained_by = state.get("trainer")  # checkpoints written before trainers had parameters hold none
     if (state.get("config") != config.to_dict() or state.get("method") != method.config()
             or (trainer is not None and trained_by is not None and trained_by != trainer.config())):
         raise ParameterError(f"checkpoint {path} belongs to another configuration; use another output folder, "
                              f"or delete it to start over.")
+    started_from = state.get("start_model")  # older checkpoints do not say
+    if started_from is not None and not same_model(started_from, start_model):
+        raise ParameterError(f"checkpoint {path} continues a training of {describe_identity(started_from)}, not of "
+                             f"{describe_identity(start_model)}; use another output folder, or delete it to start "
+                             f"over.")
     return state
 
 
-def training_seconds(out) -> float | None:
-    """Seconds of training in ``out``'s checkpoint, summed over every resumed part of the run."""
+def training_progress(out) -> dict | None:
+    """What ``out``'s checkpoint says of the run: ``step``, ``elapsed_s`` (seconds of training, summed over every
+    part of a resumed run) and ``resumes`` (how many times it was resumed); None without a checkpoint."""
     path = Path(out) / "checkpoint.pt"
     if not path.exists():
         return None
-    return read_checkpoint(path).get("elapsed_s")
+    state = read_checkpoint(path)
+    return {"step": state.get("step"), "elapsed_s": state.get("elapsed_s"), "resumes": state.get("resumes", 0)}
+
+
+def _keep_log_until(path: Path, step: int) -> None:
+    """Drop the log lines of steps after ``step`` (logged after the checkpoint a run resumes from), so that a
+    resumed run logs each step once."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line)
+        except (ValueError, KeyError, TypeError):  # a line cut short by the kill
+            break
+    path.write_text("".join(f"{line}\n" for line in kept))
 
 
 def mean_loss(loss: torch.Tensor) -> float:
@@ -150,8 +185,19 @@ def run_training(model: nn.Module, method, config: TrainConfig, *, batches: Batc
     the current ``stage`` and, for a method with ``stage_snapshot``, ``stage_start``. ``validate()``
     runs every ``val_every`` steps when given; its dict goes into the log. ``trainer`` (the trainer
     running the loop) is recorded in the checkpoint with its parameters, and a checkpoint written by the
-    same trainer with other parameters (another backdoor trigger, say) is not resumed.
+    same trainer with other parameters (another backdoor trigger, say) is not resumed, nor one that started from
+    another model (its weights and config sha256). While it runs, ``out`` is locked: a second training into
+    the same folder is refused. A resumed run drops the log lines of steps after its checkpoint (each step is
+    logged once) and counts its earlier parts' time and its resumes in the checkpoint.
     """
+    with locked_folder(out) if out is not None and is_main_process() else nullcontext():
+        return _train_in(model, method, config, batches=batches, step_loss=step_loss, refs=refs,
+                         parameters=parameters, out=out, device=device, progress=progress, log=log,
+                         stop_after=stop_after, validate=validate, trainer=trainer)
+
+
+def _train_in(model, method, config, *, batches, step_loss, refs, parameters, out, device, progress, log,
+              stop_after, validate, trainer) -> nn.Module:
     device = resolve_device(device)
     refs["config"] = config
     trainable_ids = {id(p) for p in parameters}
@@ -159,18 +205,22 @@ def run_training(model: nn.Module, method, config: TrainConfig, *, batches: Batc
     for parameter in model.parameters():
         parameter.requires_grad_(id(parameter) in trainable_ids)
     optimizer = OPTIMIZERS[config.optimizer](parameters, config.stages[0])
-    start, history, elapsed_before = 0, [], 0.0
+    start, history, elapsed_before, resumes = 0, [], 0.0, 0
+    start_model = {k: v for k, v in model_identity(model).items() if k != "provider"}
     checkpoint = Path(out) / "checkpoint.pt" if out is not None else None
     if checkpoint is not None:
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        remove_leftovers(checkpoint)
         if checkpoint.exists():
-            state = _load_checkpoint(checkpoint, config, method, trainer)
+            state = _load_checkpoint(checkpoint, config, method, trainer, start_model)
             resume_state(weights_module(model), optimizer, state, checkpoint)
             start, history = state["step"], list(state["history"])
-            elapsed_before = state.get("elapsed_s", 0.0)
+            elapsed_before, resumes = state.get("elapsed_s", 0.0), state.get("resumes", 0) + 1
             if "stage_start" in state:
                 refs["stage_start"] = frozen_copy(model)
                 weights_module(refs["stage_start"]).load_state_dict(state["stage_start"])
+        if is_main_process():
+            _keep_log_until(Path(out) / "log.jsonl", start)
     end = config.total_steps if stop_after is None else min(config.total_steps, start + stop_after)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=config.amp and device.type == "cuda")
     main = is_main_process()
@@ -208,7 +258,8 @@ def run_training(model: nn.Module, method, config: TrainConfig, *, batches: Batc
             if main:
                 state = {"step": done, "model": weights_module(model).state_dict(),
                          "optimizer": optimizer.state_dict(), "config": config.to_dict(), "method": method.config(),
-                         "history": history, "elapsed_s": elapsed_before + time.perf_counter() - clock}
+                         "history": history, "elapsed_s": elapsed_before + time.perf_counter() - clock,
+                         "start_model": start_model, "resumes": resumes}
                 if trainer is not None:
                     state["trainer"] = trainer.config()
                 if refs.get("stage_start") is not None:

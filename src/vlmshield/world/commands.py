@@ -21,7 +21,7 @@ from vlmshield.api import (
     parse_eps,
     progress_flag,
     resumable,
-    training_seconds,
+    training_progress,
 )
 
 from .demo import DEMO_N, DEMO_STEPS, run_demo, summary_table
@@ -38,7 +38,8 @@ def _pretrain(args) -> int:
     clock = time.perf_counter()
     vlm, losses = resumable(out, lambda: pretrain(args.arch, out, progress=progress_flag(args), device=args.device,
                                                   log=lambda line: print(line, file=sys.stderr), **overrides))
-    seconds = round(training_seconds(out) or time.perf_counter() - clock, 1)  # all parts of a resumed run
+    progress_so_far = training_progress(out) or {}
+    seconds = round(progress_so_far.get("elapsed_s") or time.perf_counter() - clock, 1)  # all parts of a resumed run
     recipe = recipe_for(args.arch, **overrides)
     card = export(vlm, recipe, out, train_time_s=seconds, metrics=not args.no_eval,
                   progress=progress_flag(args))

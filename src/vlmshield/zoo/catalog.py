@@ -72,7 +72,7 @@ def load_from_hub(card: ModelCard, device=None, weights: bool = True) -> VLM:
         warnings.warn(f"{card.name}: the catalog does not pin {spec} to a commit yet (the Hub could not be reached "
                       f"when the entry was written), so its default branch is loaded; pin it with "
                       f"hf-hub:{spec}@COMMIT for a reproducible run.", stacklevel=3)
-    vlm = hub.load(spec, device=device)
+    vlm = hub.load(spec, device=device, sha256=card.files)
     declared = bool((vlm.model_cfg or {}).get("quick_gelu", False))  # RobustVLM writes it as the string "TRUE"
     if card.quick_gelu is not None and declared != card.quick_gelu:
         warnings.warn(f"{card.name}: the config of {spec} declares {_activation(declared)}, but its weights come "

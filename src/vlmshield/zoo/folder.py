@@ -25,14 +25,23 @@ A folder saved from a real open_clip architecture loads with plain
 ``open_clip.create_model_and_transforms("local-dir:DIR")``, a classifier's with
 ``timm.create_model("local-dir:DIR", pretrained=True)``; ``vs.zoo.load("local-dir:DIR")`` loads both
 (whichever config the folder holds), and checks the weights against the sha256 the config records.
+
+Before a model is built for real, its config is checked: the preprocessing and the tokenizer it records, and the
+size of the model it describes, counted on PyTorch's meta device (nothing allocated) against the weights file's
+safetensors header and against the machine's memory. Whatever the libraries raise while building a model from
+the config is one WeightsError sentence that names the folder.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+
+import torch
 
 from vlmshield.api import (
     VLM,
@@ -44,6 +53,7 @@ from vlmshield.api import (
     WordTokenizer,
     atomic_write_json,
     error_summary,
+    header_parameter_count,
     load_state,
     read_legacy_weights,
     read_weights,
@@ -63,7 +73,8 @@ HF_TOKENIZER_FILES = (HF_TOKENIZER_CONFIG, "tokenizer.json", "special_tokens_map
 
 def hf_tokenizer_name(model_cfg: dict) -> str | None:
     """The Hugging Face tokenizer an open_clip model config names, or None for open_clip's own."""
-    return model_cfg.get("text_cfg", {}).get("hf_tokenizer_name") or None
+    text_cfg = model_cfg.get("text_cfg")
+    return (text_cfg.get("hf_tokenizer_name") or None) if isinstance(text_cfg, dict) else None
 
 
 def _preprocess_cfg(vlm: VLM) -> dict:
@@ -200,9 +211,15 @@ def load(directory: str | os.PathLike, device=None, weights: bool = True) -> VLM
     if is_classifier_folder(directory):
         return load_classifier(directory, device=device, weights=weights)
     config = read_config(directory)
-    section = config.get("vlmshield", {})
-    vlm = VLM.from_config(config["model_cfg"], preprocess_cfg=config.get("preprocess_cfg"),
-                          tokenizer=_tokenizer(directory, config), name=section.get("name", directory.name))
+    section = _section(directory / CONFIG, config)
+    preprocess_cfg = _preprocess(directory / CONFIG, config.get("preprocess_cfg"))
+    tokenizer = _tokenizer(directory, config)
+    check_size(directory, _meta_count(lambda: VLM.open_clip_model(config["model_cfg"])),
+               directory / WEIGHTS if weights else None)
+    name = section.get("name", directory.name)
+    vlm = _from_config(directory, lambda: VLM.from_config(config["model_cfg"], preprocess_cfg=preprocess_cfg,
+                                                          tokenizer=tokenizer, name=name))
+    _check_tokenizer_fits(directory / CONFIG, vlm)
     if weights:
         _load_weights(vlm.model, directory, WEIGHTS, LEGACY_WEIGHTS, section.get("weights_sha256"))
     return vlm.to(device or "cpu").eval()
@@ -212,19 +229,143 @@ def load_classifier(directory: str | os.PathLike, device=None, weights: bool = T
     """The classifier of a folder in timm's layout: timm builds the architecture from the config, with the
     config's preprocessing and class names; the weights are checked against the recorded sha256."""
     directory = Path(directory)
-    section = read_timm_config(directory).get("vlmshield", {})
-    classifier = ImageClassifier.from_timm(f"local-dir:{directory}", name=section.get("name", directory.name))
+    section = _section(directory / TIMM_CONFIG, read_timm_config(directory))
+    check_size(directory, _meta_count(lambda: _timm_model(directory)), directory / TIMM_WEIGHTS if weights else None)
+    classifier = _from_config(directory, lambda: ImageClassifier.from_timm_model(
+        _timm_model(directory), name=section.get("name", directory.name)))
+    problem = _preprocess_problem({"mean": list(classifier.mean), "std": list(classifier.std),
+                                   "size": list(classifier.image_size)})
+    if problem:
+        raise WeightsError(f"{directory / TIMM_CONFIG} has a malformed pretrained_cfg: {problem}.")
     if weights:
         _load_weights(classifier.model, directory, TIMM_WEIGHTS, TIMM_LEGACY_WEIGHTS, section.get("weights_sha256"))
     return classifier.to(device or "cpu").eval()
 
 
+def _timm_model(directory: Path) -> torch.nn.Module:
+    """The timm model (randomly initialised) that the ``config.json`` of a folder in timm's layout describes."""
+    import timm  # a dependency of open_clip, and of vlmshield
+
+    return timm.create_model(f"local-dir:{directory}", pretrained=False)
+
+
+def _section(path: Path, config: dict) -> dict:
+    """The config's ``vlmshield`` section (empty in a folder vlmshield did not write), checked to be an object
+    whose name and weights' sha256, where given, are strings."""
+    section = config.get("vlmshield") or {}
+    if not isinstance(section, dict) or not all(isinstance(section.get(key, ""), str)
+                                                for key in ("name", "weights_sha256")):
+        raise WeightsError(f"{path} has a malformed vlmshield section: it should be an object whose name and "
+                           f"weights_sha256 are strings.")
+    return section
+
+
+#: The interpolations and resize modes a VLM resizes with (open_clip's names).
+INTERPOLATIONS, RESIZE_MODES = ("bicubic", "bilinear"), ("shortest", "longest", "squash")
+
+
+def _preprocess(path: Path, cfg: object) -> dict | None:
+    """An open_clip ``preprocess_cfg`` (None when the config has none), checked to hold values a VLM can use."""
+    problem = _preprocess_problem(cfg) if cfg is not None else None
+    if problem:
+        raise WeightsError(f"{path} has a malformed preprocess_cfg: {problem}.")
+    return cfg
+
+
+def _preprocess_problem(cfg: object) -> str | None:
+    """What is wrong with a ``preprocess_cfg``, or None."""
+    if not isinstance(cfg, dict):
+        return f"it is a {type(cfg).__name__}, not an object"
+    for key in ("mean", "std"):
+        value = cfg.get(key, 0.5)
+        values = value if isinstance(value, list) and len(value) in (1, 3) else [value]
+        if not all(_is_number(v) and math.isfinite(v) and (key == "mean" or v > 0) for v in values):
+            return f"its {key} should be a number or a list of 3 numbers{' above 0' if key == 'std' else ''}; " \
+                   f"got {value!r}"
+    size = cfg.get("size", 224)
+    sides = size if isinstance(size, list) and len(size) == 2 else [size]
+    if not all(type(side) is int and side > 0 for side in sides):
+        return f"its size should be a positive integer or a list of two; got {size!r}"
+    for key, allowed in (("interpolation", INTERPOLATIONS), ("resize_mode", RESIZE_MODES)):
+        if cfg.get(key, allowed[0]) not in allowed:
+            return f"its {key} should be {' or '.join(allowed)}; got {cfg[key]!r}"
+    return None
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _meta_count(build: Callable[[], torch.nn.Module]) -> int | None:
+    """How many numbers the state dict of the model ``build()`` returns holds, counted on a model built on
+    PyTorch's meta device (shapes, no memory); None when the architecture cannot be built there (code that
+    reads a tensor's value while it builds) or not from this config (building it for real says why)."""
+    try:
+        with torch.device("meta"):
+            model = build()
+        return sum(tensor.numel() for tensor in model.state_dict().values())
+    except Exception:
+        return None
+
+
+def memory_bytes() -> int | None:
+    """The machine's physical memory in bytes, or None where the system does not say."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_size(directory: Path, implied: int | None, weights_file: Path | None) -> None:
+    """Refuse in one sentence a folder whose config implies (``implied``, None when unknown) another number of
+    parameters than its safetensors weights file holds (``weights_file``, None when the weights are not read; a
+    legacy file has no header to count), or a model too large for this machine's memory as float32."""
+    held = header_parameter_count(weights_file) if weights_file is not None and weights_file.is_file() else None
+    if implied is not None and held is not None and implied != held:
+        raise WeightsError(f"the config of {directory} implies {implied:,} parameters, but its weights file holds "
+                           f"{held:,}: the config and the weights do not belong together; restore the config saved "
+                           f"with these weights.")
+    count, memory = (implied if implied is not None else held), memory_bytes()
+    if count is not None and memory is not None and 4 * count > memory:
+        source = "config" if implied is not None else "weights file"
+        raise WeightsError(f"the {source} of {directory} describes a model of {count:,} parameters, "
+                           f"{4 * count / 2**30:,.1f} GiB as float32, more than this machine's {memory / 2**30:,.1f} "
+                           f"GiB of memory: the {source} is damaged, or the model is too large for this machine.")
+
+
+def _from_config(directory: Path, build: Callable):
+    """``build()``, with whatever the libraries raise while building a model from the folder's config as one
+    WeightsError sentence that names the folder and their error."""
+    try:
+        return build()
+    except VlmshieldError:
+        raise
+    except Exception as error:
+        raise WeightsError(f"the config of {directory} does not build a model ({error_summary(error)}); fix it, or "
+                           f"replace it with the config saved with the weights.") from error
+
+
+def _check_tokenizer_fits(path: Path, vlm: VLM) -> None:
+    """Refuse a word tokenizer whose ids the text model cannot embed, or of another context length."""
+    tokenizer, model = vlm.tokenizer, vlm.model
+    vocab, length = getattr(model, "vocab_size", None), getattr(model, "context_length", None)
+    if isinstance(tokenizer, WordTokenizer) and isinstance(vocab, int) and isinstance(length, int) and \
+            (tokenizer.vocab_size > vocab or tokenizer.context_length != length):
+        raise WeightsError(f"the word tokenizer in {path} has {tokenizer.vocab_size} token ids and a context length "
+                           f"of {tokenizer.context_length}, but the text model takes at most {vocab} ids and a "
+                           f"context length of {length}: it does not belong to this model.")
+
+
 def _tokenizer(directory: Path, config: dict):
     """The folder's tokenizer: vlmshield's word tokenizer, the Hugging Face one saved beside the config, or
     None (open_clip's own, which ``VLM.from_config`` builds)."""
-    word_tokenizer = config.get("vlmshield", {}).get("tokenizer")
+    word_tokenizer = (config.get("vlmshield") or {}).get("tokenizer")
     if word_tokenizer is not None:
-        return WordTokenizer.from_config(word_tokenizer)
+        try:
+            return WordTokenizer.from_config(word_tokenizer)
+        except ParameterError as error:
+            raise WeightsError(f"{directory / CONFIG} has a malformed vlmshield tokenizer: "
+                               f"{str(error).rstrip('.')}.") from error
     name = hf_tokenizer_name(config["model_cfg"])
     if name is None:
         return None

@@ -68,8 +68,13 @@ def _download_either(repo: str, revision: str | None, filenames: tuple[str, str]
             raise missing from None
 
 
-def load(spec: str, device=None, weights: bool = True, cache_dir=None) -> VLM | ImageClassifier:
-    """The model of the Hub repo ``spec`` (``org/name[@revision]``), from the cache when it is there."""
+def load(spec: str, device=None, weights: bool = True, cache_dir=None,
+         sha256: dict | None = None) -> VLM | ImageClassifier:
+    """The model of the Hub repo ``spec`` (``org/name[@revision]``), from the cache when it is there.
+
+    ``sha256`` (file name -> sha256, as a card's ``files``) is checked against the downloaded weights file
+    before it is read. The model's ``source`` is ``hf-hub:ORG/NAME@COMMIT``, the commit the files are from.
+    """
     repo, revision = parse(spec)
     config = _download_either(repo, revision, (folder.CONFIG, folder.TIMM_CONFIG), cache_dir)
     classifier = config.name == folder.TIMM_CONFIG
@@ -79,10 +84,13 @@ def load(spec: str, device=None, weights: bool = True, cache_dir=None) -> VLM | 
             with suppress(WeightsError):
                 _download(repo, revision, filename, cache_dir)
     if weights:  # older repos hold a pickled state dict only, read with weights_only=True
-        _download_either(repo, revision, (folder.TIMM_WEIGHTS, folder.TIMM_LEGACY_WEIGHTS) if classifier
-                         else (folder.WEIGHTS, folder.LEGACY_WEIGHTS), cache_dir)
+        file = _download_either(repo, revision, (folder.TIMM_WEIGHTS, folder.TIMM_LEGACY_WEIGHTS) if classifier
+                                else (folder.WEIGHTS, folder.LEGACY_WEIGHTS), cache_dir)
+        if (sha256 or {}).get(file.name):
+            read_checked(file, sha256[file.name])
     model = folder.load(config.parent, device=device, weights=weights)
     model.name = PREFIX + spec
+    model.source = f"{PREFIX}{repo}@{config.parent.name}"  # the cache keeps a commit's files in snapshots/COMMIT
     return model
 
 
