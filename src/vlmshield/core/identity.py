@@ -21,10 +21,12 @@ from .classifier import ImageClassifier
 from .model import VLM
 
 
-def weights_sha256(module: nn.Module) -> str:
-    """The sha256 of ``module``'s state dict: every tensor's name, dtype, shape and bytes, in name order."""
+def weights_sha256(module: nn.Module | dict) -> str:
+    """The sha256 of ``module``'s state dict (or of a state dict): every tensor's name, dtype, shape and bytes,
+    in name order."""
+    state = module if isinstance(module, dict) else module.state_dict()
     digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
+    for name, tensor in sorted(state.items()):
         values = tensor.detach().to("cpu").contiguous().reshape(-1)
         digest.update(f"{name}:{values.dtype}:{tuple(tensor.shape)}\n".encode())
         digest.update(values.view(torch.uint8).numpy())

@@ -14,25 +14,33 @@ from typing import ClassVar
 
 from .errors import ParameterError, PluginError, did_you_mean
 
-_NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
-_FRACTION = re.compile(rf"\s*([-+]?{_NUMBER})\s*/\s*({_NUMBER})\s*")
+_NUMBER = r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?"
+# ASCII digits only: Python's float() and int() would also take '1_0' and other scripts' digits ('٤').
+_PLAIN = re.compile(rf"\s*[-+]?{_NUMBER}\s*", re.ASCII)
+_FRACTION = re.compile(rf"\s*([-+]?{_NUMBER})\s*/\s*({_NUMBER})\s*", re.ASCII)
+_INTEGER = re.compile(r"\s*[-+]?[0-9]+\s*", re.ASCII)
+_NOT_FINITE = re.compile(r"\s*[-+]?(?:nan|inf|infinity)\s*", re.ASCII | re.IGNORECASE)
 
 
 def _read_number(text: str, what: str) -> tuple[float, bool]:
-    """(value, is_fraction) of '4/255' or '0.0157'; ParameterError if neither."""
+    """(value, is_fraction) of '4/255' or '0.0157'; ParameterError if neither, or if not finite."""
     match = _FRACTION.fullmatch(text)
-    try:
-        if match:
-            numerator, denominator = float(match.group(1)), float(match.group(2))
-            if denominator == 0:
-                raise ParameterError(f"{what} {text!r} divides by zero.")
-            return numerator / denominator, True
-        value = float(text)
-    except ValueError:
-        raise ParameterError(f"{what} must be a number such as 4/255, 0.0157 or 4; got {text!r}.") from None
+    if match:
+        numerator, denominator = float(match.group(1)), float(match.group(2))
+        if not (math.isfinite(numerator) and math.isfinite(denominator)):
+            raise ParameterError(f"{what} must be a finite number; got {text!r}.")
+        if denominator == 0:
+            raise ParameterError(f"{what} {text!r} divides by zero.")
+        value, is_fraction = numerator / denominator, True
+    elif _PLAIN.fullmatch(text):
+        value, is_fraction = float(text), False
+    elif _NOT_FINITE.fullmatch(text):
+        raise ParameterError(f"{what} must be a finite number; got {text!r}.")
+    else:
+        raise ParameterError(f"{what} must be a number such as 4/255, 0.0157 or 4; got {text!r}.")
     if not math.isfinite(value):
         raise ParameterError(f"{what} must be a finite number; got {text!r}.")
-    return value, False
+    return value, is_fraction
 
 
 def parse_eps(text: str | float, what: str = "eps") -> float:
@@ -56,11 +64,18 @@ def parse_eps(text: str | float, what: str = "eps") -> float:
 
 def eps_note(text: str | float, what: str = "eps") -> str | None:
     """A note for the user when ``text`` was read as 255ths, else None."""
-    if isinstance(text, str) and _FRACTION.fullmatch(text):
+    if isinstance(text, bool):
         return None
-    try:
+    if isinstance(text, str):
+        try:
+            value, is_fraction = _read_number(text, what)
+        except ParameterError:
+            return None
+        if is_fraction:
+            return None
+    elif isinstance(text, (int, float)):
         value = float(text)
-    except (TypeError, ValueError):
+    else:
         return None
     if value > 1:
         return f"{what} {text} read as {format_eps(value / 255)} = {value / 255:.5f}"
@@ -122,6 +137,8 @@ def parse_params(cls, text: str | None, what: str, pixel_params: frozenset[str] 
         if not sep or not key:
             raise ParameterError(f"{what} parameters must be written key=value; got {item.strip()!r}.")
         check_param_names(cls, {key: raw}, what)
+        if key in params:
+            raise ParameterError(f"{what} parameter {key!r} is given twice; give it once.")
         if raw.lower() in keywords.get(key, ()):
             params[key] = raw.lower()
             continue
@@ -139,10 +156,11 @@ def convert_value(raw: str, default: object, what: str, pixel: bool = False) -> 
     if isinstance(default, bool):
         return _parse_bool(raw, what)
     if isinstance(default, int):
-        try:
-            return int(raw)
-        except ValueError:
-            raise ParameterError(f"{what} must be an integer; got {raw!r}.") from None
+        if not _INTEGER.fullmatch(raw):
+            raise ParameterError(f"{what} must be an integer; got {raw!r}.")
+        return _read_integer(raw, what)
+    if default is None and _INTEGER.fullmatch(raw):
+        return _read_integer(raw, what)  # a parameter without a typed default (n_target_classes=3) stays whole
     if isinstance(default, float) or default is None:
         try:
             return _read_number(raw, what)[0]
@@ -150,6 +168,14 @@ def convert_value(raw: str, default: object, what: str, pixel: bool = False) -> 
             if default is not None:
                 raise
     return raw
+
+
+def _read_integer(raw: str, what: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:  # more digits than Python converts (sys.get_int_max_str_digits)
+        raise ParameterError(f"{what} must be an integer of at most a few thousand digits; got {len(raw.strip())} "
+                             f"characters.") from None
 
 
 def check_number(name: str, value: object, *, positive: bool = False) -> float:

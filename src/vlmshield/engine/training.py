@@ -42,6 +42,7 @@ from ..core import (
     learning_rate,
     model_identity,
     same_model,
+    weights_sha256,
 )
 from ..core.weights import resume_state
 from .distributed import is_main_process, rank_and_world, resolve_device
@@ -122,7 +123,8 @@ def read_checkpoint(path: Path) -> dict:
             from error
 
 
-def _load_checkpoint(path: Path, config: TrainConfig, method, trainer, start_model: dict) -> dict:
+def _load_checkpoint(path: Path, config: TrainConfig, method, trainer, model: nn.Module,
+                     start_model: dict) -> dict:
     state = read_checkpoint(path)
     trained_by = state.get("trainer")  # checkpoints written before trainers had parameters hold none
     if (state.get("config") != config.to_dict() or state.get("method") != method.config()
@@ -130,7 +132,8 @@ def _load_checkpoint(path: Path, config: TrainConfig, method, trainer, start_mod
         raise ParameterError(f"checkpoint {path} belongs to another configuration; use another output folder, "
                              f"or delete it to start over.")
     started_from = state.get("start_model")  # older checkpoints do not say
-    if started_from is not None and not same_model(started_from, start_model):
+    continued = weights_sha256(weights_module(model)) == weights_sha256(state["model"])  # the run's own model
+    if started_from is not None and not same_model(started_from, start_model) and not continued:
         raise ParameterError(f"checkpoint {path} continues a training of {describe_identity(started_from)}, not of "
                              f"{describe_identity(start_model)}; use another output folder, or delete it to start "
                              f"over.")
@@ -212,7 +215,7 @@ def _train_in(model, method, config, *, batches, step_loss, refs, parameters, ou
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
         remove_leftovers(checkpoint)
         if checkpoint.exists():
-            state = _load_checkpoint(checkpoint, config, method, trainer, start_model)
+            state = _load_checkpoint(checkpoint, config, method, trainer, model, start_model)
             resume_state(weights_module(model), optimizer, state, checkpoint)
             start, history = state["step"], list(state["history"])
             elapsed_before, resumes = state.get("elapsed_s", 0.0), state.get("resumes", 0) + 1

@@ -85,13 +85,16 @@ def load_packaged(card: ModelCard, device=None, weights: bool = True, *, directo
 
 def packaged_cards(directory: str | os.PathLike, *, build: Callable[[ModelCard], VLM] | None = None,
                    **fields) -> list[ModelCard]:
-    """A zoo card for each JSON card in ``directory``, loaded by ``load_packaged`` (with ``build`` for base
-    models, whose cards name no ``base_model``). ``fields`` fill what the JSON does not say (``paper``,
-    ``license``, ``training_data``, ...); a ``loader`` among them replaces ``load_packaged``."""
+    """A zoo card for each JSON card in ``directory`` (records, which say ``"record"``, are not cards), loaded
+    by ``load_packaged`` (with ``build`` for base models, whose cards name no ``base_model``). ``fields`` fill
+    what the JSON does not say (``paper``, ``license``, ``training_data``, ...); a ``loader`` among them
+    replaces ``load_packaged``."""
     directory = Path(directory)
     found = []
     for path in sorted(directory.glob("*.json")):
         info = json.loads(path.read_text())
+        if "record" in info:  # a run's record beside the cards (a training's training.json), not a card
+            continue
         stated = {field: info[key] for field, key in STATED.items() if key in info}
         found.append(ModelCard(
             info["name"], arch=info["arch"], method=info.get("method", "none"), base_model=info.get("base_model", ""),
