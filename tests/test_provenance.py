@@ -227,3 +227,16 @@ def test_a_resumed_training_logs_each_step_once(tmp_path):
     logged = [json.loads(line)["step"] for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert logged == [1, 2, 3, 4]
     assert not Path(tmp_path / "checkpoint.pt.tmp").exists()
+
+
+def test_a_leaderboard_measures_again_a_model_whose_folder_changed(tmp_path, changed_copy):
+    folder = tmp_path / "model"
+    vs.zoo.save(vs.zoo.load("clip-tinyvit4"), folder)
+    board = dict(dataset="world-shapes", n=4, progress=False)
+    vs.leaderboard([f"local-dir:{folder}"], "world", tmp_path / "board", **board)
+    run_json = next((tmp_path / "board").glob("*/run.json"))
+    before = json.loads(run_json.read_text())["model"]["weights_sha256"]
+    vs.zoo.save(vs.zoo.load(f"local-dir:{changed_copy}"), folder)  # the same path, other weights
+    vs.leaderboard([f"local-dir:{folder}"], "world", tmp_path / "board", **board)
+    after = json.loads(run_json.read_text())["model"]["weights_sha256"]
+    assert before != after == model_identity(vs.zoo.load(f"local-dir:{changed_copy}"))["weights_sha256"]
