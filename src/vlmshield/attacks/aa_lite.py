@@ -25,6 +25,8 @@ class AALite(Attack):
                  n_target_classes: int | None = None, seed: int = 0):
         super().__init__(eps=eps, steps=steps, norm=norm, n_restarts=n_restarts, n_target_classes=n_target_classes,
                          seed=seed)
+        APGD(eps=eps, steps=steps, norm=norm, n_restarts=n_restarts)  # their checks, before any image is attacked
+        APGDT(eps=eps, steps=steps, norm=norm, n_target_classes=n_target_classes)
 
     def perturb(self, classifier, x, y, generator: torch.Generator) -> torch.Tensor:
         logits = clean_logits(classifier, x, y, self.name)

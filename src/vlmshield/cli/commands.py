@@ -117,12 +117,17 @@ def _kind(text: str) -> str:
 
 def _list(args) -> int:
     kind = _kind(args.kind)
-    rows = [describe(r) for r in get_host().registries[kind]]
+    rows = every = [describe(r) for r in get_host().registries[kind]]
     for key in ("method", "arch"):
         if getattr(args, key) is not None:
             if kind != "model":
                 raise UsageError(f"--{key} only applies to `vlmshield list models`.")
-            rows = [r for r in rows if canonical_name(r[key]) == canonical_name(getattr(args, key))]
+            known = sorted({canonical_name(r[key]) for r in every})
+            wanted = canonical_name(getattr(args, key))
+            if wanted not in known:
+                raise UsageError(f"no model has the {key} {getattr(args, key)!r}.{did_you_mean(wanted, known)} "
+                                 f"See `vlmshield list models`.")
+            rows = [r for r in rows if canonical_name(r[key]) == wanted]
     if args.json:
         _print_json(rows)
         return 0
@@ -165,6 +170,8 @@ def _info(args) -> int:
 def _eval(args) -> int:
     host = get_host()
     eps = None
+    if args.eps is not None and args.attack is None and args.protocol is None:
+        raise UsageError("--eps needs --attack.")
     if args.eps is not None:
         eps = parse_eps(args.eps)
         note = eps_note(args.eps)

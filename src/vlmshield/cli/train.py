@@ -246,6 +246,8 @@ def train_run(run: dict, out, *, name: str | None = None, device=None, progress=
     """Train ``run`` (from ``plan``) into ``out``, locked against a second run into it; returns the card written
     beside the weights."""
     out = check_destination(out, folder=True)
+    if evaluate_with:
+        get_protocol(evaluate_with)  # an unknown protocol before the training, not after
     with locked_folder(out) if is_main_process() else nullcontext():
         return _train_run(run, out, name=name, device=device, progress=progress, evaluate_with=evaluate_with,
                           package=package, log=log)
@@ -310,13 +312,13 @@ def _train(args) -> int:
                batch_size=args.batch_size, lr=args.lr, seed=args.seed, stage=args.stage, proxy=args.proxy,
                params=params, attack_steps=args.attack_steps, preprocess=args.preprocess,
                trainer_params=trainer_params)
-    out = Path(args.out or f"runs/{args.method}-{args.preset}")
+    out = f"runs/{args.method}-{args.preset}" if args.out is None else args.out  # an empty --out is refused
     info = resumable(out, lambda: train_run(run, out, name=args.name, device=args.device,
                                             progress=progress_flag(args), evaluate_with=args.evaluate,
                                             package=args.package, log=lambda line: print(line, file=sys.stderr)))
     if is_main_process():
         print(f"trained {run['method'].name} on {run['model']} in {info['train_time_s']} s; "
-              f"model folder {out / 'model'}")
+              f"model folder {Path(out) / 'model'}")
         if "metrics" in info:
             metrics = info["metrics"]
             print(f"{metrics['protocol']['name']}: clean {100 * metrics['clean_mean']:.1f}, robust "

@@ -216,6 +216,9 @@ def dataset(spec: str, split: str = "test", image_size: int = 224, download: boo
                              f"({', '.join(entry.members)}); use datasets({entry.name!r}) to build them all.")
     if split not in entry.splits:
         raise ParameterError(f"dataset {entry.name!r} has no split {split!r}; it has {', '.join(entry.splits)}.")
+    if root is not None and not entry.needs_root:
+        raise ParameterError(f"dataset {entry.name!r} reads no files, so it takes no folder: write {entry.name}, "
+                             f"not {spec}.")
     if entry.needs_root:
         if root is None and os.environ.get(DATA_ENV):
             root = Path(os.environ[DATA_ENV]).expanduser() / entry.name

@@ -84,8 +84,10 @@ def eps_note(text: str | float, what: str = "eps") -> str | None:
 
 def format_eps(value: float) -> str:
     """'4/255' when value is a whole number of 255ths (to float precision), else '%g'."""
+    if not math.isfinite(value):
+        return f"{value:g}"
     fraction = Fraction(value * 255).limit_denominator(8)
-    if abs(float(fraction) - value * 255) < 1e-6:
+    if fraction and abs(float(fraction) - value * 255) < 1e-6:  # a tiny eps is not '0/255'
         num = fraction.numerator if fraction.denominator == 1 else f"{float(fraction):g}"
         return f"{num}/255"
     return f"{value:g}"

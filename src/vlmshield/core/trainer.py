@@ -47,8 +47,9 @@ class Stage:
     def check(self) -> Stage:
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
             raise ParameterError(f"stage {self.name!r}: steps must be a whole number, 1 or more; got {self.steps!r}.")
-        if not (self.lr > 0 and self.weight_decay >= 0 and 0 <= self.warmup <= self.steps):
-            raise ParameterError(f"stage {self.name!r}: lr must be positive, weight decay >= 0 and warm-up within "
+        if not (0 < self.lr < math.inf and 0 <= self.weight_decay < math.inf and 0 <= self.warmup <= self.steps):
+            raise ParameterError(f"stage {self.name!r}: lr must be positive and finite, weight decay finite and >= 0, "
+                                 f"and warm-up within "
                                  f"the stage's steps; got lr={self.lr}, weight_decay={self.weight_decay}, "
                                  f"warmup={self.warmup}.")
         return self

@@ -53,6 +53,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import math
+import os
 import time
 from datetime import datetime, timezone
 from functools import partial
@@ -147,6 +148,10 @@ def provenance(model_info: dict, evaluator, attack, adaptive_attacks, defense, d
     if defense is not None:
         found["defense"] = host.provider_of("defense", defense)
     return found
+
+
+#: The most data loading processes an evaluation starts (``num_workers``): more only exhausts memory.
+MAX_WORKERS = max(32, 4 * (os.cpu_count() or 1))
 
 
 #: The labelled parts of a domain pair that are evaluated, as their metrics are prefixed ("source:clean_acc").
@@ -263,10 +268,13 @@ def evaluate(model, dataset=None, *, protocol=None, evaluator: str | Evaluator =
         raise ParameterError("no dataset given: name one or several (or a protocol, which names its own).")
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
         raise ParameterError(f"n must be a whole number of samples, 1 or more; got {n!r}.")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 63:
+        raise ParameterError(f"seed must be a whole number from 0 to 2**63 - 1; got {seed!r}.")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ParameterError(f"batch size must be 1 or more; got {batch_size!r}.")
-    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
-        raise ParameterError(f"data loading workers must be 0 (load in this process) or more; got {num_workers!r}.")
+    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or not 0 <= num_workers <= MAX_WORKERS:
+        raise ParameterError(f"data loading workers must be 0 (load in this process) to {MAX_WORKERS} (each is a "
+                             f"process of its own); got {num_workers!r}.")
     if isinstance(evaluator, str):
         evaluator = get_host().create("evaluator", evaluator)
     device = resolve_device(device)

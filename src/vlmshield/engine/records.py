@@ -22,7 +22,8 @@ from ..core.weights import file_mode
 
 def check_destination(out, *, folder: bool) -> Path | None:
     """``out`` as the place a run will write (a record file, or a run's folder when ``folder``), checked
-    before any work is done: ParameterError in one sentence when it cannot be written there. None stays None."""
+    before any work is done, its folder created: ParameterError in one sentence when it cannot be written
+    there. None stays None."""
     if out is None:
         return None
     if not str(out).strip():
@@ -40,6 +41,10 @@ def check_destination(out, *, folder: bool) -> Path | None:
         raise ParameterError(f"cannot write {path}: {ancestor} is a file, not a folder.")
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise ParameterError(f"cannot write {path}: the folder {ancestor} is not writable.")
+    try:  # some folders refuse what access() allows (/proc, a full or read-only mount)
+        (path if folder else path.parent).mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ParameterError(f"cannot write {path}: {error.strerror or error} ({ancestor} refuses it).") from None
     return path
 
 

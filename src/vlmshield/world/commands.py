@@ -14,12 +14,16 @@ from pathlib import Path
 
 from vlmshield.api import (
     Command,
+    UsageError,
     atomic_write_json,
+    check_destination,
     environment,
+    get_protocol,
     load_model,
     measure_for_card,
     parse_eps,
     progress_flag,
+    resolve_device,
     resumable,
     training_progress,
 )
@@ -29,12 +33,17 @@ from .models import ARCHS, read_card
 from .transfer import format_matrix, transfer_matrix
 
 
+def _or_default(out: str | None, default: str) -> str:
+    """``--out`` as given (an empty one is refused by the destination check), else the command's default."""
+    return default if out is None else out
+
+
 def _pretrain(args) -> int:
     from .pretrain import export, pretrain, recipe_for
 
     overrides = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size), ("lr", args.lr),
                                    ("seed", args.seed)) if v is not None}
-    out = Path(args.out or f"runs/world-pretrain-{args.arch}")
+    out = check_destination(_or_default(args.out, f"runs/world-pretrain-{args.arch}"), folder=True)
     clock = time.perf_counter()
     vlm, losses = resumable(out, lambda: pretrain(args.arch, out, progress=progress_flag(args), device=args.device,
                                                   log=lambda line: print(line, file=sys.stderr), **overrides))
@@ -56,9 +65,10 @@ def _pretrain(args) -> int:
 def _measure(args) -> int:
     """Re-measure a shipped model's card under a protocol; the updated card goes to OUT (to copy into the package)."""
     name = f"clip-{args.arch}"
-    out = Path(args.out or f"runs/world-measure-{args.arch}")
+    out = check_destination(_or_default(args.out, f"runs/world-measure-{args.arch}"), folder=True)
+    protocol = get_protocol(args.protocol)
     card = read_card(name)
-    card["metrics"] = measure_for_card(load_model(name, device=args.device), args.protocol,
+    card["metrics"] = measure_for_card(load_model(name, device=resolve_device(args.device)), protocol.name,
                                        progress=progress_flag(args), out=out / f"eval-{args.protocol}")
     card["metrics_environment"] = environment()
     out.mkdir(parents=True, exist_ok=True)
@@ -72,11 +82,12 @@ def _measure(args) -> int:
 
 def _transfer(args) -> int:
     models = [m.strip() for m in args.models.split(",") if m.strip()]
+    out = check_destination(args.out, folder=False)
     result = transfer_matrix(models, eps=parse_eps(args.eps), steps=args.steps, n=args.n,
                              progress=progress_flag(args))
     print(format_matrix(result))
-    if args.out:
-        atomic_write_json(args.out, result)
+    if out is not None:
+        atomic_write_json(out, result)
     return 0
 
 
@@ -115,8 +126,11 @@ def _world_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _demo(args) -> int:
-    models = [m.strip() for m in args.models.split(",")] if args.models else None
-    summary = run_demo(args.out, models=models, n=args.n, steps=args.steps,
+    models = None if args.models is None else [m.strip() for m in args.models.split(",") if m.strip()]
+    if models == []:
+        raise UsageError("--models names no model; give zoo names separated by commas, or leave it out for every "
+                         "world model.")
+    summary = run_demo(check_destination(args.out, folder=True), models=models, n=args.n, steps=args.steps,
                        progress=progress_flag(args))
     print(summary_table(summary))
     print(f"report: {Path(args.out) / 'report.md'} ({summary['wall_time_s']} s)")

@@ -69,10 +69,11 @@ class Recipe:
         if self.steps * self.batch_size > world_data.SIZES["world-pretrain"]["train"]:
             raise ParameterError(f"{self.steps} steps of {self.batch_size} would read past the end of "
                                  f"world-pretrain ({world_data.SIZES['world-pretrain']['train']} pairs).")
-        if not (self.lr > 0 and self.weight_decay >= 0 and 0 <= self.warmup < 1 and self.text_lr_scale > 0
+        finite = all(math.isfinite(v) for v in (self.lr, self.weight_decay, self.text_lr_scale, self.token_init_std))
+        if not (finite and self.lr > 0 and self.weight_decay >= 0 and 0 <= self.warmup < 1 and self.text_lr_scale > 0
                 and self.token_init_std > 0):
-            raise ParameterError(f"lr, text_lr_scale and token_init_std must be positive, weight decay >= 0 and "
-                                 f"warmup in [0, 1); got lr={self.lr}, weight_decay={self.weight_decay}, "
+            raise ParameterError(f"lr, text_lr_scale and token_init_std must be positive and finite, weight decay "
+                                 f">= 0 and warmup in [0, 1); got lr={self.lr}, weight_decay={self.weight_decay}, "
                                  f"warmup={self.warmup}, text_lr_scale={self.text_lr_scale}, "
                                  f"token_init_std={self.token_init_std}.")
         return self

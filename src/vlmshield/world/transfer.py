@@ -21,6 +21,8 @@ def transfer_matrix(models: list[str], *, eps: float = 4 / 255, steps: int = 50,
     """``{"matrix": {source: {target: accuracy}}, "clean": {model: accuracy}, ...}`` over the suite."""
     if len(models) < 2:
         raise ParameterError(f"a transfer matrix needs at least two models; got {models!r}.")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ParameterError(f"n must be a whole number of images per task, 1 or more; got {n!r}.")
     host = get_host()
     loaded = {name: host.get("model", name).obj.load() for name in models}
     tasks = datasets(dataset, image_size=32)

@@ -211,9 +211,10 @@ def load(directory: str | os.PathLike, device=None, weights: bool = True) -> VLM
     if is_classifier_folder(directory):
         return load_classifier(directory, device=device, weights=weights)
     config = read_config(directory)
-    section = _section(directory / CONFIG, config)
+    section = checked_section(directory / CONFIG, config)
     preprocess_cfg = _preprocess(directory / CONFIG, config.get("preprocess_cfg"))
     tokenizer = _tokenizer(directory, config)
+    check_depth(directory / CONFIG, config["model_cfg"])
     check_size(directory, _meta_count(lambda: VLM.open_clip_model(config["model_cfg"])),
                directory / WEIGHTS if weights else None)
     name = section.get("name", directory.name)
@@ -229,7 +230,9 @@ def load_classifier(directory: str | os.PathLike, device=None, weights: bool = T
     """The classifier of a folder in timm's layout: timm builds the architecture from the config, with the
     config's preprocessing and class names; the weights are checked against the recorded sha256."""
     directory = Path(directory)
-    section = _section(directory / TIMM_CONFIG, read_timm_config(directory))
+    timm_config = read_timm_config(directory)
+    section = checked_section(directory / TIMM_CONFIG, timm_config)
+    check_depth(directory / TIMM_CONFIG, timm_config.get("model_args"))
     check_size(directory, _meta_count(lambda: _timm_model(directory)), directory / TIMM_WEIGHTS if weights else None)
     classifier = _from_config(directory, lambda: ImageClassifier.from_timm_model(
         _timm_model(directory), name=section.get("name", directory.name)))
@@ -249,7 +252,7 @@ def _timm_model(directory: Path) -> torch.nn.Module:
     return timm.create_model(f"local-dir:{directory}", pretrained=False)
 
 
-def _section(path: Path, config: dict) -> dict:
+def checked_section(path: Path, config: dict) -> dict:
     """The config's ``vlmshield`` section (empty in a folder vlmshield did not write), checked to be an object
     whose name and weights' sha256, where given, are strings."""
     section = config.get("vlmshield") or {}
@@ -294,6 +297,23 @@ def _preprocess_problem(cfg: object) -> str | None:
 
 def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+#: More layers than any CLIP or timm tower has, by an order of magnitude: a config asking for more is damaged
+#: (and building it, even on the meta device, would take minutes).
+MAX_LAYERS = 1000
+
+
+def check_depth(path: Path, cfg: object) -> None:
+    """Refuse in one sentence a config whose ``layers`` or ``depth`` (a count, or a list of counts per stage)
+    exceeds ``MAX_LAYERS`` anywhere in it."""
+    if isinstance(cfg, dict):
+        for key, value in cfg.items():
+            counts = value if isinstance(value, (list, tuple)) else [value]
+            if key in ("layers", "depth") and all(_is_number(c) for c in counts) and sum(counts) > MAX_LAYERS:
+                raise WeightsError(f"{path} asks for {sum(counts):,} layers ({key}), more than any model has "
+                                   f"({MAX_LAYERS:,} at most): the config is damaged.")
+            check_depth(path, value)
 
 
 def _meta_count(build: Callable[[], torch.nn.Module]) -> int | None:

@@ -101,6 +101,8 @@ def publish(directory, repo_id: str, revision: str | None = None, private: bool 
     The weights are checked against the sha256 the folder's config records before anything is sent.
     Returns the repo, the files with their sha256, and (unless ``dry_run``) the commit to pin in a card.
     """
+    if not str(directory).strip():
+        raise ParameterError("the folder to publish is empty; give the model folder (zoo.save's output).")
     directory = Path(directory)
     if "@" in repo_id:
         raise ParameterError(f"a Hub repo id is ORG/NAME (the branch goes to --revision); got {repo_id!r}.")
@@ -110,7 +112,8 @@ def publish(directory, repo_id: str, revision: str | None = None, private: bool 
         raise ParameterError(f"{links[0]} is a link (to {links[0].resolve()}); publish uploads only the folder's own "
                              f"files, never what a link points to: replace it with the file itself.")
     config, weights_file = folder.read_layout(directory)
-    section = config.get("vlmshield", {})
+    config_file = folder.CONFIG if weights_file == folder.WEIGHTS else folder.TIMM_CONFIG
+    section = folder.checked_section(directory / config_file, config)
     recorded, name = section.get("weights_sha256"), section.get("name", directory.name)
     files = [{"path": p.relative_to(directory).as_posix(), "bytes": p.stat().st_size,
               "sha256": read_checked(p, recorded) if p.name == weights_file and recorded else sha256_file(p)}
