@@ -156,7 +156,7 @@ def test_the_console_script_is_installed():
     assert result.returncode == 0 and "apgd-t" in {a["name"] for a in json.loads(result.stdout)}
     result = subprocess.run([script, "eval", "--model", "clip-vitb32", "--dataset", "fakedata", "--eps", "2"],
                             capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2 and "eps, steps and attack parameters need an attack" in result.stderr
+    assert result.returncode == 2 and result.stderr == "vlmshield: error: --eps needs --attack.\n"
 
 
 def test_images_outside_the_pixel_range_are_one_line(capsys):

@@ -582,3 +582,12 @@ def test_every_adapter_that_reads_image_files_names_an_unreadable_one(name, tmp_
     # files themselves, and the error names the item and the folder
     assert any(str(path) in message for path in images) or message.startswith(f"{name}: cannot read item 0 in "
                                                                                 f"{tmp_path} (")
+
+
+def test_a_vlmshield_error_rebuilt_by_a_data_loader_worker_keeps_its_one_sentence():
+    from vlmshield.api import DataError, ParameterError
+
+    rebuilt = ("Caught ParameterError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
+               '  File "x.py", line 1, in <module>\nvlmshield.core.errors.ParameterError: n must be 1 or more.\n')
+    assert str(ParameterError(rebuilt)) == "n must be 1 or more."
+    assert str(DataError("a sentence of its own.")) == "a sentence of its own."

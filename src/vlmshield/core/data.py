@@ -36,15 +36,7 @@ DATA_ENV = "VLMSHIELD_DATA"
 
 
 class UnreadableImageError(DataError):
-    """An image file that cannot be read: not an image, truncated, or more pixels than PIL decodes.
-
-    A DataLoader worker re-raises an error in the main process as its type called with the formatted traceback;
-    this one keeps only its own sentence (the traceback's last line), so that it still reads as one line."""
-
-    def __init__(self, message: str):
-        if message.startswith("Caught ") and "Traceback" in message:  # rebuilt by a DataLoader worker
-            message = message.rstrip().splitlines()[-1].partition(": ")[2] or message
-        super().__init__(message)
+    """An image file that cannot be read: not an image, truncated, or more pixels than PIL decodes."""
 
 
 def read_image(path: str | os.PathLike, what: str = "dataset"):

@@ -12,7 +12,16 @@ from collections.abc import Iterable
 
 
 class VlmshieldError(Exception):
-    """An error in what the user asked for; the message is meant to be shown as it is."""
+    """An error in what the user asked for; the message is meant to be shown as it is.
+
+    A DataLoader worker re-raises an error in the main process as its type called with the formatted
+    traceback; a vlmshield error keeps only its own sentence (the traceback's last line), so that it still
+    reads as one line."""
+
+    def __init__(self, *args):
+        if args and isinstance(args[0], str) and args[0].startswith("Caught ") and "Traceback" in args[0]:
+            args = (args[0].rstrip().splitlines()[-1].partition(": ")[2] or args[0], *args[1:])
+        super().__init__(*args)
 
 
 class UnknownNameError(VlmshieldError, LookupError):
