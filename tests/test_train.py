@@ -183,3 +183,26 @@ def test_two_processes_train_the_weights_of_one_with_the_whole_batch(tmp_path):
         else:
             torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-6, msg=key)
     assert any(not torch.equal(one[k], tiny_vlm().model.visual.state_dict()[k]) for k in one)
+
+
+def test_a_stage_can_fall_linearly_from_lr_start_or_decay_to_lr_end():
+    falling = Stage("fall", steps=4, lr=3e-6, lr_start=3e-5, warmup=0)
+    assert [learning_rate(falling, i) for i in range(4)] == pytest.approx([3e-5, 2.325e-5, 1.65e-5, 9.75e-6])
+    floor = Stage("cosine", steps=5, lr=3e-6, lr_end=1e-9, warmup=0)
+    assert learning_rate(floor, 0) == pytest.approx(3e-6) and learning_rate(floor, 5) == pytest.approx(1e-9)
+    with pytest.raises(ParameterError, match="lr_end must be in"):
+        Stage("x", steps=2, lr=1e-5, lr_end=1e-4, warmup=0).check()
+
+
+def test_parameters_in_no_decay_are_spared_the_weight_decay_and_betas_reach_adamw():
+    from vlmshield.engine.training import OPTIMIZERS, parameter_groups
+
+    decayed, spared = torch.nn.Parameter(torch.ones(2, 2)), torch.nn.Parameter(torch.ones(2))
+    stage = Stage("s", steps=1, lr=0.1, warmup=0, weight_decay=0.5)
+    optimizer = OPTIMIZERS["adamw"](parameter_groups([decayed, spared], [spared]), stage,
+                                    TrainConfig(stages=(stage,), betas=(0.9, 0.98)))
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [0.5, 0.0]
+    assert all(g["betas"] == (0.9, 0.98) for g in optimizer.param_groups)
+    decayed.grad, spared.grad = torch.zeros(2, 2), torch.zeros(2)
+    optimizer.step()  # no gradient: only the decay moves a weight
+    assert torch.allclose(decayed, torch.full((2, 2), 1 - 0.1 * 0.5)) and torch.equal(spared, torch.ones(2))

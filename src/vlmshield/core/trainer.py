@@ -43,6 +43,11 @@ class Stage:
     #: Linear warm-up steps at the start of the stage.
     warmup: int = 1400
     weight_decay: float = 1e-4
+    #: Where the cosine decay ends (0: to zero).
+    lr_end: float = 0.0
+    #: When set, the learning rate goes linearly from ``lr_start`` to ``lr`` over the stage instead (no warm-up,
+    #: no decay): PAR's first half, from 3e-5 down to 3e-6.
+    lr_start: float | None = None
 
     def check(self) -> Stage:
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
@@ -52,6 +57,9 @@ class Stage:
                                  f"and warm-up within "
                                  f"the stage's steps; got lr={self.lr}, weight_decay={self.weight_decay}, "
                                  f"warmup={self.warmup}.")
+        if not (0 <= self.lr_end <= self.lr and (self.lr_start is None or 0 < self.lr_start < math.inf)):
+            raise ParameterError(f"stage {self.name!r}: lr_end must be in [0, lr] and lr_start, when given, positive "
+                                 f"and finite; got lr_end={self.lr_end}, lr_start={self.lr_start}.")
         return self
 
 
@@ -80,6 +88,8 @@ class TrainConfig:
     amp: bool = True
     #: ``adamw`` (RobustVLM's FARE and TeCoA) or ``sgd`` (momentum 0.9: TeCoA's and PMG-AFT's code, HPT-GPD's).
     optimizer: str = "adamw"
+    #: AdamW's betas (torch's default; CLIP fine-tuning codes often use (0.9, 0.98)).
+    betas: tuple[float, float] = (0.9, 0.999)
 
     def check(self) -> TrainConfig:
         if not self.stages:
@@ -93,6 +103,8 @@ class TrainConfig:
         parse_eps(self.eps)
         if self.optimizer not in OPTIMIZER_NAMES:
             raise ParameterError(f"optimizer must be one of {', '.join(OPTIMIZER_NAMES)}; got {self.optimizer!r}.")
+        if len(self.betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in self.betas):
+            raise ParameterError(f"betas must be two numbers in [0, 1); got {self.betas!r}.")
         world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
         if self.batch_size % world:
             raise ParameterError(f"the batch of {self.batch_size} does not split evenly across {world} processes.")
@@ -115,11 +127,16 @@ class TrainConfig:
 
 
 def learning_rate(stage: Stage, step: int) -> float:
-    """Linear warm-up over the stage's first ``warmup`` steps, then cosine decay to zero."""
+    """Linear warm-up over the stage's first ``warmup`` steps, then cosine decay to ``lr_end``; or, for a stage
+    with ``lr_start``, a straight line from ``lr_start`` (at its first step) towards ``lr`` (where the next stage
+    begins)."""
+    if stage.lr_start is not None:
+        return stage.lr_start + (stage.lr - stage.lr_start) * step / stage.steps
     if step < stage.warmup:
         return stage.lr * (step + 1) / stage.warmup
     decay_steps = max(1, stage.steps - stage.warmup)
-    return 0.5 * stage.lr * (1 + math.cos(math.pi * (step - stage.warmup) / decay_steps))
+    cosine = 0.5 * (1 + math.cos(math.pi * (step - stage.warmup) / decay_steps))
+    return stage.lr_end + (stage.lr - stage.lr_end) * cosine
 
 
 def kl_divergence(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:

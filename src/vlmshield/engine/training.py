@@ -49,10 +49,20 @@ from .distributed import is_main_process, rank_and_world, resolve_device
 from .records import locked_folder, remove_leftovers
 
 OPTIMIZERS = {
-    "adamw": lambda parameters, stage: torch.optim.AdamW(parameters, lr=stage.lr, weight_decay=stage.weight_decay),
-    "sgd": lambda parameters, stage: torch.optim.SGD(parameters, lr=stage.lr, momentum=0.9,
-                                                     weight_decay=stage.weight_decay),
+    "adamw": lambda groups, stage, config: torch.optim.AdamW(groups, lr=stage.lr, weight_decay=stage.weight_decay,
+                                                             betas=tuple(config.betas)),
+    "sgd": lambda groups, stage, config: torch.optim.SGD(groups, lr=stage.lr, momentum=0.9,
+                                                         weight_decay=stage.weight_decay),
 }
+
+
+def parameter_groups(parameters: list[nn.Parameter], no_decay) -> list[dict]:
+    """The optimizer's groups: the parameters with the stage's weight decay, then (when there are any) those
+    in ``no_decay`` without it (marked ``"no_decay"``)."""
+    excluded = {id(p) for p in no_decay}
+    groups = [{"params": [p for p in parameters if id(p) not in excluded]}]
+    spared = [p for p in parameters if id(p) in excluded]
+    return groups + ([{"params": spared, "weight_decay": 0.0, "no_decay": True}] if spared else [])
 
 
 class Batches:
@@ -179,12 +189,13 @@ def run_training(model: nn.Module, method, config: TrainConfig, *, batches: Batc
                  step_loss: Callable[[int, list, dict], torch.Tensor], refs: dict, parameters: list[nn.Parameter],
                  out=None, device=None, progress: bool | None = None, log: Callable[[str], None] | None = None,
                  stop_after: int | None = None, validate: Callable[[], dict] | None = None,
-                 trainer=None) -> nn.Module:
+                 trainer=None, no_decay: list[nn.Parameter] = ()) -> nn.Module:
     """Train ``parameters`` of ``model`` (already on ``device``) for ``config``'s stages; returns it in eval mode.
 
     Each step sets the stage's learning rate, calls ``step_loss(step, items, refs)`` on this process's
     items of the global batch (under bfloat16 autocast on GPUs), averages the gradients across processes
-    and steps the optimizer. ``refs`` is the trainer's state for the losses; the loop adds the ``config``,
+    and steps the optimizer (the stage's weight decay on every parameter but those in ``no_decay``). ``refs``
+    is the trainer's state for the losses; the loop adds the ``config``,
     the current ``stage`` and, for a method with ``stage_snapshot``, ``stage_start``. ``validate()``
     runs every ``val_every`` steps when given; its dict goes into the log. ``trainer`` (the trainer
     running the loop) is recorded in the checkpoint with its parameters, and a checkpoint written by the
@@ -196,18 +207,18 @@ def run_training(model: nn.Module, method, config: TrainConfig, *, batches: Batc
     with locked_folder(out) if out is not None and is_main_process() else nullcontext():
         return _train_in(model, method, config, batches=batches, step_loss=step_loss, refs=refs,
                          parameters=parameters, out=out, device=device, progress=progress, log=log,
-                         stop_after=stop_after, validate=validate, trainer=trainer)
+                         stop_after=stop_after, validate=validate, trainer=trainer, no_decay=no_decay)
 
 
 def _train_in(model, method, config, *, batches, step_loss, refs, parameters, out, device, progress, log,
-              stop_after, validate, trainer) -> nn.Module:
+              stop_after, validate, trainer, no_decay) -> nn.Module:
     device = resolve_device(device)
     refs["config"] = config
     trainable_ids = {id(p) for p in parameters}
     required = [p.requires_grad for p in model.parameters()]
     for parameter in model.parameters():
         parameter.requires_grad_(id(parameter) in trainable_ids)
-    optimizer = OPTIMIZERS[config.optimizer](parameters, config.stages[0])
+    optimizer = OPTIMIZERS[config.optimizer](parameter_groups(parameters, no_decay), config.stages[0], config)
     start, history, elapsed_before, resumes = 0, [], 0.0, 0
     start_model = {k: v for k, v in model_identity(model).items() if k != "provider"}
     checkpoint = Path(out) / "checkpoint.pt" if out is not None else None
@@ -236,7 +247,8 @@ def _train_in(model, method, config, *, batches, step_loss, refs, parameters, ou
         if method.stage_snapshot and (stage_step == 0 or refs.get("stage_start") is None):
             refs["stage_start"] = frozen_copy(model)
         for group in optimizer.param_groups:
-            group["lr"], group["weight_decay"] = learning_rate(stage, stage_step), stage.weight_decay
+            group["lr"] = learning_rate(stage, stage_step)
+            group["weight_decay"] = 0.0 if group.get("no_decay") else stage.weight_decay
         with autocast:
             loss = step_loss(step, batches.local(step), refs)
         optimizer.zero_grad(set_to_none=True)

@@ -76,9 +76,10 @@ class ContrastiveFineTuning(TrainingDefense):
 
     ``references`` builds the frozen things the loss needs, once; ``loss`` maps this process's images and
     token ids (the model's tokenizer applied to the captions) to a scalar; ``trainable`` names the
-    parameters that train. ``refs`` carries the run's ``TrainConfig`` (``refs["config"]``) and the current
-    ``Stage`` (``refs["stage"]``). Random draws in a loss come from a generator seeded with ``step_seed``
-    (one per step and process), so a resumed run ends as an uninterrupted one does.
+    parameters that train, ``no_decay`` those of them that take no weight decay. ``refs`` carries the run's
+    ``TrainConfig`` (``refs["config"]``) and the current ``Stage`` (``refs["stage"]``). Random draws in a
+    loss come from a generator seeded with ``step_seed`` (one per step and process), so a resumed run ends
+    as an uninterrupted one does.
     """
 
     defense_kind: ClassVar[str] = "backdoor-removal"
@@ -92,6 +93,10 @@ class ContrastiveFineTuning(TrainingDefense):
         """Every parameter of both towers; the logit scale stays frozen, as in PAR's and CleanCLIP's
         fine-tuning of a pretrained CLIP (it is the temperature the pretraining settled on)."""
         return [p for name, p in vlm.model.named_parameters() if name != "logit_scale"]
+
+    def no_decay(self, vlm: VLM) -> list[nn.Parameter]:
+        """The trainable parameters that take no weight decay; none by default (every one takes the stage's)."""
+        return []
 
     def loss(self, vlm: VLM, images: torch.Tensor, texts: torch.Tensor, refs: dict, *,
              step_seed: int) -> torch.Tensor:
@@ -152,4 +157,5 @@ class ContrastiveTrainer(Trainer):
 
         return run_training(model, method, config, batches=Batches(data, config.batch_size, config.seed),
                             step_loss=step_loss, refs=refs, parameters=method.trainable(model), out=out,
-                            device=device, progress=progress, log=log, stop_after=stop_after, trainer=self)
+                            device=device, progress=progress, log=log, stop_after=stop_after, trainer=self,
+                            no_decay=method.no_decay(model))
