@@ -1,4 +1,5 @@
-"""The standard attacks, a built-in plugin: registered through the same hook as any third-party attack."""
+"""The standard attacks and the backdoor triggers, a built-in plugin: registered through the same hook as any
+third-party attack."""
 
 from vlmshield.api import hookimpl
 
@@ -9,8 +10,10 @@ from .bpda_eot import BPDAEOT
 from .cw import CW
 from .fgsm import FGSM
 from .pgd import PGD
+from .triggers import TRIGGERS, BadNet, BadNetStripes, Blended, BlendedStripes, BlendedText, BlendedTriangles, WaNet
 
-__all__ = ["AALite", "APGD", "APGDT", "BPDAEOT", "CW", "FGSM", "PGD"]
+__all__ = ["AALite", "APGD", "APGDT", "BPDAEOT", "CW", "FGSM", "PGD",
+           "BadNet", "BadNetStripes", "Blended", "BlendedStripes", "BlendedText", "BlendedTriangles", "WaNet"]
 
 
 @hookimpl
@@ -18,3 +21,4 @@ def register_attacks(register):
     register(FGSM, PGD, CW)
     register(APGD, aliases=("apgd",))
     register(APGDT, AALite, BPDAEOT)
+    register(*TRIGGERS)
