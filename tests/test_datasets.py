@@ -591,3 +591,23 @@ def test_a_vlmshield_error_rebuilt_by_a_data_loader_worker_keeps_its_one_sentenc
                '  File "x.py", line 1, in <module>\nvlmshield.core.errors.ParameterError: n must be 1 or more.\n')
     assert str(ParameterError(rebuilt)) == "n must be 1 or more."
     assert str(DataError("a sentence of its own.")) == "a sentence of its own."
+
+
+def test_captions_csv_reads_image_rows_in_order_relative_to_the_file(tmp_path):
+    for name, colour in (("a.png", (255, 0, 0)), ("b.jpg", (0, 0, 255))):
+        Image.new("RGB", (40, 30), colour).save(tmp_path / name)
+    (tmp_path / "pairs.csv").write_text("filepath,title\na.png,a red square\nnotes.txt,skipped\n"
+                                        f"{tmp_path / 'b.jpg'},\"a blue, wide square\"\n")
+    pairs = vs.dataset(f"captions-csv:{tmp_path / 'pairs.csv'}", split="train", image_size=16)
+    assert isinstance(pairs, vs.CaptionedImages) and len(pairs) == 2
+    (red, caption), (blue, second) = pairs[0], pairs[1]
+    assert caption == "a red square" and second == "a blue, wide square" and red.shape == (3, 16, 16)
+    assert red[0].mean() > 0.9 and blue[2].mean() > 0.9
+    from vlmshield.datasets import captions
+
+    assert len(captions.build(tmp_path / "pairs.csv", samples=1)) == 1
+    with pytest.raises(vs.DataError, match="takes the CSV file itself"):
+        vs.dataset(f"captions-csv:{tmp_path}", split="train")
+    (tmp_path / "b.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(vs.DataError, match="b.jpg"):
+        pairs[1]

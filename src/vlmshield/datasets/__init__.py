@@ -1,10 +1,10 @@
-"""The built-in datasets, a plugin like any other: fakedata, imagefolder and the zero-shot suite."""
+"""The built-in datasets, a plugin like any other: fakedata, imagefolder, captions-csv and the zero-shot suite."""
 
 from vlmshield.api import hookimpl
 
-from . import fakedata, imagefolder, zeroshot
+from . import captions, fakedata, imagefolder, zeroshot
 
 
 @hookimpl
 def register_datasets(register):
-    register(fakedata.ENTRY, imagefolder.ENTRY, *zeroshot.ENTRIES)
+    register(fakedata.ENTRY, imagefolder.ENTRY, captions.ENTRY, *zeroshot.ENTRIES)
