@@ -143,3 +143,24 @@ def test_processes_average_their_gradients_and_end_with_the_same_weights(tmp_pat
         torch.testing.assert_close(torch.load(tmp_path / "two.rank0.pt")[key], one[key], rtol=1e-5, atol=1e-6,
                                    msg=key)
     assert not torch.equal(one["visual.proj"], tiny_vlm().model.state_dict()["visual.proj"])
+
+
+def test_the_fine_tuning_baseline_is_par_without_the_push():
+    from vlmshield_par import CLIPFineTune
+
+    vlm, pairs = tiny_vlm(), world_pairs(8)
+    images = torch.stack([image for image, _ in pairs])
+    texts = vlm.tokenizer([caption for _, caption in pairs])
+    baseline = CLIPFineTune()
+    assert baseline.references(vlm, pairs) == {} and "tau" not in baseline.config()["params"]
+    with torch.no_grad():
+        moved = tiny_vlm(seed=1)  # a student away from its start: PAR would push, the baseline does not
+        par_refs = PAR(tau=4.0).references(vlm, pairs)
+        plain = baseline.loss(moved, images, texts, {}, step_seed=5)
+        pushed = PAR(tau=4.0).loss(moved, images, texts, par_refs, step_seed=5)
+    assert pushed < plain
+    augmented = baseline.augment(images, moved.pixel_mean, torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        expected = clip_loss(moved.encode_image(augmented), moved.model.encode_text(texts),
+                             moved.model.logit_scale.exp())
+    torch.testing.assert_close(plain, expected)

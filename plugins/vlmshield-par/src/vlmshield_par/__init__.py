@@ -1,5 +1,5 @@
 """PAR (Perturb and Recover): backdoor removal from CLIP by contrastive fine-tuning away from the poisoned model."""
 
-from .plugin import PAR, perturb_term, threshold
+from .plugin import PAR, CLIPFineTune, perturb_term, threshold
 
-__all__ = ["PAR", "perturb_term", "threshold"]
+__all__ = ["PAR", "CLIPFineTune", "perturb_term", "threshold"]

@@ -57,6 +57,18 @@ def perturb_term(features: torch.Tensor, poisoned_features: torch.Tensor, tau: f
     return threshold(distance.pow(2).sum(-1).mean(), tau)
 
 
+def augmentation(noise_p: float, noise_std: float, erase_p: float, erase_area) -> dict:
+    """The augmentation's parameters, checked."""
+    for name, p in (("noise_p", noise_p), ("erase_p", erase_p)):
+        if not 0 <= p <= 1:
+            raise ParameterError(f"{name} is a probability, in [0, 1]; got {p!r}.")
+    low, high = erase_area
+    if not 0 < low <= high < 1:
+        raise ParameterError(f"erase_area is a range of fractions of the image, 0 < low <= high < 1; got "
+                             f"{erase_area!r}.")
+    return {"noise_p": noise_p, "noise_std": noise_std, "erase_p": erase_p, "erase_area": (float(low), float(high))}
+
+
 class PAR(ContrastiveFineTuning):
     name = "par"
     description = ("PAR: CLIP's loss on clean pairs while both towers' unit embeddings are pushed away from the frozen "
@@ -74,15 +86,7 @@ class PAR(ContrastiveFineTuning):
                  erase_area: tuple[float, float] = (0.005, 0.01)):
         if not 0 < tau <= 4:
             raise ParameterError(f"tau is a mean squared distance of unit vectors, in (0, 4]; got {tau!r}.")
-        for name, p in (("noise_p", noise_p), ("erase_p", erase_p)):
-            if not 0 <= p <= 1:
-                raise ParameterError(f"{name} is a probability, in [0, 1]; got {p!r}.")
-        low, high = erase_area
-        if not 0 < low <= high < 1:
-            raise ParameterError(f"erase_area is a range of fractions of the image, 0 < low <= high < 1; got "
-                                 f"{erase_area!r}.")
-        super().__init__(tau=tau, noise_p=noise_p, noise_std=noise_std, erase_p=erase_p,
-                         erase_area=(float(low), float(high)))
+        super().__init__(tau=tau, **augmentation(noise_p, noise_std, erase_p, erase_area))
 
     def references(self, vlm, data):
         return {"poisoned": frozen_copy(vlm)}
@@ -114,16 +118,39 @@ class PAR(ContrastiveFineTuning):
         images = self.augment(images, vlm.pixel_mean, torch.Generator().manual_seed(step_seed))
         image_features = gather_features(vlm.encode_image(images))
         text_features = gather_features(vlm.model.encode_text(texts))
+        recover = clip_loss(image_features, text_features, vlm.model.logit_scale.exp().detach())
+        return recover - self.perturb(images, texts, image_features, text_features, refs)
+
+    def perturb(self, images, texts, image_features, text_features, refs) -> torch.Tensor:
+        """1/2 [T_tau(S_img) + T_tau(S_txt)] against the frozen poisoned model, on the same inputs."""
         poisoned = refs["poisoned"]
         with torch.no_grad():
             poisoned_image = gather_features(poisoned.encode_image(images))
             poisoned_text = gather_features(poisoned.model.encode_text(texts))
-        recover = clip_loss(image_features, text_features, vlm.model.logit_scale.exp().detach())
-        perturb = (perturb_term(image_features, poisoned_image, self.tau)
-                   + perturb_term(text_features, poisoned_text, self.tau)) / 2
-        return recover - perturb
+        return (perturb_term(image_features, poisoned_image, self.tau)
+                + perturb_term(text_features, poisoned_text, self.tau)) / 2
+
+
+class CLIPFineTune(PAR):
+    """The fine-tuning baseline: PAR without the perturb term (CLIP's loss, PAR's augmentation, recipe and
+    decay), the model it starts from not kept."""
+
+    name = "clip-finetune"
+    description = ("Plain contrastive fine-tuning on clean pairs with PAR's augmentation and recipe: the backdoor "
+                   "removal baseline that PAR adds its perturb term to.")
+    presets = PAR.presets
+
+    def __init__(self, noise_p: float = 0.5, noise_std: float = 0.2, erase_p: float = 0.5,
+                 erase_area: tuple[float, float] = (0.005, 0.01)):
+        ContrastiveFineTuning.__init__(self, **augmentation(noise_p, noise_std, erase_p, erase_area))
+
+    def references(self, vlm, data):
+        return {}
+
+    def perturb(self, images, texts, image_features, text_features, refs) -> torch.Tensor:
+        return image_features.new_zeros(())
 
 
 @hookimpl
 def register_defenses(register):
-    register(PAR)
+    register(PAR, CLIPFineTune)
