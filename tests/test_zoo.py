@@ -1,7 +1,7 @@
 import pytest
 
 import vlmshield as vs
-from vlmshield.api import UnknownNameError, VlmshieldError
+from vlmshield.api import UnknownNameError, VlmshieldError, temporary_host
 
 
 def test_base_models_are_listed_with_their_plugin():
@@ -50,12 +50,14 @@ def test_names_of_a_method_plugin_say_which_distribution_to_install(monkeypatch,
     assert "installed but not loaded" in capsys.readouterr().err
 
 
-def test_every_catalog_entry_validates():
+@pytest.mark.parametrize("installed", [False, True])
+def test_every_catalog_entry_validates(installed):
     from vlmshield.core.card import SOURCES
     from vlmshield.core.registry import NAME_PATTERN
 
-    cards = vs.zoo.cards()
-    robust = [card for card in cards if card.method != "none"]
+    with temporary_host(entry_points=installed):  # the core's catalog, then with every installed plugin's
+        cards = vs.zoo.cards()
+    robust = [card for card in cards if card.threat_model]  # adversarially robust (backdoor cards have none)
     assert {"fare2-vitl14", "fare4-vitl14", "tecoa2-vitl14", "tecoa4-vitl14"} <= {card.name for card in robust}
     for card in cards:
         assert NAME_PATTERN.fullmatch(card.name) and card.description, card.name
@@ -66,8 +68,11 @@ def test_every_catalog_entry_validates():
             assert card.metrics["protocol"] and 0 < card.metrics["clean"] <= 100, card.name
             assert all(0 <= value <= card.metrics["clean"] for value in card.metrics["robust"].values()), card.name
             assert all(vs.core.parse_eps(eps) for eps in card.metrics["robust"]), card.name
+    for card in (card for card in cards if card.method != "none"):
+        assert card.paper and card.base_model, card.name
     for card in robust:
-        assert card.paper and card.license and card.base_model.count("/") == 1, card.name
+        names = {c.name for c in cards}  # a base model is ARCH/TAG (open_clip's) or a zoo entry
+        assert card.paper and card.license and (card.base_model.count("/") == 1 or card.base_model in names), card.name
         assert card.threat_model["norm"] == "Linf" and vs.core.parse_eps(card.threat_model["eps"]) > 0
         assert card.name.startswith(card.method), card.name
 

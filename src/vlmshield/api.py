@@ -63,7 +63,8 @@ from .trainers.adversarial import ROBUSTVLM_ATTACK, AdversarialFineTuning, Image
 from .trainers.contrastive import ContrastiveFineTuning, clip_loss, gather_features  # noqa: E402
 from .trainers.distillation import Distillation  # noqa: E402
 from .zoo.packaged import card_metrics, export_packaged, load_packaged, packaged_cards  # noqa: E402
+from .zoo.visual import WEIGHTS_ENV, manual_file, weights_dir  # noqa: E402
 
 __all__ += ["zoo", "SINGLE_TEMPLATE", "ROBUSTVLM_ATTACK", "AdversarialFineTuning", "ImageEncoder", "inner_attack",
             "ContrastiveFineTuning", "clip_loss", "gather_features", "Distillation", "card_metrics",
-            "export_packaged", "load_packaged", "packaged_cards"]
+            "export_packaged", "load_packaged", "packaged_cards", "WEIGHTS_ENV", "manual_file", "weights_dir"]

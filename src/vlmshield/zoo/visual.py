@@ -49,11 +49,18 @@ def load_manual(card: ModelCard, device=None, weights: bool = True) -> VLM:
     arch, _, pretrained = card.base_model.partition("/")
     if not weights:
         return VLM.from_open_clip(arch, None, quick_gelu=card.quick_gelu, device=device, name=card.name)
+    path, sha256 = manual_file(card)
+    vlm = VLM.from_open_clip(arch, pretrained, quick_gelu=card.quick_gelu, device=device, name=card.name)
+    return load_visual(vlm, path, sha256)
+
+
+def manual_file(card: ModelCard) -> tuple[Path, str | None]:
+    """The path of a ``source="manual"`` card's one file in the weights folder, and its sha256 (None where
+    not published); a file not there is one sentence that says where to download it and put it."""
     (filename, sha256), = card.files.items()
     path = weights_dir() / filename
     if not path.is_file():
         raise WeightsError(f"{card.name} needs {filename}, which is not in {path.parent}: download it from "
                            f"{card.homepage or 'its authors'} and put it there (or set {WEIGHTS_ENV} to its "
                            f"folder).")
-    vlm = VLM.from_open_clip(arch, pretrained, quick_gelu=card.quick_gelu, device=device, name=card.name)
-    return load_visual(vlm, path, sha256)
+    return path, sha256

@@ -154,3 +154,10 @@ class CLIPFineTune(PAR):
 @hookimpl
 def register_defenses(register):
     register(PAR, CLIPFineTune)
+
+
+@hookimpl
+def register_models(register):
+    from .released import released_cards  # here, not at the top: released.py imports this module's PAPER
+
+    register(*released_cards())
