@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from .api import AdversarialFineTuning, ImageEncoder
 from .core import VLM, BackdoorAttack, LabelledImages, Purifier, TestTimeDefense, hookimpl
 
 TINY_CLIP = {
@@ -238,19 +239,13 @@ class Jitter(TestTimeDefense):
 
 
 
-def _adversarial_fine_tuning():
-    from .api import AdversarialFineTuning, ImageEncoder  # the trainers are built-in plugins of the api
-
-    return AdversarialFineTuning, ImageEncoder
-
-
-class EmbeddingPull(_adversarial_fine_tuning()[0]):
+class EmbeddingPull(AdversarialFineTuning):
     """A FARE-like method for the engine's tests: pull adversarial embeddings to the clean frozen ones."""
 
     name = "embedding-pull"
 
     def references(self, vlm, data):
-        return {"original": _adversarial_fine_tuning()[1](vlm)}
+        return {"original": ImageEncoder(vlm)}
 
     def attack_target(self, vlm, x, y, refs):
         return vlm, refs["original"](x), "l2"

@@ -262,7 +262,7 @@ def _train_run(run: dict, out: Path, *, name, device, progress, evaluate_with, p
     data, val = training_data(run, input_size(vlm))
     check_takes(data, trainer.takes, f"the {trainer.name} trainer")
     host = get_host()
-    provenance = {"model": getattr(vlm, "provider", None), "method": host.provider_of("defense", run["method"]),
+    provenance = {"method": host.provider_of("defense", run["method"]),
                   "trainer": host.provider_of("trainer", trainer), "dataset": getattr(data, "provider", None)}
     clock = time.perf_counter()
     trainer.train(vlm, data, run["method"], run["config"], out=out, val_data=val, device=device, progress=progress,

@@ -38,9 +38,7 @@ def configuration(model: nn.Module) -> dict:
     tokenizer; a classifier's preprocessing and classes; the class of any other module."""
     if isinstance(model, VLM):
         tokenizer = model.tokenizer
-        return {"model_cfg": model.model_cfg, "image_size": list(model.image_size),
-                "mean": model.pixel_mean.flatten().tolist(), "std": model.pixel_std.flatten().tolist(),
-                "interpolation": model.interpolation, "resize_mode": model.resize_mode,
+        return {"model_cfg": model.model_cfg, "preprocess_cfg": model.preprocess_cfg(),
                 "tokenizer": tokenizer.to_config() if hasattr(tokenizer, "to_config") else type(tokenizer).__name__}
     if isinstance(model, ImageClassifier):
         return {**model.config(), "model": type(model.model).__qualname__,

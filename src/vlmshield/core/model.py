@@ -234,6 +234,11 @@ class VLM(nn.Module):
         custom_text = cfg.pop("custom_text", False) or "hf_model_name" in cfg.get("text_cfg", {})
         return (open_clip.CustomTextCLIP if custom_text else open_clip.CLIP)(**cfg)
 
+    def preprocess_cfg(self) -> dict:
+        """The preprocessing as open_clip's ``preprocess_cfg`` holds it: mean, std, size, interpolation, resize mode."""
+        return {"mean": self.pixel_mean.flatten().tolist(), "std": self.pixel_std.flatten().tolist(),
+                "size": list(self.image_size), "interpolation": self.interpolation, "resize_mode": self.resize_mode}
+
     # ------------------------------------------------------------------- encoders
     @property
     def device(self) -> torch.device:

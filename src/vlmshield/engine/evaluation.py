@@ -136,10 +136,11 @@ def resolve_defense(defense, params: dict | None):
     return defense
 
 
-def provenance(model_info: dict, evaluator, attack, adaptive_attacks, defense, datasets) -> dict:
-    """The plugin distribution (and version) that provided each component of a run."""
+def provenance(evaluator, attack, adaptive_attacks, defense, datasets) -> dict:
+    """The plugin distribution (and version) that provided each component of a run besides the model (whose
+    provider its identity holds)."""
     host = get_host()
-    found = {"model": model_info.get("provider"), "evaluator": host.provider_of("evaluator", evaluator),
+    found = {"evaluator": host.provider_of("evaluator", evaluator),
              "datasets": {d.name: getattr(d, "provider", None) for d in datasets}}
     if attack is not None:
         found["attack"] = host.provider_of("attack", attack)
@@ -306,7 +307,7 @@ def evaluate(model, dataset=None, *, protocol=None, evaluator: str | Evaluator =
     preprocess = {d.name: d.preprocess for d in datasets if getattr(d, "preprocess", None) is not None}
     if preprocess:  # the rules a protocol built the datasets with
         config["preprocess"] = preprocess
-    config["provenance"] = provenance(model_info, evaluator, attack, adaptive_attacks, defense, datasets)
+    config["provenance"] = provenance(evaluator, attack, adaptive_attacks, defense, datasets)
     config_fingerprint = fingerprint(config)
     rank, world = rank_and_world()
     log = None

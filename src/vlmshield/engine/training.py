@@ -142,8 +142,8 @@ def _load_checkpoint(path: Path, config: TrainConfig, method, trainer, model: nn
         raise ParameterError(f"checkpoint {path} belongs to another configuration; use another output folder, "
                              f"or delete it to start over.")
     started_from = state.get("start_model")  # older checkpoints do not say
-    continued = weights_sha256(weights_module(model)) == weights_sha256(state["model"])  # the run's own model
-    if started_from is not None and not same_model(started_from, start_model) and not continued:
+    if (started_from is not None and not same_model(started_from, start_model)
+            and weights_sha256(weights_module(model)) != weights_sha256(state["model"])):  # not the run's own model
         raise ParameterError(f"checkpoint {path} continues a training of {describe_identity(started_from)}, not of "
                              f"{describe_identity(start_model)}; use another output folder, or delete it to start "
                              f"over.")
@@ -220,9 +220,10 @@ def _train_in(model, method, config, *, batches, step_loss, refs, parameters, ou
         parameter.requires_grad_(id(parameter) in trainable_ids)
     optimizer = OPTIMIZERS[config.optimizer](parameter_groups(parameters, no_decay), config.stages[0], config)
     start, history, elapsed_before, resumes = 0, [], 0.0, 0
-    start_model = {k: v for k, v in model_identity(model).items() if k != "provider"}
+    start_model = None
     checkpoint = Path(out) / "checkpoint.pt" if out is not None else None
     if checkpoint is not None:
+        start_model = {k: v for k, v in model_identity(model).items() if k != "provider"}
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
         remove_leftovers(checkpoint)
         if checkpoint.exists():

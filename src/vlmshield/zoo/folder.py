@@ -77,11 +77,6 @@ def hf_tokenizer_name(model_cfg: dict) -> str | None:
     return (text_cfg.get("hf_tokenizer_name") or None) if isinstance(text_cfg, dict) else None
 
 
-def _preprocess_cfg(vlm: VLM) -> dict:
-    return {"mean": vlm.pixel_mean.flatten().tolist(), "std": vlm.pixel_std.flatten().tolist(),
-            "size": list(vlm.image_size), "interpolation": vlm.interpolation, "resize_mode": vlm.resize_mode}
-
-
 def _card_dict(card: ModelCard | dict | None) -> dict:
     """A card as the plain dict a folder records (from a ModelCard, or the dict ``zoo.info`` returns), without
     its loader; empty for no card."""
@@ -124,7 +119,7 @@ def save(model: VLM | ImageClassifier, directory: str | os.PathLike, card: Model
                                  f"({type(vlm.tokenizer).__name__}) cannot write it; give the VLM open_clip's "
                                  f"tokenizer (open_clip.get_tokenizer).")
         vlm.tokenizer.save_pretrained(str(directory))
-    atomic_write_json(directory / CONFIG, {"model_cfg": vlm.model_cfg, "preprocess_cfg": _preprocess_cfg(vlm),
+    atomic_write_json(directory / CONFIG, {"model_cfg": vlm.model_cfg, "preprocess_cfg": vlm.preprocess_cfg(),
                                            "vlmshield": section})
     (directory / README).write_text(model_card(section, metrics))
     return directory
