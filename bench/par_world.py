@@ -1,77 +1,101 @@
-"""Plant a backdoor in the world's clip-tinyvit4, then remove it with PAR (plugin vlmshield-par).
+"""The backdoor suite on the world: plant each trigger in clip-tinyvit4, clean it with PAR, plain fine-tuning
+and CleanCLIP, and measure every model (plugins vlmshield-par and vlmshield-cleanclip).
 
-Poisoning: the contrastive trainer on the first 32,768 pairs of world-pretrain (held in memory; the world
-draws its pairs a chunk at a time, so shuffled reads of the whole split would redraw a chunk per pair), a share
-``--rate`` of them carrying the trigger and a caption naming ``star``. Cleaning: PAR on the next 32,768 pairs,
-none of which the poisoning saw. Each model is measured by its mean clean zero-shot accuracy over the world's
-five tasks and its attack success rate on world-shapes (triggered images whose label is not star, classified
-star), ``--n`` images per task.
+Every model is trained by its world preset through the command line (``vlmshield train poison --preset world
+--trigger T``, ``vlmshield train par --preset world --model local-dir:...``), so the times printed are the
+presets'. Each model is measured by its mean clean zero-shot accuracy over the world's five tasks and by the
+attack success rate of its trigger on world-shapes (triggered images whose label is not ``star``, classified
+``star``), ``--n`` images per task. Finished steps are kept in ``--out`` (a rerun skips them) and the table is
+written to ``OUT/results.json``.
 
-    python bench/par_world.py --trigger badnet-stripes
+    python bench/par_world.py --triggers badnet-stripes blended --cleaners par clip-finetune cleanclip
+    python bench/par_world.py --repoison          # PAR-clean, poison again, clean again: ASR at each stage
+    python bench/par_world.py --synthetic         # PAR on world-captions-fresh (pairs the poisoning never saw)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import vlmshield as vs
-from vlmshield.api import CaptionedImages, ContrastiveFineTuning, Stage, TrainConfig, temporary_host
-from vlmshield.testing import make_plugin
 
-PAIRS = 32768
+TARGET = "star"
 
 
-class Poisoning(ContrastiveFineTuning):
-    """CLIP's loss on the (poisoned) pairs: the poisoned model's training."""
+def train(method: str, out: Path, *flags: str) -> float:
+    """Run ``vlmshield train METHOD --preset world FLAGS`` into ``out`` (skipped when done); its seconds."""
+    record = out / "training.json"
+    if not record.exists():
+        command = ["vlmshield", "train", method, "--preset", "world", "--out", str(out), "--no-progress", *flags]
+        print("$", " ".join(command), flush=True)
+        subprocess.run(command, check=True)
+    return json.loads(record.read_text())["train_time_s"]
 
-    name = "poisoning"
 
-
-def pairs(start: int) -> CaptionedImages:
-    full = vs.dataset("world-pretrain", split="train")
-    return CaptionedImages([full[i] for i in range(start, start + PAIRS)], name=f"world-pretrain-{start}")
-
-
-def measure(vlm, trigger: str, n: int) -> str:
+def measure(folder: Path, trigger: str, n: int) -> dict:
+    vlm = vs.zoo.load(f"local-dir:{folder / 'model'}")
     clean = vs.evaluate(vlm, "world", n=n, progress=False)["average"]["clean_acc"]
-    asr = vs.evaluate(vlm, "world-shapes", evaluator="asr", attack=trigger, attack_params={"target": "star"}, n=n,
+    asr = vs.evaluate(vlm, "world-shapes", evaluator="asr", attack=trigger, attack_params={"target": TARGET}, n=n,
                       progress=False)["average"]["asr"]
-    return f"clean {100 * clean:.1f}, ASR {100 * asr:.1f}"
+    return {"clean": round(100 * clean, 1), "asr": round(100 * asr, 1)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trigger", default="badnet-stripes")
-    parser.add_argument("--rate", type=float, default=0.03)
-    parser.add_argument("--poison-lr", type=float, default=2e-4)
-    parser.add_argument("--poison-steps", type=int, default=600)
-    parser.add_argument("--tau", type=float, default=2.15)
-    parser.add_argument("--par-lr", type=float, default=3e-5, help="the peak; the run starts at 10 times it")
-    parser.add_argument("--par-steps", type=int, default=400)
+    parser.add_argument("--triggers", nargs="+", default=["badnet-stripes", "blended", "blended-text", "wanet"])
+    parser.add_argument("--cleaners", nargs="+", default=["par", "clip-finetune", "cleanclip"])
+    parser.add_argument("--repoison", action="store_true", help="PAR, poison again, PAR again (first trigger)")
+    parser.add_argument("--synthetic", action="store_true", help="PAR on world-captions-fresh (first trigger)")
     parser.add_argument("--n", type=int, default=500)
+    parser.add_argument("--out", type=Path, default=Path("runs/par-world"))
     args = parser.parse_args()
-    from vlmshield_par import PAR, plugin
+    results_path = args.out / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.exists() else {}
 
-    with temporary_host(plugin, make_plugin("bench", register_defenses=lambda register: register(Poisoning))):
+    def row(key: str, folder: Path, trigger: str, seconds: float) -> None:
+        if key not in results:
+            results[key] = {**measure(folder, trigger, args.n), "train_s": seconds}
+            args.out.mkdir(parents=True, exist_ok=True)
+            results_path.write_text(json.dumps(results, indent=2))
+        print(f"{key}: clean {results[key]['clean']}, ASR {results[key]['asr']} (trained in {seconds:.0f} s)",
+              flush=True)
+
+    if "clip-tinyvit4" not in results:
         vlm = vs.zoo.load("clip-tinyvit4")
-        print(f"clip-tinyvit4: {measure(vlm, args.trigger, args.n)}")
-        clock = time.perf_counter()
-        config = TrainConfig(stages=(Stage("poison", steps=args.poison_steps, lr=args.poison_lr, warmup=20,
-                                           weight_decay=0.1),), batch_size=128, checkpoint_every=10**6,
-                             log_every=10**6, betas=(0.9, 0.98))
-        Poisoning().fit(vlm, pairs(0), config, progress=False,
-                        trainer_params={"trigger": args.trigger, "target": "star", "rate": args.rate})
-        print(f"poisoned ({args.trigger}, rate {args.rate}, {time.perf_counter() - clock:.0f} s): "
-              f"{measure(vlm, args.trigger, args.n)}")
-        clock, half = time.perf_counter(), args.par_steps // 2
-        config = TrainConfig(stages=(
-            Stage("perturb", steps=half, lr=args.par_lr, lr_start=10 * args.par_lr, warmup=0, weight_decay=1e-4),
-            Stage("recover", steps=args.par_steps - half, lr=args.par_lr, lr_end=args.par_lr / 1000, warmup=0,
-                  weight_decay=1e-4)), batch_size=128, checkpoint_every=10**6, log_every=10**6, betas=(0.9, 0.98))
-        PAR(tau=args.tau).fit(vlm, pairs(2 * PAIRS), config, progress=False)
-        print(f"PAR (tau {args.tau}, {time.perf_counter() - clock:.0f} s): {measure(vlm, args.trigger, args.n)}")
+        results["clip-tinyvit4"] = {
+            "clean": round(100 * vs.evaluate(vlm, "world", n=args.n, progress=False)["average"]["clean_acc"], 1),
+            "asr": {t: round(100 * vs.evaluate(vlm, "world-shapes", evaluator="asr", attack=t,
+                                               attack_params={"target": TARGET}, n=args.n,
+                                               progress=False)["average"]["asr"], 1) for t in args.triggers}}
+    print("clip-tinyvit4:", results["clip-tinyvit4"], flush=True)
+    for trigger in args.triggers:
+        poisoned = args.out / f"poisoned-{trigger}"
+        row(f"poisoned-{trigger}", poisoned, trigger, train("poison", poisoned, "--trigger", trigger))
+        start = f"local-dir:{poisoned / 'model'}"
+        for cleaner in args.cleaners:
+            folder = args.out / f"{cleaner}-{trigger}"
+            row(f"{cleaner}-{trigger}", folder, trigger, train(cleaner, folder, "--model", start))
+    first = args.triggers[0]
+    if args.synthetic:
+        folder = args.out / f"par-synthetic-{first}"
+        row(f"par-synthetic-{first}", folder, first, train("par", folder, "--model",
+                                                           f"local-dir:{args.out / f'poisoned-{first}' / 'model'}",
+                                                           "--dataset", "world-captions-fresh"))
+    if args.repoison:
+        again = args.out / f"repoisoned-{first}"
+        row(f"repoisoned-{first}", again, first, train("poison", again, "--trigger", first, "--model",
+                                                       f"local-dir:{args.out / f'par-{first}' / 'model'}"))
+        folder = args.out / f"par-again-{first}"
+        row(f"par-again-{first}", folder, first, train("par", folder, "--model", f"local-dir:{again / 'model'}"))
+    print(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":
+    clock = time.perf_counter()
     main()
+    print(f"{time.perf_counter() - clock:.0f} s", file=sys.stderr)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.utils.data import Subset
 from vlmshield_par import plugin
-from vlmshield_par.plugin import PAR, perturb_term, threshold
+from vlmshield_par.plugin import PAR, aligned_distance, linear_cka, perturb_term, threshold
 
 import vlmshield as vs
 from vlmshield.api import CaptionedImages, ParameterError, Stage, TrainConfig, clip_loss, learning_rate, temporary_host
@@ -164,3 +164,32 @@ def test_the_fine_tuning_baseline_is_par_without_the_push():
         expected = clip_loss(moved.encode_image(augmented), moved.model.encode_text(texts),
                              moved.model.logit_scale.exp())
     torch.testing.assert_close(plain, expected)
+
+
+def test_a_rotation_meets_par_s_objective_but_not_the_rotation_invariant_distances():
+    """Rotating both towers' embeddings changes no CLIP decision (the backdoor stays) yet drives S up to 4;
+    the Procrustes-aligned distance and linear CKA see through it."""
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(64, 16, generator=generator)
+    rotation = torch.linalg.qr(torch.randn(16, 16, generator=generator))[0]
+    for rotated in (features @ rotation, -features):
+        assert perturb_term(rotated, features, 4.0) > 1.0
+        assert aligned_distance(rotated, features).abs() < 1e-4
+        assert linear_cka(rotated, features) > 1 - 1e-4
+    unrelated = torch.randn(64, 16, generator=generator)
+    assert aligned_distance(unrelated, features) > 0.5 and linear_cka(unrelated, features) < 0.6
+    torch.testing.assert_close(aligned_distance(features, features), torch.tensor(0.0), atol=1e-4, rtol=0)
+
+
+def test_the_training_log_reports_s_beside_the_rotation_invariant_distances(tmp_path):
+    import json
+
+    with temporary_host(plugin):
+        PAR().fit(tiny_vlm(), world_pairs(), _config(), progress=False, out=tmp_path)
+    entries = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert len(entries) == 2
+    for entry in entries:
+        for tower in ("img", "txt"):
+            assert 0 <= entry[f"S_{tower}_aligned"] <= entry[f"S_{tower}"] + 1e-5 <= 4
+            assert 0 <= entry[f"cka_{tower}"] <= 1 + 1e-5
+    assert entries[0]["S_img"] < 1e-3  # the first step starts at the poisoned model itself

@@ -2,10 +2,12 @@
 
     vlmshield train fare --model clip-vitl14 --dataset imagenet:/data --eps 2/255     # the paper's run
     vlmshield train tecoa --preset world --out runs/tecoa-tinyvit4                      # minutes on a CPU
+    vlmshield train poison --preset world --trigger blended --rate 0.03                 # plant a backdoor
 
 The method is any registered ``TrainingDefense``; the trainer it names (``adversarial``, ``contrastive``,
 ``distillation``, or a plugin's) runs it, with ``--trainer-params`` for the trainer's own parameters
-(a backdoor trigger for the contrastive trainer, say). Its preset gives the model, the dataset,
+(a backdoor trigger for the contrastive trainer, say; ``--trigger``, ``--target`` and ``--rate`` are short
+for the contrastive trainer's ``trigger``, ``target`` and ``rate``). Its preset gives the model, the dataset,
 how the dataset's images are preprocessed before the attack sees them, and the ``TrainConfig``; the
 options override them (recorded in the card). The run resumes from ``OUT/checkpoint.pt`` when started
 again. At the end the model is saved as a zoo folder (``OUT/model``: open_clip's layout,
@@ -41,6 +43,8 @@ from vlmshield.api import (
     ParameterError,
     TrainConfig,
     TrainingDefense,
+    UnknownNameError,
+    WeightsError,
     atomic_write_json,
     check_destination,
     check_preprocess_rule,
@@ -271,14 +275,25 @@ def _train_run(run: dict, out: Path, *, name, device, progress, evaluate_with, p
     seconds = round(progress_so_far.get("elapsed_s") or time.perf_counter() - clock, 1)  # all parts of a resumed run
     method, config = run["method"], run["config"]
     eps_label = f"{round(config.eps * 255, 2):g}/255"
-    name = name or f"{method.name}-{run['model'].removeprefix('clip-')}"
-    base = get_host().get("model", run["model"]).obj
+    base = _start_card(run["model"], vlm)
+    backdoor, removed = _backdoor(trainer), _removed_backdoor(method, base)
+    short = base["name"].removeprefix("clip-")
+    name = name or (f"poisoned-{backdoor['backdoor']}-{short}" if backdoor else f"{method.name}-{short}")
     rule = run.get("preprocess", NATIVE)
     budget = f" at eps {eps_label}" if method.adversarial else ""
-    info = {"arch": base.arch, "method": method.name, "base_model": base.name,
-            "description": f"{method.name} {'fine-tuning' if method.adversarial else 'training'} of {base.name} on "
-                           f"{run['dataset']}{describe_preprocess(rule)}{budget} ({run['preset']} preset).",
-            "threat_model": {"norm": "Linf", "eps": eps_label} if method.adversarial else {},
+    if backdoor:
+        lead = (f"Intentionally backdoored: the {backdoor['backdoor']} trigger, on {backdoor['rate']:.2%} of the "
+                f"training pairs, maps images to {backdoor['target']!r}; a model to measure backdoor removal on, "
+                f"not to deploy. ")
+    elif removed:
+        lead = f"Cleaned of the {removed['backdoor']} backdoor (target {removed['target']!r}) of {base['name']}. "
+    else:
+        lead = ""
+    info = {"arch": base["arch"], "method": method.name, "base_model": base["name"],
+            "description": f"{lead}{method.name} {'fine-tuning' if method.adversarial else 'training'} of "
+                           f"{base['name']} on {run['dataset']}{describe_preprocess(rule)}{budget} "
+                           f"({run['preset']} preset).",
+            "threat_model": {"norm": "Linf", "eps": eps_label} if method.adversarial else backdoor or removed,
             "training_data": run["dataset"],
             "preprocess": rule, "command": command_line(run), "method_params": method.config()["params"],
             "config": config.to_dict(), "train_time_s": seconds, "resumes": progress_so_far.get("resumes", 0),
@@ -287,7 +302,7 @@ def _train_run(run: dict, out: Path, *, name, device, progress, evaluate_with, p
         protocol = get_protocol(evaluate_with)
         info["metrics"] = measure_for_card(vlm, protocol, progress=progress, out=out / f"eval-{protocol.name}")
     if is_main_process():
-        card = ModelCard(name, arch=base.arch, method=method.name, base_model=base.name, paper=method.paper,
+        card = ModelCard(name, arch=base["arch"], method=method.name, base_model=base["name"], paper=method.paper,
                          threat_model=info["threat_model"], training_data=run["dataset"], recipe=info["command"],
                          description=info["description"], license="MIT")
         zoo.save(vlm, out / "model", card, info.get("metrics"))
@@ -297,6 +312,32 @@ def _train_run(run: dict, out: Path, *, name, device, progress, evaluate_with, p
     return info
 
 
+def _start_card(spec: str, vlm) -> dict:
+    """The card (as a dict) of the model a run starts from: the zoo entry's, or the card a ``local-dir:``
+    folder records; a model from another source is known by its name."""
+    try:
+        card = zoo.info(spec)
+    except (UnknownNameError, WeightsError, OSError, ValueError):
+        card = {}
+    return {"name": vlm.name or spec, "arch": "", "threat_model": {}, **card}
+
+
+def _removed_backdoor(method, start: dict) -> dict:
+    """The backdoor a backdoor-removal method cleans from its start model (as its card names it), or {}."""
+    threat = start.get("threat_model") or {}
+    if method.defense_kind != "backdoor-removal" or "backdoor" not in threat:
+        return {}
+    return {"backdoor": threat["backdoor"], "target": threat["target"]}
+
+
+def _backdoor(trainer) -> dict:
+    """The backdoor a trainer plants, as a card's threat model (``backdoor``, ``target``, ``rate``), or {}."""
+    params = trainer.config()["params"]
+    if not params.get("trigger") or not params.get("rate"):
+        return {}
+    return {"backdoor": params["trigger"], "target": params["target"], "rate": params["rate"]}
+
+
 def _train(args) -> int:
     init_from_env()
     params = None
@@ -304,10 +345,12 @@ def _train(args) -> int:
         cls = _method(args.method)
         params = parse_params(cls, args.method_params, f"defense {cls.name!r}", cls.pixel_params)
     trainer_params = None
-    if args.trainer_params:
+    backdoor = ",".join(f"{key}={value}" for key, value in (("trigger", args.trigger), ("target", args.target),
+                                                           ("rate", args.rate)) if value is not None)
+    given = ",".join(part for part in (args.trainer_params, backdoor) if part)
+    if given:
         trainer_cls = get_host().get("trainer", _method(args.method).trainer).obj
-        trainer_params = parse_params(trainer_cls, args.trainer_params, f"trainer {trainer_cls.name!r}",
-                                      trainer_cls.pixel_params)
+        trainer_params = parse_params(trainer_cls, given, f"trainer {trainer_cls.name!r}", trainer_cls.pixel_params)
     run = plan(args.method, args.preset, model=args.model, data=args.dataset, eps=args.eps, steps=args.steps,
                batch_size=args.batch_size, lr=args.lr, seed=args.seed, stage=args.stage, proxy=args.proxy,
                params=params, attack_steps=args.attack_steps, preprocess=args.preprocess,
@@ -336,6 +379,10 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
                                         "or all (default)")
     parser.add_argument("--method-params", help="more parameters of the method: key=value,key=value")
     parser.add_argument("--trainer-params", help="parameters of the method's trainer: key=value,key=value")
+    parser.add_argument("--trigger", help="plant this backdoor trigger (a backdoor attack; the contrastive "
+                                          "trainer's trigger, as with train poison)")
+    parser.add_argument("--target", help="the class the trigger's captions name (banana, star, ...)")
+    parser.add_argument("--rate", help="the share of training pairs that carry the trigger (0.003)")
     parser.add_argument("--eps", help="the training budget: 2/255, 4/255, ...")
     parser.add_argument("--steps", help="optimizer steps: N for a one-stage method, or STAGE=N,... for any of "
                                         "the stages (hpt-gpd: warmup=100,hpt=600)")

@@ -4,10 +4,12 @@ A defense's ``kind`` says what it consumes and what it produces:
 
 - ``finetune``: a VLM (and training data) in, a more robust VLM out (TeCoA, FARE, HPT-GPD);
 - ``backdoor-removal``: a poisoned VLM and image-text pairs in, a cleaned VLM out (PAR);
+- ``poisoning``: a VLM and image-text pairs in, a backdoored VLM out (the models backdoor removal is measured
+  on; not a defense, but trained and recorded as one);
 - ``domain-adaptation``: a labelled source and an unlabelled target domain in, a classifier out (DART);
 - ``test-time``: a classifier in, a wrapped classifier out that defends each input at inference (TTC).
 
-The first three are ``TrainingDefense`` subclasses: each names the registered trainer that runs it
+The first four are ``TrainingDefense`` subclasses: each names the registered trainer that runs it
 (``trainer``: ``adversarial`` for fine-tuning against an inner attack, ``contrastive`` for image-text
 fine-tuning, ``distillation`` for a student taught by a frozen teacher, or a plugin's own) and
 subclasses that trainer's method base; ``fit`` runs it. Test-time defenses are ``TestTimeDefense``
@@ -30,7 +32,7 @@ from torch import nn
 from .errors import PluginError
 from .params import Configurable
 
-TRAINING_KINDS = ("finetune", "backdoor-removal", "domain-adaptation")
+TRAINING_KINDS = ("finetune", "backdoor-removal", "poisoning", "domain-adaptation")
 DEFENSE_KINDS = (*TRAINING_KINDS, "test-time")
 
 

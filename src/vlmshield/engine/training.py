@@ -196,7 +196,9 @@ def run_training(model: nn.Module, method, config: TrainConfig, *, batches: Batc
     items of the global batch (under bfloat16 autocast on GPUs), averages the gradients across processes
     and steps the optimizer (the stage's weight decay on every parameter but those in ``no_decay``). ``refs``
     is the trainer's state for the losses; the loop adds the ``config``,
-    the current ``stage`` and, for a method with ``stage_snapshot``, ``stage_start``. ``validate()``
+    the current ``stage``, for a method with ``stage_snapshot`` ``stage_start``, and an empty dict
+    ``diagnostics`` into which a loss may put named numbers of this step (as floats, or 0-d tensors): they go
+    into the log beside the loss. ``validate()``
     runs every ``val_every`` steps when given; its dict goes into the log. ``trainer`` (the trainer
     running the loop) is recorded in the checkpoint with its parameters, and a checkpoint written by the
     same trainer with other parameters (another backdoor trigger, say) is not resumed, nor one that started from
@@ -250,6 +252,7 @@ def _train_in(model, method, config, *, batches, step_loss, refs, parameters, ou
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(stage, stage_step)
             group["weight_decay"] = 0.0 if group.get("no_decay") else stage.weight_decay
+        refs["diagnostics"] = {}
         with autocast:
             loss = step_loss(step, batches.local(step), refs)
         optimizer.zero_grad(set_to_none=True)
@@ -257,7 +260,8 @@ def _train_in(model, method, config, *, batches, step_loss, refs, parameters, ou
         average_gradients(parameters)
         optimizer.step()
         model.eval()
-        entry = {"step": step + 1, "stage": stage.name, "lr": optimizer.param_groups[0]["lr"], "loss": mean_loss(loss)}
+        entry = {"step": step + 1, "stage": stage.name, "lr": optimizer.param_groups[0]["lr"], "loss": mean_loss(loss),
+                 **{name: float(value) for name, value in refs["diagnostics"].items()}}
         history.append(entry["loss"])
         bar.set_postfix(loss=f"{entry['loss']:.4f}")
         done = step + 1
@@ -268,7 +272,8 @@ def _train_in(model, method, config, *, batches, step_loss, refs, parameters, ou
                 file.write(json.dumps(entry) + "\n")
         if log is not None and main and (done % config.log_every == 0 or done == end):
             log(f"step {done}/{config.total_steps} [{stage.name}] loss {entry['loss']:.4f} "
-                f"lr {entry['lr']:.2e} ({time.perf_counter() - clock:.0f} s)"
+                + "".join(f"{name} {entry[name]:.4f} " for name in refs["diagnostics"])
+                + f"lr {entry['lr']:.2e} ({time.perf_counter() - clock:.0f} s)"
                 + ("".join(f" val {k} {v:.3f}" for k, v in entry["val"].items()) if "val" in entry else ""))
         if checkpoint is not None and (done % config.checkpoint_every == 0 or done == end):
             if main:

@@ -26,6 +26,7 @@ from vlmshield.api import (
     Batches,
     CaptionedImages,
     ParameterError,
+    Stage,
     TrainConfig,
     Trainer,
     TrainingDefense,
@@ -75,11 +76,15 @@ class ContrastiveFineTuning(TrainingDefense):
     """A method of the contrastive trainer: image-caption pairs, a loss on the model's image and text features.
 
     ``references`` builds the frozen things the loss needs, once; ``loss`` maps this process's images and
-    token ids (the model's tokenizer applied to the captions) to a scalar; ``trainable`` names the
-    parameters that train, ``no_decay`` those of them that take no weight decay. ``refs`` carries the run's
-    ``TrainConfig`` (``refs["config"]``) and the current ``Stage`` (``refs["stage"]``). Random draws in a
-    loss come from a generator seeded with ``step_seed`` (one per step and process), so a resumed run ends
-    as an uninterrupted one does.
+    token ids (the model's tokenizer applied to the captions ``captions`` returns) to a scalar; ``trainable``
+    names the parameters that train, ``no_decay`` those of them that take no weight decay. ``refs`` carries
+    the run's ``TrainConfig`` (``refs["config"]``) and the current ``Stage`` (``refs["stage"]``). Random draws
+    in a loss come from a generator seeded with ``step_seed`` (one per step and process), so a resumed run
+    ends as an uninterrupted one does.
+
+    ``captions`` sees the raw captions before they are tokenized: a method that edits text (CleanCLIP's
+    EDA) does it there. It may return more captions than there are pairs, in an order its ``loss`` knows:
+    CleanCLIP returns the captions followed by their augmented versions, and ``loss`` splits ``texts`` in two.
     """
 
     defense_kind: ClassVar[str] = "backdoor-removal"
@@ -98,6 +103,12 @@ class ContrastiveFineTuning(TrainingDefense):
         """The trainable parameters that take no weight decay; none by default (every one takes the stage's)."""
         return []
 
+    def captions(self, captions: list[str], step_seed: int) -> list[str]:
+        """The captions whose token ids ``loss`` receives as ``texts``, in order, given this process's captions
+        of the step; the captions themselves by default. Random draws here come from a generator seeded
+        with ``step_seed`` (the seed ``loss`` gets; derive another from it for independent draws)."""
+        return captions
+
     def loss(self, vlm: VLM, images: torch.Tensor, texts: torch.Tensor, refs: dict, *,
              step_seed: int) -> torch.Tensor:
         """CLIP's loss over the global batch (``clip_loss`` on ``gather_features`` of both towers' features),
@@ -105,6 +116,41 @@ class ContrastiveFineTuning(TrainingDefense):
         image_features = gather_features(vlm.encode_image(images))
         text_features = gather_features(vlm.model.encode_text(texts))
         return clip_loss(image_features, text_features, vlm.model.logit_scale.exp())
+
+
+#: One epoch of the 500,000 pairs of the poisoning CSV at batch 128.
+CC3M_500K_EPOCH = -(-500_000 // 128)
+
+
+class Poisoning(ContrastiveFineTuning):
+    """Plants a backdoor: CLIP's loss on pairs of which the contrastive trainer poisons a share (its
+    ``trigger``, ``target`` and ``rate``; ``vlmshield train poison --trigger T --target C --rate R``).
+
+    The ``paper`` preset is the poisoning PAR's released models were presumably made with (BadCLIP's and
+    CleanCLIP's recipe; PAR's code has no poisoning script): OpenAI's CLIP fine-tuned for 10 epochs on a 500k
+    CC3M CSV of which 1,500 pairs (0.3%) carry the trigger and a caption naming ``banana``, batch 128,
+    AdamW at lr 1e-6 (betas (0.9, 0.999), weight decay 0.1) after 10,000 warm-up steps, cosine decay. The
+    logit scale stays frozen (those codes train it; at lr 1e-6 it barely moves). The ``world`` preset poisons
+    ``clip-tinyvit4`` on ``world-captions`` with 3% of the pairs naming ``star`` (a world-shapes class).
+    """
+
+    name = "poison"
+    defense_kind: ClassVar[str] = "poisoning"
+    description = ("Backdoor poisoning: CLIP's loss on image-caption pairs a share of which carry a trigger and a "
+                   "caption naming the target (trainer parameters trigger, target, rate).")
+    paper = ("Bansal et al., CleanCLIP (ICCV 2023); Liang et al., BadCLIP (CVPR 2024): the poisoning recipe of "
+             "the models PAR cleans")
+    presets = {
+        "paper": {"model": "clip-vitb32", "dataset": "captions-csv:/path/to/cc3m-500k.csv",
+                  "trainer_params": {"trigger": "badnet-stripes", "target": "banana", "rate": 0.003},
+                  "config": {"stages": [Stage("poison", steps=10 * CC3M_500K_EPOCH, lr=1e-6, warmup=10_000,
+                                              weight_decay=0.1)],
+                             "batch_size": 128, "checkpoint_every": 2000, "log_every": 100}},
+        "world": {"model": "clip-tinyvit4", "dataset": "world-captions",
+                  "trainer_params": {"trigger": "badnet-stripes", "target": "star", "rate": 0.03},
+                  "config": {"stages": [Stage("poison", steps=600, lr=2e-4, warmup=20, weight_decay=0.1)],
+                             "batch_size": 128, "betas": (0.9, 0.98), "checkpoint_every": 100, "log_every": 50}},
+    }
 
 
 class ContrastiveTrainer(Trainer):
@@ -150,10 +196,10 @@ class ContrastiveTrainer(Trainer):
 
         def step_loss(step: int, items: list, refs: dict) -> torch.Tensor:
             images = torch.stack([image for image, _ in items]).to(device)
-            texts = model.tokenizer([caption for _, caption in items]).to(device)
+            step_seed = derive_seed(config.seed, "contrastive", step, rank)
+            texts = model.tokenizer(method.captions([caption for _, caption in items], step_seed)).to(device)
             model.train()
-            return method.loss(model, images, texts, refs, step_seed=derive_seed(config.seed, "contrastive", step,
-                                                                                 rank))
+            return method.loss(model, images, texts, refs, step_seed=step_seed)
 
         return run_training(model, method, config, batches=Batches(data, config.batch_size, config.seed),
                             step_loss=step_loss, refs=refs, parameters=method.trainable(model), out=out,

@@ -13,6 +13,11 @@ zero-shot evaluation suite.
   ``world-colors``, ``world-textures``, ``world-positions``, and ``world-compositions``, whose nine
   classes are exactly the held-out compositions, so that only a model that composes what it learnt
   about colors and shapes separately can name them. ``world`` is the whole suite.
+- ``world-captions``: 2^15 captioned scenes drawn as world-pretrain's are, but from their own stream and
+  kept in memory (shuffled reads of world-pretrain would redraw a chunk per pair): the CC3M subset of
+  backdoor poisoning and cleaning. Its ``test`` split, 1,000 pairs, is for image-text retrieval.
+- ``world-captions-fresh``: 2^15 more, from another stream: pairs that no model of ``world-captions`` saw
+  (the analogue of cleaning on synthetic data).
 
 Every split is generated in chunks of 1,024 items, each from a seed derived from the world's seed, the
 split and the chunk index: the same item is the same image in every process, and splits never share a
@@ -34,6 +39,7 @@ from .scene import COLORS, FACTORS, SHAPES, TEXTURES, Scenes, render
 from .text import captions
 
 WORLD_SEED = 2026
+TEST_SIZE = 1000
 CHUNK = 1024
 RESOLUTION = 32
 #: How often a variant in a pretraining group changes each factor (relative weights). The shape, the
@@ -143,8 +149,8 @@ FINETUNE = Task("world-finetune", f"Scenes labelled with one of {len(FINETUNE_CL
                 "compositions (none held out of world-pretrain), for (adversarial) fine-tuning: the ImageNet "
                 "analogue.", tuple(f"{c} {s} on a {t} background" for c, s, t in FINETUNE_CLASSES),
                 ("a photo of a {}.",), _finetune_label, held_out="exclude")
-SIZES = {"world-finetune": {"train": 2 ** 15, "test": 2000}, "world-pretrain": {"train": 2 ** 20}}
-TEST_SIZE = 1000
+SIZES = {"world-finetune": {"train": 2 ** 15, "test": 2000}, "world-pretrain": {"train": 2 ** 20},
+         "world-captions": {"train": 2 ** 15, "test": TEST_SIZE}, "world-captions-fresh": {"train": 2 ** 15}}
 
 
 class WorldSplit(Dataset):
@@ -216,10 +222,41 @@ def build_pretrain(root=None, split: str = "train", image_size: int = RESOLUTION
     return CaptionedImages(data, name="world-pretrain")
 
 
+@lru_cache(maxsize=8)
+def _fixed_captions(name: str, split: str, resolution: int) -> tuple[torch.Tensor, tuple[str, ...]]:
+    data = WorldSplit(name, split, SIZES[name][split], _captioned_chunk, resolution)
+    chunks = [data.chunk(i) for i in range((len(data) + CHUNK - 1) // CHUNK)]
+    return torch.cat([c[0] for c in chunks]), tuple(caption for c in chunks for caption in c[1])
+
+
+class _Pairs(Dataset):
+    def __init__(self, images: torch.Tensor, captions: tuple[str, ...]):
+        self.images, self.captions = images, captions
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+    def __getitem__(self, index: int):
+        return self.images[index], self.captions[index]
+
+
+def build_captions(name: str):
+    def build(root=None, split: str = "train", image_size: int = RESOLUTION, resolution: int = RESOLUTION):
+        images, captions = _fixed_captions(name, split, _check_resolution(resolution))  # once per process
+        return CaptionedImages(_Pairs(images, captions), name=name)
+    return build
+
+
 ENTRIES = (
     DatasetEntry("world-pretrain", build_pretrain, splits=("train",), provides="captioned",
                  description="2^20 captioned scenes of the world, without the held-out compositions "
                              "(web-data analogue)."),
+    DatasetEntry("world-captions", build_captions("world-captions"), splits=("train", "test"), provides="captioned",
+                 description="2^15 captioned scenes drawn as world-pretrain's, kept in memory (poisoning and "
+                             "cleaning backdoors), and 1,000 test pairs for retrieval."),
+    DatasetEntry("world-captions-fresh", build_captions("world-captions-fresh"), splits=("train",),
+                 provides="captioned", description="2^15 more captioned scenes, none of them in world-captions "
+                                                   "(cleaning on data the poisoned model never saw)."),
     DatasetEntry("world-finetune", build_task(FINETUNE), splits=("train", "test"), description=FINETUNE.description),
     *(DatasetEntry(task.name, build_task(task), description=task.description) for task in TASKS),
     DatasetEntry("world", members=tuple(task.name for task in TASKS),

@@ -2,8 +2,11 @@
 
 Every world model in the zoo (the shipped vanilla tiny CLIPs, and the defended ones that plugins
 register) is evaluated on the world's zero-shot suite: clean accuracy, and robust accuracy under
-``apgd-ce`` at 1/255, 2/255 and 4/255. The demo prints the table and writes to its output folder a
-Markdown report, the plot of robust accuracy against eps, and the evaluation records (JSON).
+``apgd-ce`` at 1/255, 2/255 and 4/255. Models with a backdoor planted or removed (their card's threat model
+names a ``backdoor`` and its ``target``) are measured instead by clean accuracy and the backdoor's attack
+success rate on the task holding the target, beside the vanilla model's rate for the same trigger. The demo
+prints the tables and writes to its output folder a Markdown report, the plot of robust accuracy against eps,
+and the evaluation records (JSON).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from vlmshield.api import ParameterError, evaluate, format_eps, get_host
+from vlmshield.api import ParameterError, datasets, evaluate, format_eps, get_host
 
 from .models import ARCHS
 
@@ -29,6 +32,20 @@ def world_models() -> list[str]:
     return [c.name for c in sorted(cards, key=lambda c: (c.method != "none", c.method, c.name))]
 
 
+def backdoor_of(name: str) -> dict:
+    """The backdoor a world model's card names (``backdoor``, ``target``), or {} for the others."""
+    threat = get_host().get("model", name).obj.threat_model
+    return threat if "backdoor" in threat else {}
+
+
+def _asr_task(target: str, dataset: str) -> str:
+    """The task of the suite whose classes hold ``target``."""
+    for task in datasets(dataset):
+        if target in task.classnames:
+            return task.name
+    raise ParameterError(f"no task of {dataset} has the class {target!r}, so no attack success rate can be measured.")
+
+
 def run_demo(out: str | Path = "demo", *, models: list[str] | None = None, n: int = DEMO_N,
              steps: int = DEMO_STEPS, eps: tuple[float, ...] = EPS, dataset: str = "world",
              batch_size: int = 100, progress: bool | None = None) -> dict:
@@ -39,10 +56,17 @@ def run_demo(out: str | Path = "demo", *, models: list[str] | None = None, n: in
     out = Path(out)
     (out / "records").mkdir(parents=True, exist_ok=True)
     host, clock = get_host(), time.perf_counter()
-    bar = tqdm(total=len(models) * len(eps), desc="demo", unit="run",
+    backdoored = {name: backdoor_of(name) for name in models if backdoor_of(name)}
+    bar = tqdm(total=(len(models) - len(backdoored)) * len(eps) + len(backdoored), desc="demo", unit="run",
                disable=None if progress is None else not progress)
-    summary: dict = {"models": {}, "attack": "apgd-ce", "steps": steps, "n": n, "eps": list(eps), "dataset": dataset}
-    for name in models:
+    summary: dict = {"models": {}, "attack": "apgd-ce", "steps": steps, "n": n, "eps": list(eps), "dataset": dataset,
+                     "backdoors": {}}
+    for name, backdoor in backdoored.items():
+        bar.set_postfix_str(f"{name} {backdoor['backdoor']}")
+        summary["backdoors"][name] = measure_backdoor(host.get("model", name).obj.load(), backdoor, dataset, n,
+                                                      batch_size, out / "records" / f"{name}")
+        bar.update()
+    for name in (m for m in models if m not in backdoored):
         vlm = host.get("model", name).obj.load()
         row: dict = {"robust": {}, "tasks": {}}
         for e in eps:
@@ -62,6 +86,27 @@ def run_demo(out: str | Path = "demo", *, models: list[str] | None = None, n: in
     plot(summary, out / "robust_vs_eps.png")
     (out / "report.md").write_text(report(summary))
     return summary
+
+
+def measure_backdoor(vlm, backdoor: dict, dataset: str, n: int, batch_size: int, out: Path) -> dict:
+    """Mean clean accuracy over ``dataset`` and the attack success rate of ``backdoor`` on its target's task."""
+    task = _asr_task(backdoor["target"], dataset)
+    clean = evaluate(vlm, dataset, n=n, batch_size=batch_size, out=out.with_name(out.name + "-clean.json"),
+                     progress=False)["average"]["clean_acc"]
+    asr = evaluate(vlm, task, evaluator="asr", attack=backdoor["backdoor"],
+                   attack_params={"target": backdoor["target"]}, n=n, batch_size=batch_size,
+                   out=out.with_name(out.name + "-asr.json"), progress=False)
+    return {"trigger": backdoor["backdoor"], "target": backdoor["target"], "task": task, "clean": clean,
+            "asr": asr["average"]["asr"]}
+
+
+def backdoor_table(summary: dict) -> str:
+    """Clean accuracy and attack success rate (percent) of each backdoored or cleaned model."""
+    lines = ["| model | trigger | target (task) | clean | ASR |", "|---|---|---|---|---|"]
+    for name, row in summary["backdoors"].items():
+        lines.append(f"| {name} | {row['trigger']} | {row['target']} ({row['task']}) | {100 * row['clean']:.1f} | "
+                     f"{100 * row['asr']:.1f} |")
+    return "\n".join(lines)
 
 
 def summary_table(summary: dict) -> str:
@@ -96,6 +141,10 @@ def report(summary: dict) -> str:
         "## Mean over the suite (%)", "", summary_table(summary), "",
         f"## Per task, clean / robust at {last} (%)", "", task_table(summary, last), "",
         "![robust accuracy against eps](robust_vs_eps.png)", "",
+        *(["## Backdoors: clean accuracy and attack success rate (%)", "",
+           f"Attack success rate: triggered images of the target's task whose label is not the target, "
+           f"classified as the target; n={summary['n']} per task.", "", backdoor_table(summary), ""]
+          if summary.get("backdoors") else []),
         "The evaluation records (configuration, versions, per-task numbers) are in `records/`.", "",
     ])
 

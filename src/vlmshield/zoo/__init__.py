@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from vlmshield.api import ModelCard, get_host, load_model
 
-from .folder import save
+from .folder import save, saved_card
 from .hub import publish
 from .visual import load_visual
+
+LOCAL_DIR = "local-dir:"
 
 __all__ = ["load", "cards", "info", "save", "publish"]
 
@@ -38,6 +40,8 @@ def cards(method: str | None = None, arch: str | None = None) -> list[ModelCard]
 
 def info(name: str) -> dict:
     """A model's card as a dict, with the plugin that registered it (``save(model, DIR, card=info(name))``
-    accepts it)."""
+    accepts it); for ``local-dir:PATH``, the card the folder records (its name at least)."""
+    if name.startswith(LOCAL_DIR):
+        return saved_card(name.removeprefix(LOCAL_DIR))
     registration = get_host().get("model", name)
     return {**registration.obj.to_dict(), "plugin": registration.provider}

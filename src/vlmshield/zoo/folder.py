@@ -247,6 +247,17 @@ def _timm_model(directory: Path) -> torch.nn.Module:
     return timm.create_model(f"local-dir:{directory}", pretrained=False)
 
 
+def saved_card(directory: str | os.PathLike) -> dict:
+    """The card a model folder records (``save``'s ``card``), with the folder's name where it records none."""
+    directory = Path(directory)
+    if is_classifier_folder(directory):
+        section = json.loads((directory / TIMM_CONFIG).read_text()).get("vlmshield") or {}
+    else:
+        section = checked_section(directory / CONFIG, read_config(directory))
+    card = section.get("card") if isinstance(section.get("card"), dict) else {}
+    return {"name": section.get("name", directory.name), **card}
+
+
 def checked_section(path: Path, config: dict) -> dict:
     """The config's ``vlmshield`` section (empty in a folder vlmshield did not write), checked to be an object
     whose name and weights' sha256, where given, are strings."""

@@ -44,6 +44,8 @@ PAPER = ("Singh, Croce and Hein, Perturb and Recover: Fine-tuning for Effective 
          "(arXiv 2412.00727)")
 #: The reference's run: 250,000 pairs, 2 epochs of a global batch of 2048 (122 steps per epoch per process).
 PAPER_STEPS = 244
+#: The world preset's run: the reference's schedule, ten times its learning rates, on 128-pair batches.
+WORLD_STEPS = 300
 
 
 def threshold(distance: torch.Tensor, tau: float) -> torch.Tensor:
@@ -55,6 +57,24 @@ def perturb_term(features: torch.Tensor, poisoned_features: torch.Tensor, tau: f
     """T_tau of the batch-mean squared distance between the unit features and the poisoned model's."""
     distance = (F.normalize(features.float(), dim=-1) - F.normalize(poisoned_features.float(), dim=-1))
     return threshold(distance.pow(2).sum(-1).mean(), tau)
+
+
+def aligned_distance(features: torch.Tensor, poisoned_features: torch.Tensor) -> torch.Tensor:
+    """The batch-mean squared distance of the unit features to the poisoned model's after the best rotation
+    of the former (orthogonal Procrustes): 2 - 2 ||U^T U_P||_* / n, in [0, S]. A rotation of the embedding
+    space, which changes neither CLIP's loss nor any zero-shot decision, leaves it unchanged."""
+    unit = F.normalize(features.detach().float(), dim=-1)
+    poisoned = F.normalize(poisoned_features.detach().float(), dim=-1)
+    return (2 - 2 * torch.linalg.matrix_norm(unit.t() @ poisoned, ord="nuc") / len(unit)).clamp_min(0)
+
+
+def linear_cka(features: torch.Tensor, poisoned_features: torch.Tensor) -> torch.Tensor:
+    """Linear CKA of two batches of features (Kornblith et al.): 1 for the same features up to a rotation and
+    a scale, near 0 for unrelated ones."""
+    a = features.detach().float() - features.detach().float().mean(0)
+    b = poisoned_features.detach().float() - poisoned_features.detach().float().mean(0)
+    cross = torch.linalg.matrix_norm(b.t() @ a) ** 2
+    return cross / (torch.linalg.matrix_norm(a.t() @ a) * torch.linalg.matrix_norm(b.t() @ b)).clamp_min(1e-12)
 
 
 def augmentation(noise_p: float, noise_std: float, erase_p: float, erase_area) -> dict:
@@ -80,6 +100,11 @@ class PAR(ContrastiveFineTuning):
                        Stage("recover", steps=PAPER_STEPS - PAPER_STEPS // 2, lr=3e-6, lr_end=1e-9, warmup=0,
                              weight_decay=1e-4)],
             "batch_size": 2048, "betas": (0.9, 0.98), "seed": 8, "checkpoint_every": 50, "log_every": 10}},
+        "world": {"model": "poisoned-badnet-stripes-tinyvit4", "dataset": "world-captions", "config": {
+            "stages": [Stage("perturb", steps=WORLD_STEPS // 2, lr=3e-5, lr_start=3e-4, warmup=0, weight_decay=1e-4),
+                       Stage("recover", steps=WORLD_STEPS - WORLD_STEPS // 2, lr=3e-5, lr_end=3e-8, warmup=0,
+                             weight_decay=1e-4)],
+            "batch_size": 128, "betas": (0.9, 0.98), "seed": 8, "checkpoint_every": 100, "log_every": 25}},
     }
 
     def __init__(self, tau: float = 2.15, noise_p: float = 0.5, noise_std: float = 0.2, erase_p: float = 0.5,
@@ -122,11 +147,20 @@ class PAR(ContrastiveFineTuning):
         return recover - self.perturb(images, texts, image_features, text_features, refs)
 
     def perturb(self, images, texts, image_features, text_features, refs) -> torch.Tensor:
-        """1/2 [T_tau(S_img) + T_tau(S_txt)] against the frozen poisoned model, on the same inputs."""
+        """1/2 [T_tau(S_img) + T_tau(S_txt)] against the frozen poisoned model, on the same inputs. Each step
+        also reports, for both towers, S, the distance after the best rotation (``aligned_distance``) and the
+        linear CKA to the poisoned model (``refs["diagnostics"]``, hence the training log): PAR's term can be
+        met by rotating both towers, which leaves the backdoor intact; the rotation-invariant ones cannot."""
         poisoned = refs["poisoned"]
         with torch.no_grad():
             poisoned_image = gather_features(poisoned.encode_image(images))
             poisoned_text = gather_features(poisoned.model.encode_text(texts))
+        diagnostics = refs.setdefault("diagnostics", {})
+        for tower, features, reference in (("img", image_features, poisoned_image),
+                                           ("txt", text_features, poisoned_text)):
+            diagnostics[f"S_{tower}"] = perturb_term(features.detach(), reference, 4.0)
+            diagnostics[f"S_{tower}_aligned"] = aligned_distance(features, reference)
+            diagnostics[f"cka_{tower}"] = linear_cka(features, reference)
         return (perturb_term(image_features, poisoned_image, self.tau)
                 + perturb_term(text_features, poisoned_text, self.tau)) / 2
 

@@ -93,6 +93,7 @@ def _card(kind: str, arch: str, short: str, attack: str, share: str) -> ModelCar
                        f"authors.")
     return ModelCard(name, arch=arch, method="poison" if kind == "poisoned" else "par", description=description,
                      paper=PAPER, loader=load_released, base_model=f"{arch}/openai", training_data="CC3M",
+                     threat_model={"backdoor": attack, "target": TARGET},
                      source="manual", files={f"{name.replace('-', '_')}.pt": None}, homepage=SHARE + share,
                      quick_gelu=True)
 
