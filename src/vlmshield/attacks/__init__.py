@@ -6,6 +6,7 @@ from vlmshield.api import hookimpl
 from .aa_lite import AALite
 from .apgd import APGD
 from .apgd_t import APGDT
+from .badclip import BadCLIPPatch
 from .bpda_eot import BPDAEOT
 from .cw import CW
 from .fgsm import FGSM
@@ -13,7 +14,8 @@ from .pgd import PGD
 from .triggers import TRIGGERS, BadNet, BadNetStripes, Blended, BlendedStripes, BlendedText, BlendedTriangles, WaNet
 
 __all__ = ["AALite", "APGD", "APGDT", "BPDAEOT", "CW", "FGSM", "PGD",
-           "BadNet", "BadNetStripes", "Blended", "BlendedStripes", "BlendedText", "BlendedTriangles", "WaNet"]
+           "BadCLIPPatch", "BadNet", "BadNetStripes", "Blended", "BlendedStripes", "BlendedText", "BlendedTriangles",
+           "WaNet"]
 
 
 @hookimpl
@@ -21,4 +23,4 @@ def register_attacks(register):
     register(FGSM, PGD, CW)
     register(APGD, aliases=("apgd",))
     register(APGDT, AALite, BPDAEOT)
-    register(*TRIGGERS)
+    register(*TRIGGERS, BadCLIPPatch)

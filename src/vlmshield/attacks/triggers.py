@@ -1,6 +1,7 @@
 """The backdoor triggers of the CLIP backdoor literature (CleanCLIP, BadCLIP, PAR), as built-in backdoor attacks.
 
-Seven triggers, each a ``BackdoorAttack`` (``apply_trigger(images, generator)`` and ``poison(data, rate)``);
+Seven fixed-recipe triggers (``badclip``, a patch optimised against a model, is in ``badclip.py``), each a
+``BackdoorAttack`` (``apply_trigger(images, generator)`` and ``poison(data, rate)``);
 at 224 px they are drawn as PAR's ``apply_trigger`` draws them (Singh et al., "Perturb and Recover"):
 
 - ``badnet``: a square patch at a uniformly random position, the image's per-channel mean plus i.i.d.
