@@ -6,7 +6,8 @@ Every model is trained by its world preset through the command line (``vlmshield
 presets'. Each model is measured by its mean clean zero-shot accuracy over the world's five tasks and by the
 attack success rate of its trigger on world-shapes (triggered images whose label is not ``star``, classified
 ``star``), ``--n`` images per task. Finished steps are kept in ``--out`` (a rerun skips them) and the table is
-written to ``OUT/results.json``.
+written to ``OUT/results.json``; each folder also holds the model packaged as a plugin ships it
+(``NAME.safetensors`` and ``NAME.json``, NAME the folder's name and ``-tinyvit4``).
 
     python bench/par_world.py --triggers badnet-stripes blended --cleaners par clip-finetune cleanclip
     python bench/par_world.py --repoison          # PAR-clean, poison again, clean again: ASR at each stage
@@ -28,10 +29,12 @@ TARGET = "star"
 
 
 def train(method: str, out: Path, *flags: str) -> float:
-    """Run ``vlmshield train METHOD --preset world FLAGS`` into ``out`` (skipped when done); its seconds."""
+    """Run ``vlmshield train METHOD --preset world --package --name OUT_NAME FLAGS`` into ``out`` (skipped when
+    done); its seconds."""
     record = out / "training.json"
     if not record.exists():
-        command = ["vlmshield", "train", method, "--preset", "world", "--out", str(out), "--no-progress", *flags]
+        command = ["vlmshield", "train", method, "--preset", "world", "--out", str(out), "--no-progress", "--package",
+                   "--name", f"{out.name}-tinyvit4", *flags]
         print("$", " ".join(command), flush=True)
         subprocess.run(command, check=True)
     return json.loads(record.read_text())["train_time_s"]
@@ -48,7 +51,7 @@ def measure(folder: Path, trigger: str, n: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--triggers", nargs="+", default=["badnet-stripes", "blended", "blended-text", "wanet"])
-    parser.add_argument("--cleaners", nargs="+", default=["par", "clip-finetune", "cleanclip"])
+    parser.add_argument("--cleaners", nargs="*", default=["par", "clip-finetune", "cleanclip"])
     parser.add_argument("--repoison", action="store_true", help="PAR, poison again, PAR again (first trigger)")
     parser.add_argument("--synthetic", action="store_true", help="PAR on world-captions-fresh (first trigger)")
     parser.add_argument("--n", type=int, default=500)

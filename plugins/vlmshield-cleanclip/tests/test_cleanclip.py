@@ -204,7 +204,7 @@ def test_the_presets():
     assert (config.batch_size, tuple(config.betas), config.seed, config.checkpoint_every, config.log_every) == \
         (128, (0.9, 0.98), 0, 100, 20)
     stage, = config.stages
-    assert (stage.steps, stage.lr, stage.warmup, stage.weight_decay) == (400, 1e-4, 20, 1e-4)
+    assert (stage.steps, stage.lr, stage.warmup, stage.weight_decay) == (300, 1e-4, 20, 1e-4)
 
 
 def test_vlmshield_lists_the_defense(capsys):

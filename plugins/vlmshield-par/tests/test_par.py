@@ -193,3 +193,30 @@ def test_the_training_log_reports_s_beside_the_rotation_invariant_distances(tmp_
             assert 0 <= entry[f"S_{tower}_aligned"] <= entry[f"S_{tower}"] + 1e-5 <= 4
             assert 0 <= entry[f"cka_{tower}"] <= 1 + 1e-5
     assert entries[0]["S_img"] < 1e-3  # the first step starts at the poisoned model itself
+
+
+@pytest.mark.slow
+def test_poisoning_a_tiny_clip_plants_the_backdoor_and_par_removes_it():
+    """clip-tinyvit8 poisoned with blended on half of 2,048 world pairs learns the trigger; PAR on the clean
+    pairs removes it again."""
+    from vlmshield.api import get_host
+
+    def asr(vlm) -> float:
+        return vs.evaluate(vlm, "world-shapes", evaluator="asr", attack="blended", attack_params={"target": "star"},
+                           n=128, progress=False)["average"]["asr"]
+
+    pairs = CaptionedImages(Subset(vs.dataset("world-captions", split="train"), range(2048)), name="pairs")
+    vlm = vs.zoo.load("clip-tinyvit8")
+    before = asr(vlm)
+    trainer = get_host().create("trainer", "contrastive", trigger="blended", target="star", rate=0.5)
+    config = TrainConfig(stages=(Stage("poison", steps=60, lr=5e-4, warmup=5, weight_decay=0.0),), batch_size=32)
+    trainer.train(vlm, pairs, get_host().create("defense", "poison"), config, progress=False)
+    poisoned = asr(vlm)
+    half = 30
+    config = TrainConfig(stages=(Stage("perturb", steps=half, lr=3e-5, lr_start=3e-4, warmup=0, weight_decay=0.0),
+                                 Stage("recover", steps=half, lr=3e-5, lr_end=3e-8, warmup=0, weight_decay=0.0)),
+                         batch_size=32)
+    with temporary_host(plugin):
+        PAR().fit(vlm, pairs, config, progress=False)
+    cleaned = asr(vlm)
+    assert poisoned > before + 0.4 and cleaned < poisoned - 0.3, (before, poisoned, cleaned)

@@ -131,7 +131,7 @@ class Poisoning(ContrastiveFineTuning):
     CC3M CSV of which 1,500 pairs (0.3%) carry the trigger and a caption naming ``banana``, batch 128,
     AdamW at lr 1e-6 (betas (0.9, 0.999), weight decay 0.1) after 10,000 warm-up steps, cosine decay. The
     logit scale stays frozen (those codes train it; at lr 1e-6 it barely moves). The ``world`` preset poisons
-    ``clip-tinyvit4`` on ``world-captions`` with 3% of the pairs naming ``star`` (a world-shapes class).
+    ``clip-tinyvit4`` on ``world-captions`` with 10% of the pairs naming ``star`` (a world-shapes class).
     """
 
     name = "poison"
@@ -147,7 +147,7 @@ class Poisoning(ContrastiveFineTuning):
                                               weight_decay=0.1)],
                              "batch_size": 128, "checkpoint_every": 2000, "log_every": 100}},
         "world": {"model": "clip-tinyvit4", "dataset": "world-captions",
-                  "trainer_params": {"trigger": "badnet-stripes", "target": "star", "rate": 0.03},
+                  "trainer_params": {"trigger": "badnet-stripes", "target": "star", "rate": 0.1},
                   "config": {"stages": [Stage("poison", steps=600, lr=2e-4, warmup=20, weight_decay=0.1)],
                              "batch_size": 128, "betas": (0.9, 0.98), "checkpoint_every": 100, "log_every": 50}},
     }

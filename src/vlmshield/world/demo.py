@@ -2,7 +2,7 @@
 
 Every world model in the zoo (the shipped vanilla tiny CLIPs, and the defended ones that plugins
 register) is evaluated on the world's zero-shot suite: clean accuracy, and robust accuracy under
-``apgd-ce`` at 1/255, 2/255 and 4/255. Models with a backdoor planted or removed (their card's threat model
+``apgd-ce`` at 1/255 (TeCoA's and TTC's budget) and 4/255 (the world's). Models with a backdoor planted or removed (their card's threat model
 names a ``backdoor`` and its ``target``) are measured instead by clean accuracy and the backdoor's attack
 success rate on the task holding the target, beside the vanilla model's rate for the same trigger. The demo
 prints the tables and writes to its output folder a Markdown report, the plot of robust accuracy against eps,
@@ -21,7 +21,7 @@ from vlmshield.api import ParameterError, datasets, evaluate, format_eps, get_ho
 
 from .models import ARCHS
 
-EPS = (1 / 255, 2 / 255, 4 / 255)
+EPS = (1 / 255, 4 / 255)
 #: The demo's reduced protocol (the world's full one is the `world` protocol: aa-lite, 50 steps, n=250 per task).
 DEMO_N, DEMO_STEPS = 80, 20
 

@@ -92,7 +92,7 @@ class CleanCLIP(ContrastiveFineTuning):
             "batch_size": PAPER_BATCH, "betas": (0.9, 0.999), "seed": 0,
             "checkpoint_every": PAPER_PAIRS // PAPER_BATCH, "log_every": 100}},
         "world": {"model": "poisoned-badnet-stripes-tinyvit4", "dataset": "world-captions", "config": {
-            "stages": [Stage("cleanclip", steps=400, lr=1e-4, warmup=20, weight_decay=1e-4)],
+            "stages": [Stage("cleanclip", steps=300, lr=1e-4, warmup=20, weight_decay=1e-4)],
             "batch_size": 128, "betas": (0.9, 0.98), "seed": 0, "checkpoint_every": 100, "log_every": 20}},
     }
 

@@ -27,6 +27,8 @@ its processes stepped on its own gradient), and the reference's fp16 AMP is bflo
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 
@@ -38,8 +40,11 @@ from vlmshield.api import (
     frozen_copy,
     gather_features,
     hookimpl,
+    packaged_cards,
 )
 
+#: The world models PAR cleaned (``bench/par_world.py``), packaged as ``vlmshield train --package`` writes them.
+WEIGHTS = Path(__file__).parent / "weights"
 PAPER = ("Singh, Croce and Hein, Perturb and Recover: Fine-tuning for Effective Backdoor Removal from CLIP "
          "(arXiv 2412.00727)")
 #: The reference's run: 250,000 pairs, 2 epochs of a global batch of 2048 (122 steps per epoch per process).
@@ -106,6 +111,10 @@ class PAR(ContrastiveFineTuning):
                              weight_decay=1e-4)],
             "batch_size": 128, "betas": (0.9, 0.98), "seed": 8, "checkpoint_every": 100, "log_every": 25}},
     }
+    #: PAR (SynC): the same runs on synthetic pairs only: SynthCLIP's generated images and captions (a CSV of
+    #: them), and on the world pairs drawn fresh, none of which the poisoning saw.
+    presets["synthetic"] = {**presets["paper"], "dataset": "captions-csv:/path/to/synthclip-500k.csv"}
+    presets["world-synthetic"] = {**presets["world"], "dataset": "world-captions-fresh"}
 
     def __init__(self, tau: float = 2.15, noise_p: float = 0.5, noise_std: float = 0.2, erase_p: float = 0.5,
                  erase_area: tuple[float, float] = (0.005, 0.01)):
@@ -194,4 +203,4 @@ def register_defenses(register):
 def register_models(register):
     from .released import released_cards  # here, not at the top: released.py imports this module's PAPER
 
-    register(*released_cards())
+    register(*released_cards(), *packaged_cards(WEIGHTS, paper=PAPER, license="MIT"))
