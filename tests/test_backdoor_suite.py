@@ -84,3 +84,19 @@ def test_cleaning_a_poisoned_folder_names_the_backdoor_it_removes(tmp_path, caps
                                           "poisoned-blended-tinyvit8.")
     assert card["threat_model"] == {"backdoor": "blended", "target": "star"}
     assert (card["base_model"], card["arch"]) == ("poisoned-blended-tinyvit8", "tinyvit8")
+
+
+def test_a_trigger_with_parameters_poisons_through_the_command_line(tmp_path, capsys):
+    patch = tmp_path / "patch.safetensors"
+    code = main(["train", "poison", "--preset", "world", "--model", "clip-tinyvit8", "--trigger", "badclip",
+                 "--trigger-params", f"model=clip-tinyvit8,steps=2,n=64,n_target=4,patch_file={patch}",
+                 "--rate", "1", "--steps", "1", "--batch-size", "4", "--out", str(tmp_path / "run"),
+                 "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    assert patch.exists()
+    record = json.loads((tmp_path / "run" / "training.json").read_text())
+    assert f"--trigger-params model=clip-tinyvit8,steps=2,n=64,n_target=4,patch_file={patch}" in record["command"]
+    # the preset's trigger (badnet-stripes) takes no steps: refused before any work, in one sentence
+    assert main(["train", "poison", "--preset", "world", "--trigger-params", "steps=2", "--out",
+                 str(tmp_path / "other")]) == 2
+    assert "badnet-stripes" in capsys.readouterr().err and not (tmp_path / "other" / "log.jsonl").exists()

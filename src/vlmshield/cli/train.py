@@ -199,7 +199,12 @@ def plan(method: str, preset: str = "paper", *, model=None, data=None, eps=None,
     if params:
         overrides["method_params"] = ",".join(f"{k}={v}" for k, v in params.items())
     if trainer_params:
-        overrides["trainer_params"] = ",".join(f"{k}={v}" for k, v in trainer_params.items())
+        trigger_params = trainer_params.get("trigger_params") or {}
+        plain = ",".join(f"{k}={v}" for k, v in trainer_params.items() if k != "trigger_params")
+        if plain:
+            overrides["trainer_params"] = plain
+        if trigger_params:
+            overrides["trigger_params"] = ",".join(f"{k}={v}" for k, v in trigger_params.items())
     return {"method": cls.create(**method_params), "trainer": trainer, "preset": preset, "overrides": overrides,
             "model": model or chosen["model"], "dataset": data or chosen["dataset"],
             "val_dataset": chosen.get("val_dataset"), "preprocess": rule, "config": TrainConfig(**config).check()}
@@ -351,6 +356,14 @@ def _train(args) -> int:
     if given:
         trainer_cls = get_host().get("trainer", _method(args.method).trainer).obj
         trainer_params = parse_params(trainer_cls, given, f"trainer {trainer_cls.name!r}", trainer_cls.pixel_params)
+    if args.trigger_params:
+        trigger = (trainer_params or {}).get("trigger") or \
+            _method(args.method).presets.get(args.preset, {}).get("trainer_params", {}).get("trigger")
+        if trigger is None:
+            raise ParameterError("--trigger-params are the parameters of a backdoor trigger; name it with --trigger.")
+        attack_cls = get_host().get("attack", trigger).obj
+        trainer_params = {**(trainer_params or {}), "trigger_params": parse_params(
+            attack_cls, args.trigger_params, f"attack {attack_cls.name!r}", attack_cls.pixel_params)}
     run = plan(args.method, args.preset, model=args.model, data=args.dataset, eps=args.eps, steps=args.steps,
                batch_size=args.batch_size, lr=args.lr, seed=args.seed, stage=args.stage, proxy=args.proxy,
                params=params, attack_steps=args.attack_steps, preprocess=args.preprocess,
@@ -383,6 +396,8 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
                                           "trainer's trigger, as with train poison)")
     parser.add_argument("--target", help="the class the trigger's captions name (banana, star, ...)")
     parser.add_argument("--rate", help="the share of training pairs that carry the trigger (0.003)")
+    parser.add_argument("--trigger-params", help="parameters of the trigger: key=value,... (badclip: "
+                                                 "model=clip-vitb32,patch_file=runs/badclip.safetensors)")
     parser.add_argument("--eps", help="the training budget: 2/255, 4/255, ...")
     parser.add_argument("--steps", help="optimizer steps: N for a one-stage method, or STAGE=N,... for any of "
                                         "the stages (hpt-gpd: warmup=100,hpt=600)")

@@ -155,7 +155,8 @@ class Poisoning(ContrastiveFineTuning):
 
 class ContrastiveTrainer(Trainer):
     """Fine-tunes on image-caption pairs with the method's loss; with ``trigger``, on pairs that backdoor
-    attack poisoned at ``rate`` (its ``target`` and ``seed`` are the attack's). It runs no validation
+    attack poisoned at ``rate`` (its ``target`` and ``seed`` are the attack's, and ``trigger_params`` its other
+    parameters: the model ``badclip`` optimises its patch against, say). It runs no validation
     (``val_data`` is not read)."""
 
     name = "contrastive"
@@ -163,7 +164,8 @@ class ContrastiveTrainer(Trainer):
     takes = "captioned"
     method_type = ContrastiveFineTuning
 
-    def __init__(self, trigger: str | None = None, target: str = "banana", rate: float = 0.0, seed: int = 0):
+    def __init__(self, trigger: str | None = None, target: str = "banana", rate: float = 0.0, seed: int = 0,
+                 trigger_params: dict | None = None):
         if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate <= 1:
             raise ParameterError(f"the poisoning rate must be in [0, 1]; got {rate!r}.")
         if trigger is None and rate != 0:
@@ -171,13 +173,16 @@ class ContrastiveTrainer(Trainer):
                                  f"rate={rate} without one.")
         if trigger is not None and not issubclass(get_host().get("attack", trigger).obj, BackdoorAttack):
             raise ParameterError(f"the trigger must be a backdoor attack; {trigger!r} is an evasion attack.")
-        super().__init__(trigger=trigger, target=target, rate=rate, seed=seed)
+        if trigger_params and trigger is None:
+            raise ParameterError("trigger_params are the parameters of a trigger; give the trigger too (trigger=NAME).")
+        super().__init__(trigger=trigger, target=target, rate=rate, seed=seed,
+                         trigger_params=dict(trigger_params or {}))
 
     def backdoor(self) -> BackdoorAttack | None:
         """The trigger's attack, aimed at ``target`` (None without a trigger)."""
         if self.trigger is None:
             return None
-        return get_host().create("attack", self.trigger, target=self.target, seed=self.seed)
+        return get_host().create("attack", self.trigger, target=self.target, seed=self.seed, **self.trigger_params)
 
     def train(self, model: VLM, data, method: ContrastiveFineTuning, config: TrainConfig, *, out=None,
               val_data=None, device=None, progress=None, log=None, stop_after=None) -> VLM:
