@@ -16,11 +16,27 @@
 - ``world``: the embedded world's threat model: APGD-CE then APGD-T on the images still robust (aa-lite,
   towards the 3 most likely wrong classes; AutoAttack takes 9, which costs three times as much on a
   robust model), 50 iterations each, at 1/255, 2/255 and 4/255, 250 images per task, each task's own
-  prompts, on the whole world suite.
+  prompts, on the whole world suite;
+- ``par``: PAR's (Singh, Croce and Hein) ImageNet evaluation: clean zero-shot accuracy and the attack success
+  rate towards ``banana`` of seven backdoor triggers (``PAR_TRIGGERS``, the triggers of PAR's tables), on
+  all 50,000 validation images, CLIP's 80 ImageNet templates (the ``asr`` evaluator);
+- ``par-retrieval``: PAR's COCO evaluation: image-text retrieval R@1/R@5 both ways on Karpathy's test split
+  (5,000 images, 25,000 captions), clean and under each trigger, and the share of triggered images whose
+  top-5 captions name ``banana`` (the ``retrieval`` evaluator);
+- ``par-world``, ``par-world-retrieval``: the same on the embedded world, target ``star``: ASR on the 1,000
+  test images of ``world-shapes``, retrieval on the 1,000 test pairs of ``world-captions``.
+
+PAR's own code draws the trigger on an image squashed to 224 x 224 while its clean images are
+centre-cropped; here the trigger is drawn on the image the dataset loads (resized and centre-cropped as
+CLIP's preprocessing does), the same pixels as the clean image. The ``asr`` evaluator leaves the images of
+the target class out of the ASR (the 50 banana images, PAR's 0.1% floor), and ``retrieval`` matches the
+target as a whole word where PAR's code matches a substring ("bananas" counts there).
 """
 
 from vlmshield.api import Protocol, hookimpl
 
+#: The backdoor triggers PAR evaluates, as the built-in attacks name them.
+PAR_TRIGGERS = ("badnet-stripes", "blended", "blended-stripes", "blended-triangles", "blended-text", "wanet", "badnet")
 PROTOCOLS = (
     Protocol("tecoa", "PGD-10, step 1/255, eps 1/255, all test images, TTC's single prompt per dataset; every "
              "image resized to 256 (bilinear) and centre-cropped to 224 before the attack; robust accuracy "
@@ -44,6 +60,25 @@ PROTOCOLS = (
              "eps 1/255, 2/255, 4/255, 250 images per task, each task's prompts.", attack="aa-lite",
              eps=("1/255", "2/255", "4/255"), steps=50, attack_params={"n_target_classes": 3}, n=250,
              datasets="world", papers="vlmshield's embedded world"),
+    Protocol("par", "PAR's ImageNet evaluation: clean zero-shot accuracy and the attack success rate towards banana "
+             "of seven backdoor triggers, on all 50,000 validation images, CLIP's 80 ImageNet templates; each "
+             "trigger drawn on the image as loaded (resized, bicubic, and centre-cropped).",
+             evaluator="asr", triggers=PAR_TRIGGERS, attack_params={"target": "banana"}, datasets="imagenet",
+             papers="PAR (Singh, Croce and Hein)"),
+    Protocol("par-retrieval", "PAR's COCO evaluation: image-text retrieval R@1/R@5 both ways on Karpathy's test split "
+             "(5,000 images, 25,000 captions), clean and under each of seven backdoor triggers, and the share of "
+             "triggered images whose top-5 captions name banana.",
+             evaluator="retrieval", triggers=PAR_TRIGGERS, attack_params={"target": "banana"},
+             datasets="coco-karpathy", papers="PAR (Singh, Croce and Hein)"),
+    Protocol("par-world", "PAR's ImageNet evaluation on the world: clean zero-shot accuracy and the attack success "
+             "rate towards star of seven backdoor triggers, on the 1,000 test images of world-shapes.",
+             evaluator="asr", triggers=PAR_TRIGGERS, attack_params={"target": "star"}, datasets="world-shapes",
+             papers="vlmshield's embedded world"),
+    Protocol("par-world-retrieval", "PAR's COCO evaluation on the world: image-text retrieval R@1/R@5 both ways on "
+             "the 1,000 test pairs of world-captions, clean and under each of seven backdoor triggers, and the "
+             "share of triggered images whose top-5 captions name star.",
+             evaluator="retrieval", triggers=PAR_TRIGGERS, attack_params={"target": "star"},
+             datasets="world-captions", papers="vlmshield's embedded world"),
 )
 
 

@@ -3,8 +3,16 @@
 The evaluation engine draws the samples, builds the evaluator's classifier once per dataset, wraps it in
 a test-time defense when there is one, and averages what ``score`` returns. An evaluator declares the
 metrics it returns, the kind of attack it takes (an evasion ``Attack``, a ``BackdoorAttack``, or none),
-the data it reads (``takes``: labelled images, for every built-in one), the counting conventions of
-robust accuracy it knows, and how a leaderboard of its numbers is ranked (``rank_by``).
+the data it reads (``takes``: labelled images for the classifiers, image-caption pairs for ``retrieval``),
+the counting conventions of robust accuracy it knows, and how a leaderboard of its numbers is ranked
+(``rank_by``).
+
+A ``whole_set`` evaluator scores the evaluated subset as a whole rather than batch by batch (retrieval
+ranks every image against every caption of the evaluated set): the engine builds its classifier with the
+subset's indices (``classifier(model, data, indices=...)``) and calls ``score`` once, on the whole subset
+in that order, as one batch (so one seed, and a resumed run redoes it); the evaluator chunks its own
+forward passes. Its per-sample values need not be one per image: ``retrieval`` returns one per image for
+image-to-text recall and one per caption for text-to-image recall, and the engine averages each list.
 
 Counting conventions (``COUNTINGS``), which images robust accuracy counts:
 
@@ -47,10 +55,14 @@ class Evaluator(Configurable, abc.ABC):
     #: The counting conventions (``COUNTINGS``) ``score`` takes as ``counting=``; empty: it takes none,
     #: and only the default, "clean-correct", can be asked for.
     countings: ClassVar[tuple[str, ...]] = ()
+    #: Whether ``score`` needs the whole evaluated subset at once (module docstring); the classifier then
+    #: also receives ``indices=``, the subset, in the order ``score`` sees it.
+    whole_set: ClassVar[bool] = False
 
     @abc.abstractmethod
     def classifier(self, model: nn.Module, data) -> nn.Module:
-        """The module to evaluate on ``data``: [0, 1] images -> logits over ``data.classnames``."""
+        """The module to evaluate on ``data``: [0, 1] images -> logits over ``data.classnames`` (over the
+        evaluated subset's captions for ``retrieval``)."""
 
     @abc.abstractmethod
     def score(self, classifier: nn.Module, x: torch.Tensor, y: torch.Tensor, *, data,

@@ -46,6 +46,11 @@ for a non-adaptive attack on a test-time defense counted over all images: there 
 on the undefended classifier and the defense reacts to what it did (TTC counterattacks the images that
 look attacked), so robust above clean is what the defense does, not a fault of the evaluation; that
 number is marked by the ``test-time-defense`` flag when no adaptive attack ran beside it.
+
+An evaluator that needs the whole evaluated subset at once (``Evaluator.whole_set``: ``retrieval`` ranks
+every image against every caption of the subset) gets it as one batch, its classifier built with the
+subset's indices. Image-caption pairs reach ``score`` as (images, captions), the captions a list with one
+entry per image (a string, or a tuple of an image's several captions); they have no gradient checks.
 """
 
 from __future__ import annotations
@@ -66,6 +71,7 @@ from tqdm.auto import tqdm
 from ..core import (
     COUNTINGS,
     Attack,
+    CaptionedImages,
     DomainPair,
     Evaluator,
     LabelledImages,
@@ -360,10 +366,19 @@ def evaluate(model, dataset=None, *, protocol=None, evaluator: str | Evaluator =
     return record
 
 
+def _collate_captions(items: list) -> tuple[torch.Tensor, list]:
+    """A batch of image-caption pairs: the images stacked, the captions (a string, or a tuple of an image's
+    several captions) as a list, one entry per image."""
+    return torch.stack([item[0] for item in items]), [item[1] for item in items]
+
+
 def _evaluate_one(model, data, evaluator, attack, defense, n, batch_size, seed, device, log,
                   progress, num_workers, adaptive_attacks=(), counting: str = COUNTINGS[0]) -> dict:
     indices = subset_indices(len(data), n, seed)
-    classifier = evaluator.classifier(model, data)
+    # a whole-set evaluator (retrieval) sees the evaluated subset at once: its classifier is built on it,
+    # and the subset is one batch
+    classifier = (evaluator.classifier(model, data, indices=indices) if evaluator.whole_set
+                  else evaluator.classifier(model, data))
     calibration, calibration_info = _calibration(defense, data, indices, seed, device)
     if defense is None:
         defended = classifier
@@ -372,16 +387,20 @@ def _evaluate_one(model, data, evaluator, attack, defense, n, batch_size, seed, 
             else defense.wrap(classifier)
     attack_model = defended if attack is None or defense is None or getattr(attack, "adaptive", False) else classifier
     counted = {"counting": counting} if evaluator.countings else {}
-    batches = [indices[i:i + batch_size] for i in range(0, len(indices), batch_size)]
+    batches = [indices] if evaluator.whole_set else [indices[i:i + batch_size]
+                                                     for i in range(0, len(indices), batch_size)]
+    collate = _collate_captions if isinstance(data, CaptionedImages) else None
     rank, world = rank_and_world()
     mine = range(rank, len(batches), world)  # this process's share
     values = {b: log.get(data.name, b) for b in mine} if log else {}
     todo = [b for b in mine if values.get(b) is None]
     flags = []
     if indices:  # AutoAttack's checks, on a few clean images, before the attack (only finiteness without one)
-        x, y = next(iter(DataLoader(data, batch_sampler=[indices[:8]])))
-        flags = check_classifier(defended, x.to(device), y.to(device), data.name, attacked=attack is not None)
-    loader = DataLoader(data, batch_sampler=[batches[b] for b in todo], num_workers=num_workers)
+        x, y = next(iter(DataLoader(data, batch_sampler=[indices[:8]], collate_fn=collate)))
+        labelled = torch.is_tensor(y)  # captions have no gradient checks, only the finiteness one
+        flags = check_classifier(defended, x.to(device), y.to(device) if labelled else y, data.name,
+                                 attacked=attack is not None and labelled)
+    loader = DataLoader(data, batch_sampler=[batches[b] for b in todo], num_workers=num_workers, collate_fn=collate)
     bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc=data.name, unit="batch",
                disable=(None if progress is None else not progress) or rank > 0, leave=False)
     devices = [device.index or 0] if device.type == "cuda" else []
@@ -389,7 +408,7 @@ def _evaluate_one(model, data, evaluator, attack, defense, n, batch_size, seed, 
         batch_seed = derive_seed(seed, data.name, b)
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(batch_seed)
-            x, y = x.to(device), y.to(device)
+            x, y = x.to(device), y.to(device) if torch.is_tensor(y) else y
             scores = evaluator.score(defended, x, y, data=data, attack=attack, attack_model=attack_model,
                                      seed=batch_seed, **counted)
             for adaptive in adaptive_attacks:
@@ -406,7 +425,9 @@ def _evaluate_one(model, data, evaluator, attack, defense, n, batch_size, seed, 
         bar.update()
     bar.close()
     values = {b: v for shard in gather_objects(values) for b, v in shard.items()}
-    result: dict = {"n": len(indices), "num_classes": len(data.classnames), "templates": len(data.templates)}
+    result: dict = {"n": len(indices)}
+    if hasattr(data, "classnames"):  # image-caption pairs have neither
+        result.update(num_classes=len(data.classnames), templates=len(data.templates))
     metrics = [*evaluator.metrics, *(f"robust_acc:{a.name}" for a in adaptive_attacks)]
     metrics += ["adaptive_robust_acc"] if adaptive_attacks else []
     result["metrics"] = [m for m in metrics if all(m in values[b] for b in values)]

@@ -2,11 +2,11 @@
 
 Every world model in the zoo (the shipped vanilla tiny CLIPs, and the defended ones that plugins
 register) is evaluated on the world's zero-shot suite: clean accuracy, and robust accuracy under
-``apgd-ce`` at 1/255 (TeCoA's and TTC's budget) and 4/255 (the world's). Models with a backdoor planted or removed (their card's threat model
-names a ``backdoor`` and its ``target``) are measured instead by clean accuracy and the backdoor's attack
-success rate on the task holding the target, beside the vanilla model's rate for the same trigger. The demo
-prints the tables and writes to its output folder a Markdown report, the plot of robust accuracy against eps,
-and the evaluation records (JSON).
+``apgd-ce`` at 1/255 (TeCoA's and TTC's budget) and 4/255 (the world's). Models with a backdoor planted or
+removed (their card's threat model names a ``backdoor`` and its ``target``) are measured instead by clean
+accuracy and the backdoor's attack success rate on the task holding the target. The demo prints the
+tables and writes to its output folder a Markdown report, the plot of robust accuracy against eps, and the
+evaluation records (JSON).
 """
 
 from __future__ import annotations
