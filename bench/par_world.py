@@ -3,11 +3,13 @@ and CleanCLIP, and measure every model (plugins vlmshield-par and vlmshield-clea
 
 Every model is trained by its world preset through the command line (``vlmshield train poison --preset world
 --trigger T``, ``vlmshield train par --preset world --model local-dir:...``), so the times printed are the
-presets'. Each model is measured by its mean clean zero-shot accuracy over the world's five tasks and by the
+presets'. Each model is measured by its mean clean zero-shot accuracy over the world's five tasks, by the
 attack success rate of its trigger on world-shapes (triggered images whose label is not ``star``, classified
-``star``), ``--n`` images per task. Finished steps are kept in ``--out`` (a rerun skips them) and the table is
-written to ``OUT/results.json``; each folder also holds the model packaged as a plugin ships it
-(``NAME.safetensors`` and ``NAME.json``, NAME the folder's name and ``-tinyvit4``).
+``star``), ``--n`` images per task, and by image-text retrieval on ``world-captions``' test pairs (R@1 both
+ways, and the share of triggered images whose 5 best captions name ``star``). Finished steps are kept in
+``--out`` (a rerun skips them) and the table is written to ``OUT/results.json``; each folder also holds the
+model packaged as a plugin ships it (``NAME.safetensors`` and ``NAME.json``, NAME the folder's name and
+``-tinyvit4``).
 
     python bench/par_world.py --triggers badnet-stripes blended --cleaners par clip-finetune cleanclip
     python bench/par_world.py --repoison          # PAR-clean, poison again, clean again: ASR at each stage
@@ -41,11 +43,18 @@ def train(method: str, out: Path, *flags: str) -> float:
 
 
 def measure(folder: Path, trigger: str, n: int) -> dict:
-    vlm = vs.zoo.load(f"local-dir:{folder / 'model'}")
+    """Clean accuracy, ASR, and retrieval on world-captions' test pairs (clean R@1 both ways, retrieval ASR)."""
+    return scores(vs.zoo.load(f"local-dir:{folder / 'model'}"), trigger, n)
+
+
+def scores(vlm, trigger: str, n: int) -> dict:
     clean = vs.evaluate(vlm, "world", n=n, progress=False)["average"]["clean_acc"]
     asr = vs.evaluate(vlm, "world-shapes", evaluator="asr", attack=trigger, attack_params={"target": TARGET}, n=n,
                       progress=False)["average"]["asr"]
-    return {"clean": round(100 * clean, 1), "asr": round(100 * asr, 1)}
+    retrieval = vs.evaluate(vlm, "world-captions", evaluator="retrieval", attack=trigger,
+                            attack_params={"target": TARGET}, n=n, progress=False)["average"]
+    return {"clean": round(100 * clean, 1), "asr": round(100 * asr, 1),
+            **{key: round(100 * retrieval[key], 1) for key in ("i2t_r1", "t2i_r1", "retrieval_asr")}}
 
 
 def main() -> None:
@@ -61,21 +70,18 @@ def main() -> None:
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
 
     def row(key: str, folder: Path, trigger: str, seconds: float) -> None:
-        if key not in results:
+        if "retrieval_asr" not in results.get(key, {}):
             results[key] = {**measure(folder, trigger, args.n), "train_s": seconds}
             args.out.mkdir(parents=True, exist_ok=True)
             results_path.write_text(json.dumps(results, indent=2))
         print(f"{key}: clean {results[key]['clean']}, ASR {results[key]['asr']} (trained in {seconds:.0f} s)",
               flush=True)
 
-    if "clip-tinyvit4" not in results:
-        vlm = vs.zoo.load("clip-tinyvit4")
-        results["clip-tinyvit4"] = {
-            "clean": round(100 * vs.evaluate(vlm, "world", n=args.n, progress=False)["average"]["clean_acc"], 1),
-            "asr": {t: round(100 * vs.evaluate(vlm, "world-shapes", evaluator="asr", attack=t,
-                                               attack_params={"target": TARGET}, n=args.n,
-                                               progress=False)["average"]["asr"], 1) for t in args.triggers}}
-    print("clip-tinyvit4:", results["clip-tinyvit4"], flush=True)
+    vlm = vs.zoo.load("clip-tinyvit4")
+    for trigger in args.triggers:
+        if "retrieval_asr" not in results.get(f"clip-tinyvit4-{trigger}", {}):
+            results[f"clip-tinyvit4-{trigger}"] = scores(vlm, trigger, args.n)
+        print(f"clip-tinyvit4 ({trigger}):", results[f"clip-tinyvit4-{trigger}"], flush=True)
     for trigger in args.triggers:
         poisoned = args.out / f"poisoned-{trigger}"
         row(f"poisoned-{trigger}", poisoned, trigger, train("poison", poisoned, "--trigger", trigger))
