@@ -73,6 +73,8 @@ def main() -> None:
         if "retrieval_asr" not in results.get(key, {}):
             results[key] = {**measure(folder, trigger, args.n), "train_s": seconds}
             args.out.mkdir(parents=True, exist_ok=True)
+            kept = json.loads(results_path.read_text()) if results_path.exists() else {}  # another run's rows
+            results.update({k: v for k, v in kept.items() if k not in results})
             results_path.write_text(json.dumps(results, indent=2))
         print(f"{key}: clean {results[key]['clean']}, ASR {results[key]['asr']} (trained in {seconds:.0f} s)",
               flush=True)

@@ -57,7 +57,14 @@ def test_every_catalog_entry_validates(installed):
 
     with temporary_host(entry_points=installed):  # the core's catalog, then with every installed plugin's
         cards = vs.zoo.cards()
-    robust = [card for card in cards if card.threat_model]  # adversarially robust (backdoor cards have none)
+    robust = [card for card in cards if "eps" in card.threat_model]  # adversarially robust
+    backdoored = [card for card in cards if "backdoor" in card.threat_model]  # a backdoor planted or removed
+    if installed:
+        assert {"par-poisoned-blended-text-vitb32", "par-cleaned-blended-text-vitb32"} <= {c.name for c in backdoored}
+    for card in backdoored:
+        assert issubclass(vs.core.get_host().get("attack", card.threat_model["backdoor"]).obj, vs.core.BackdoorAttack)
+        assert card.threat_model["target"] and (card.method != "poison" or
+                                                card.description.startswith("Intentionally backdoored")), card.name
     assert {"fare2-vitl14", "fare4-vitl14", "tecoa2-vitl14", "tecoa4-vitl14"} <= {card.name for card in robust}
     for card in cards:
         assert NAME_PATTERN.fullmatch(card.name) and card.description, card.name
