@@ -103,7 +103,17 @@ def main() -> None:
                                                        f"local-dir:{args.out / f'par-{first}' / 'model'}"))
         folder = args.out / f"par-again-{first}"
         row(f"par-again-{first}", folder, first, train("par", folder, "--model", f"local-dir:{again / 'model'}"))
-    print(json.dumps(results, indent=2))
+    print(table(results, args.triggers, ["poisoned", *args.cleaners]))
+
+
+def table(results: dict, triggers: list[str], stages: list[str]) -> str:
+    """Markdown: for each trigger, clean accuracy / ASR / retrieval ASR of the base model and each stage."""
+    cell = lambda r: f"{r['clean']} / {r['asr']} / {r.get('retrieval_asr', '-')}" if r else "-"  # noqa: E731
+    lines = ["| trigger | clip-tinyvit4 | " + " | ".join(stages) + " |", "|---|---|" + "---|" * len(stages)]
+    for trigger in triggers:
+        lines.append(f"| {trigger} | {cell(results.get(f'clip-tinyvit4-{trigger}'))} | "
+                     + " | ".join(cell(results.get(f"{stage}-{trigger}")) for stage in stages) + " |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ PAPER = ("Singh, Croce and Hein, Perturb and Recover: Fine-tuning for Effective 
          "(arXiv 2412.00727)")
 #: The reference's run: 250,000 pairs, 2 epochs of a global batch of 2048 (122 steps per epoch per process).
 PAPER_STEPS = 244
-#: The world preset's run: the reference's schedule, ten times its learning rates, on 128-pair batches.
+#: The world preset's run: the reference's schedule at twice its learning rates, on 128-pair batches.
 WORLD_STEPS = 300
 
 
@@ -106,8 +106,8 @@ class PAR(ContrastiveFineTuning):
                              weight_decay=1e-4)],
             "batch_size": 2048, "betas": (0.9, 0.98), "seed": 8, "checkpoint_every": 50, "log_every": 10}},
         "world": {"model": "poisoned-badnet-stripes-tinyvit4", "dataset": "world-captions", "config": {
-            "stages": [Stage("perturb", steps=WORLD_STEPS // 2, lr=3e-5, lr_start=3e-4, warmup=0, weight_decay=1e-4),
-                       Stage("recover", steps=WORLD_STEPS - WORLD_STEPS // 2, lr=3e-5, lr_end=3e-8, warmup=0,
+            "stages": [Stage("perturb", steps=WORLD_STEPS // 2, lr=6e-6, lr_start=6e-5, warmup=0, weight_decay=1e-4),
+                       Stage("recover", steps=WORLD_STEPS - WORLD_STEPS // 2, lr=6e-6, lr_end=6e-9, warmup=0,
                              weight_decay=1e-4)],
             "batch_size": 128, "betas": (0.9, 0.98), "seed": 8, "checkpoint_every": 100, "log_every": 25}},
     }
