@@ -63,6 +63,7 @@ def main() -> None:
     parser.add_argument("--cleaners", nargs="*", default=["par", "clip-finetune", "cleanclip"])
     parser.add_argument("--repoison", action="store_true", help="PAR, poison again, PAR again (first trigger)")
     parser.add_argument("--synthetic", action="store_true", help="PAR on world-captions-fresh (first trigger)")
+    parser.add_argument("--remeasure", action="store_true", help="measure every model again (none is retrained)")
     parser.add_argument("--n", type=int, default=500)
     parser.add_argument("--out", type=Path, default=Path("runs/par-world"))
     args = parser.parse_args()
@@ -70,7 +71,7 @@ def main() -> None:
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
 
     def row(key: str, folder: Path, trigger: str, seconds: float) -> None:
-        if "retrieval_asr" not in results.get(key, {}):
+        if args.remeasure or "retrieval_asr" not in results.get(key, {}):
             results[key] = {**measure(folder, trigger, args.n), "train_s": seconds}
             args.out.mkdir(parents=True, exist_ok=True)
             kept = json.loads(results_path.read_text()) if results_path.exists() else {}  # another run's rows
@@ -81,7 +82,7 @@ def main() -> None:
 
     vlm = vs.zoo.load("clip-tinyvit4")
     for trigger in args.triggers:
-        if "retrieval_asr" not in results.get(f"clip-tinyvit4-{trigger}", {}):
+        if args.remeasure or "retrieval_asr" not in results.get(f"clip-tinyvit4-{trigger}", {}):
             results[f"clip-tinyvit4-{trigger}"] = scores(vlm, trigger, args.n)
         print(f"clip-tinyvit4 ({trigger}):", results[f"clip-tinyvit4-{trigger}"], flush=True)
     for trigger in args.triggers:
