@@ -23,7 +23,7 @@ from par_world import measure
 from vlmshield.cli.train import plan, train_run
 
 #: Peak learning rates of each curve; the first is the world preset's (``bench/par_world.py`` trains it).
-SWEEPS = {"par": (6e-5, 3e-5, 1e-4, 3e-4), "clip-finetune": (6e-5, 3e-4), "cleanclip": (1e-4, 3e-4)}
+SWEEPS = {"par": (6e-5, 3e-5, 1e-4), "clip-finetune": (6e-5, 3e-4), "cleanclip": (1e-4, 3e-4)}
 
 
 def at_peak(run: dict, peak: float) -> dict:
