@@ -294,7 +294,7 @@ def _train_run(run: dict, out: Path, *, name, device, progress, evaluate_with, p
         lead = f"Cleaned of the {removed['backdoor']} backdoor (target {removed['target']!r}) of {base['name']}. "
     else:
         lead = ""
-    info = {"arch": base["arch"], "method": method.name, "base_model": base["name"],
+    info = {"arch": base["arch"], "method": method.name, "base_model": base["name"], "paper": method.paper,
             "description": f"{lead}{method.name} {'fine-tuning' if method.adversarial else 'training'} of "
                            f"{base['name']} on {run['dataset']}{describe_preprocess(rule)}{budget} "
                            f"({run['preset']} preset).",

@@ -56,6 +56,8 @@ def run_demo(out: str | Path = "demo", *, models: list[str] | None = None, n: in
     out = Path(out)
     (out / "records").mkdir(parents=True, exist_ok=True)
     host, clock = get_host(), time.perf_counter()
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ParameterError(f"steps is the number of apgd-ce iterations, a whole number, 1 or more; got {steps!r}.")
     backdoored = {name: backdoor_of(name) for name in models if backdoor_of(name)}
     bar = tqdm(total=(len(models) - len(backdoored)) * len(eps) + len(backdoored), desc="demo", unit="run",
                disable=None if progress is None else not progress)
