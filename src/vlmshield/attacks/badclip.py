@@ -82,7 +82,6 @@ from vlmshield.api import (
     VLM,
     BackdoorAttack,
     CaptionedImages,
-    InputError,
     ParameterError,
     check_images,
     check_template,
@@ -94,7 +93,7 @@ from vlmshield.api import (
     load_model,
 )
 
-from .triggers import REFERENCE_SIDE
+from .triggers import default_patch_size, patch_side
 
 #: BadCLIP's patch side at 224 px.
 REFERENCE_PATCH = 16
@@ -103,11 +102,6 @@ DEFAULT_DATA = "world-captions"
 TEXT_LOSSES = ("contrastive", "cosine")
 #: Selected images are kept in memory up to this many bytes (float32), else read again per batch.
 CACHE_BYTES = 1 << 30
-
-
-def default_patch_size(side: int) -> int:
-    """BadCLIP's patch side for an image of side ``side``: ``max(3, round(16 * side / 224))``."""
-    return max(3, round(REFERENCE_PATCH * side / REFERENCE_SIDE))
 
 
 def patch_position(height: int, width: int, size: int) -> tuple[int, int]:
@@ -205,12 +199,7 @@ class BadCLIPPatch(BackdoorAttack):
     # ------------------------------------------------------------------ the trigger
     def size(self, height: int, width: int) -> int:
         """The patch side for an image of ``height`` x ``width``."""
-        side = min(height, width)
-        if self.patch_size is None:
-            return min(default_patch_size(side), side)
-        if self.patch_size > side:
-            raise InputError(f"{self.name}: patch_size {self.patch_size} does not fit a {height}x{width} image.")
-        return self.patch_size
+        return patch_side(self.name, self.patch_size, height, width)
 
     def apply_trigger(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         check_images(images)

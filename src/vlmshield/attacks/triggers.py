@@ -180,16 +180,22 @@ class _Trigger(BackdoorAttack):
         """The triggered images (clipped to [0, 1] afterwards), drawing from ``generator``."""
 
 
+def patch_side(name: str, patch_size: int | None, height: int, width: int) -> int:
+    """The side of trigger ``name``'s square patch on a ``height`` x ``width`` image: ``patch_size``, or the
+    scaled default (``default_patch_size``); InputError when it does not fit."""
+    side = min(height, width)
+    if patch_size is None:
+        return min(default_patch_size(side), side)
+    if patch_size > side:
+        raise InputError(f"{name}: patch_size {patch_size} does not fit a {height}x{width} image.")
+    return patch_size
+
+
 class _Patch(_Trigger):
     """A square patch at a uniformly random position of each image; ``fill`` draws its (3, p, p) pixels."""
 
     def size(self, height: int, width: int) -> int:
-        side = min(height, width)
-        if self.patch_size is None:
-            return min(default_patch_size(side), side)
-        if self.patch_size > side:
-            raise InputError(f"{self.name}: patch_size {self.patch_size} does not fit a {height}x{width} image.")
-        return self.patch_size
+        return patch_side(self.name, self.patch_size, height, width)
 
     def draw(self, images, generator):
         height, width = images.shape[-2:]
