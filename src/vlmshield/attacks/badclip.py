@@ -95,8 +95,6 @@ from vlmshield.api import (
 
 from .triggers import default_patch_size, patch_side
 
-#: BadCLIP's patch side at 224 px.
-REFERENCE_PATCH = 16
 #: Where the images come from by default: the world's CC3M analogue.
 DEFAULT_DATA = "world-captions"
 TEXT_LOSSES = ("contrastive", "cosine")
