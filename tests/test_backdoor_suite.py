@@ -96,6 +96,8 @@ def test_a_trigger_with_parameters_poisons_through_the_command_line(tmp_path, ca
     assert patch.exists()
     record = json.loads((tmp_path / "run" / "training.json").read_text())
     assert f"--trigger-params model=clip-tinyvit8,steps=2,n=64,n_target=4,patch_file={patch}" in record["command"]
+    assert record["threat_model"]["trigger_params"] == {"model": "clip-tinyvit8", "steps": 2, "n": 64,
+                                                        "n_target": 4, "patch_file": str(patch)}
     # the preset's trigger (badnet-stripes) takes no steps: refused before any work, in one sentence
     assert main(["train", "poison", "--preset", "world", "--trigger-params", "steps=2", "--out",
                  str(tmp_path / "other")]) == 2

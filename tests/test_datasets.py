@@ -611,3 +611,25 @@ def test_captions_csv_reads_image_rows_in_order_relative_to_the_file(tmp_path):
     (tmp_path / "b.jpg").write_bytes(b"not a jpeg")
     with pytest.raises(vs.DataError, match="b.jpg"):
         pairs[1]
+
+
+def test_a_spec_picks_a_variant_and_the_first_is_the_default():
+    from vlmshield.api import DatasetEntry, temporary_host
+    from vlmshield.testing import make_plugin, tensor_dataset
+
+    seen = []
+
+    def build(root=None, split="test", image_size=224, variant=None):
+        seen.append(variant)
+        return tensor_dataset(torch.zeros(2, 3, 8, 8), torch.tensor([0, 1]), ["a", "b"], name=f"pairs/{variant}")
+
+    entry = DatasetEntry("pairs", build, variants=("a-to-b", "b-to-a"))
+    with temporary_host(make_plugin("variants", register_datasets=lambda register: register(entry))):
+        assert vs.dataset("pairs").name == "pairs/a-to-b" and vs.dataset("pairs/b-to-a").name == "pairs/b-to-a"
+        assert seen == ["a-to-b", "b-to-a"]
+        with pytest.raises(ParameterError, match=r"no variant 'c-to-d'; it has a-to-b, b-to-a\.$"):
+            vs.dataset("pairs/c-to-d")
+        with pytest.raises(ParameterError, match="name/variant"):
+            vs.dataset("pairs/")
+        with pytest.raises(ParameterError, match="'fakedata' has no variant 'x'; it has none."):
+            vs.dataset("fakedata/x")

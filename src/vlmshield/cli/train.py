@@ -332,15 +332,17 @@ def _removed_backdoor(method, start: dict) -> dict:
     threat = start.get("threat_model") or {}
     if method.defense_kind != "backdoor-removal" or "backdoor" not in threat:
         return {}
-    return {"backdoor": threat["backdoor"], "target": threat["target"]}
+    return {key: threat[key] for key in ("backdoor", "target", "trigger_params") if key in threat}
 
 
 def _backdoor(trainer) -> dict:
-    """The backdoor a trainer plants, as a card's threat model (``backdoor``, ``target``, ``rate``), or {}."""
+    """The backdoor a trainer plants, as a card's threat model (``backdoor``, ``target``, ``rate``, and the
+    trigger's other parameters where it was given any), or {}."""
     params = trainer.config()["params"]
     if not params.get("trigger") or not params.get("rate"):
         return {}
-    return {"backdoor": params["trigger"], "target": params["target"], "rate": params["rate"]}
+    threat = {"backdoor": params["trigger"], "target": params["target"], "rate": params["rate"]}
+    return {**threat, "trigger_params": params["trigger_params"]} if params.get("trigger_params") else threat
 
 
 def _train(args) -> int:

@@ -61,7 +61,8 @@ class ModelCard:
     #: The open_clip model it was fine-tuned from, ``ARCH/PRETRAINED`` (``ViT-L-14/openai``).
     base_model: str = ""
     #: What it was made robust against: ``{"norm": "Linf", "eps": "4/255"}``; for a model with a backdoor
-    #: planted or removed, the backdoor: ``{"backdoor": "badnet-stripes", "target": "banana", "rate": 0.003}``.
+    #: planted or removed, the backdoor: ``{"backdoor": "badnet-stripes", "target": "banana", "rate": 0.003}``
+    #: (and ``"trigger_params"``, the trigger's other parameters, where it was given any).
     threat_model: dict = field(default_factory=dict)
     training_data: str = ""
     source: str = "open_clip"

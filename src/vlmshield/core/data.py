@@ -26,6 +26,7 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from torch.utils.data import Dataset
 
@@ -177,6 +178,9 @@ class DatasetEntry:
     members: tuple[str, ...] = ()
     #: What ``build`` returns: a key of ``DATA_TYPES``.
     provides: str = "labelled"
+    #: Named variants of the dataset (a domain pair's source and target, say), the first the default; a spec
+    #: picks one as ``NAME/VARIANT`` and ``build`` is given it as ``variant=...``.
+    variants: tuple[str, ...] = ()
 
     def __post_init__(self):
         if (self.build is None) == (not self.members):
@@ -186,23 +190,38 @@ class DatasetEntry:
                               f"{', '.join(DATA_TYPES)}")
 
 
-def parse_dataset_spec(spec: str) -> tuple[str, Path | None]:
-    """'name' or 'name:/root' -> (name, root)."""
-    name, sep, root = spec.partition(":")
-    if not name.strip():
-        raise ParameterError(f"a dataset is written name or name:/path/to/root; got {spec!r}.")
-    return name.strip(), (Path(root).expanduser() if sep and root else None)
+class DatasetSpec(NamedTuple):
+    name: str
+    variant: str | None
+    root: Path | None
+
+
+def parse_dataset_spec(spec: str) -> DatasetSpec:
+    """'name', 'name/variant', 'name:/root' or 'name/variant:/root' -> (name, variant, root)."""
+    head, sep, root = spec.partition(":")
+    name, slash, variant = head.partition("/")
+    if not name.strip() or (slash and not variant.strip()):
+        raise ParameterError(f"a dataset is written name, name/variant, name:/path/to/root or "
+                             f"name/variant:/path/to/root; got {spec!r}.")
+    return DatasetSpec(name.strip(), variant.strip() if slash else None,
+                       Path(root).expanduser() if sep and root else None)
 
 
 def dataset(spec: str, split: str = "test", image_size: int = 224, download: bool = False,
             **params):
-    """Build a registered dataset: ``dataset('cifar10:/data/cifar10')``, ``dataset('fakedata')``.
+    """Build a registered dataset: ``dataset('cifar10:/data/cifar10')``, ``dataset('fakedata')``, or one of its
+    variants: ``dataset('office31/amazon-to-webcam:/data/office31')``.
 
     ``download=True`` lets a dataset that can (``can_download``) fetch its missing files into its root.
     """
-    name, root = parse_dataset_spec(spec)
+    name, variant, root = parse_dataset_spec(spec)
     registration = get_host().get("dataset", name)
     entry: DatasetEntry = registration.obj
+    if variant is not None and variant not in entry.variants:
+        raise ParameterError(f"dataset {entry.name!r} has no variant {variant!r}; "
+                             + (f"it has {', '.join(entry.variants)}." if entry.variants else "it has none."))
+    if entry.variants:
+        params["variant"] = variant or entry.variants[0]
     if entry.members:
         raise ParameterError(f"{entry.name!r} is a collection of {len(entry.members)} datasets "
                              f"({', '.join(entry.members)}); use datasets({entry.name!r}) to build them all.")
