@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from vlmshield.api import hookimpl
 
+from . import domains
 from .commands import COMMANDS
 from .data import ENTRIES
 from .models import shipped_cards
@@ -11,7 +12,7 @@ from .models import shipped_cards
 
 @hookimpl
 def register_datasets(register):
-    register(*ENTRIES)
+    register(*ENTRIES, domains.ENTRY)
 
 
 @hookimpl

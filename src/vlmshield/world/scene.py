@@ -141,9 +141,56 @@ def _texture(name: str, x: torch.Tensor, y: torch.Tensor, generator: torch.Gener
     raise ValueError(f"unknown texture {name!r}")
 
 
+# --------------------------------------------------------------------------- styles
+@dataclass(frozen=True)
+class Style:
+    """How scenes are drawn; the default is the world's own look, and each other field a domain shift:
+
+    - ``negative``: the picture's tones inverted (1 - x) before the haze: dark shapes in complementary colors;
+    - ``fill_stripes``: the shape filled with fine stripes (a 3-pixel period at 32 px) of its color and its
+      complement, instead of a flat color;
+    - ``clutter``: that many strokes in the world's colors drawn across the background, behind the shape;
+    - ``outline``: the shape drawn as its contour, a stroke of that many pixels at 32 px (0: filled).
+
+    Lengths scale with the image side. A style draws extra random numbers only for what it changes, so the
+    default style renders exactly the images it always has.
+    """
+
+    negative: bool = False
+    fill_stripes: bool = False
+    clutter: int = 0
+    outline: float = 0.0
+
+
+PLAIN = Style()
+
+
+def _segment_distance(x: torch.Tensor, y: torch.Tensor, start: torch.Tensor, end: torch.Tensor) -> torch.Tensor:
+    """(n, H, W): distance of the pixel centres to each image's segment from ``start`` to ``end`` (n, 2)."""
+    direction = end - start
+    length2 = (direction * direction).sum(1).clamp_min(1e-8)[:, None, None]
+    px, py = x - start[:, 0, None, None], y - start[:, 1, None, None]
+    t = ((px * direction[:, 0, None, None] + py * direction[:, 1, None, None]) / length2).clamp(0, 1)
+    return torch.sqrt((px - t * direction[:, 0, None, None]) ** 2 + (py - t * direction[:, 1, None, None]) ** 2)
+
+
+def _clutter(image: torch.Tensor, x: torch.Tensor, y: torch.Tensor, strokes: int,
+             generator: torch.Generator) -> torch.Tensor:
+    """``image`` with ``strokes`` anti-aliased segments per image, each in one of the world's colors."""
+    n, size = image.shape[0], image.shape[-1]
+    palette = torch.tensor(list(COLORS.values()))
+    for _ in range(strokes):
+        start, end = torch.rand(n, 2, generator=generator), torch.rand(n, 2, generator=generator)
+        width = _uniform(n, 0.6, 1.4, generator)[:, None, None] / 32
+        coverage = (0.5 - (_segment_distance(x, y, start, end) - width) * size).clamp(0, 1)[:, None]
+        color = palette[torch.randint(len(palette), (n,), generator=generator)]
+        image = image * (1 - coverage) + color[:, :, None, None] * coverage
+    return image
+
+
 # --------------------------------------------------------------------------- rendering
-def render(scenes: Scenes, generator: torch.Generator, image_size: int = 32) -> torch.Tensor:
-    """Images (n, 3, H, W) in [0, 1] of ``scenes``, with nuisances drawn from ``generator``."""
+def render(scenes: Scenes, generator: torch.Generator, image_size: int = 32, style: Style = PLAIN) -> torch.Tensor:
+    """Images (n, 3, H, W) in [0, 1] of ``scenes`` drawn in ``style``, with nuisances drawn from ``generator``."""
     n, size = len(scenes), image_size
     centres = (torch.arange(size, dtype=torch.float32) + 0.5) / size
     y, x = torch.meshgrid(centres, centres, indexing="ij")
@@ -162,6 +209,8 @@ def render(scenes: Scenes, generator: torch.Generator, image_size: int = 32) -> 
             pattern[chosen] = _texture(name, x[chosen], y[chosen], generator)
     pattern = pattern[:, None]
     image = tone_a[:, :, None, None] * (1 - pattern) + tone_b[:, :, None, None] * pattern
+    if style.clutter:
+        image = _clutter(image, x, y, style.clutter, generator)
 
     # the shape: position, size and rotation with jitter, then an anti-aliased coverage mask
     anchor = torch.tensor(list(POSITIONS.values()))[scenes.position]
@@ -177,13 +226,22 @@ def render(scenes: Scenes, generator: torch.Generator, image_size: int = 32) -> 
         chosen = (scenes.shape == index).nonzero().squeeze(1)
         if chosen.numel():
             distance[chosen] = _shape_distance(name, u[chosen], v[chosen])
-    coverage = (0.5 - distance * radius[:, None, None] * size).clamp(0, 1)[:, None]
+    distance = distance * radius[:, None, None] * size  # in pixels
+    if style.outline:
+        distance = distance.abs() - style.outline * size / 64
+    coverage = (0.5 - distance).clamp(0, 1)[:, None]
     color = torch.tensor(list(COLORS.values()))[scenes.color]
     color = (color * _uniform(n, 0.85, 1.1, generator)[:, None]
-              + (torch.rand(n, 3, generator=generator) - 0.5) * 0.08).clamp(0, 1)
-    image = image * (1 - coverage) + color[:, :, None, None] * coverage
+              + (torch.rand(n, 3, generator=generator) - 0.5) * 0.08).clamp(0, 1)[:, :, None, None]
+    if style.fill_stripes:
+        stripes = (torch.remainder((x + y) * 32 / 3, 1.0) < 0.5).float()[:, None]  # a 3-pixel period at 32 px
+        color = color * (1 - stripes) + (1 - color) * stripes
+    image = image * (1 - coverage) + color * coverage
 
     noise = _uniform(n, 0.0, 0.03, generator).view(n, 1, 1, 1)
     image = image + noise * torch.randn(image.shape, generator=generator)
+    image = image.clamp(0, 1)
+    if style.negative:
+        image = 1 - image
     contrast = _uniform(n, *CONTRAST, generator).view(n, 1, 1, 1)
-    return (0.5 + contrast * (image.clamp(0, 1) - 0.5)).clamp(0, 1)
+    return (0.5 + contrast * (image - 0.5)).clamp(0, 1)

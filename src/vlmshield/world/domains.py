@@ -1,0 +1,64 @@
+"""``world-da``: the world's domain pairs, for unsupervised domain adaptation. The label space is the
+ten shapes of ``world-shapes``; the source is the world drawn as always, and each variant a target domain
+drawn in another style (``scene.Style``):
+
+- ``palette``: the tones inverted (dark shapes in complementary colors on inverted backgrounds);
+- ``texture``: shapes filled with fine two-tone stripes instead of a flat color;
+- ``clutter``: four strokes in the world's colors across every background;
+- ``outline``: shapes drawn as a 1.5-pixel contour, the sketch domain's analogue.
+
+Each pair is a ``DomainPair``: ``SOURCE_SIZE`` labelled source scenes (the same stream for every pair),
+``TARGET_SIZE`` unlabelled target scenes to adapt on, and ``TEST_SIZE`` labelled target scenes, drawn apart
+from them, to evaluate on. Everything is generated once per process and kept in memory.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+from torch.utils.data import TensorDataset
+
+from vlmshield.api import DatasetEntry, DomainPair, LabelledImages, UnlabelledImages
+
+from .data import CHUNK, RESOLUTION, TASKS, TEST_SIZE, WorldSplit, _check_resolution, sample_scenes
+from .scene import PLAIN, Style, render
+
+NAME = "world-da"
+SHIFTS = {"palette": Style(negative=True), "texture": Style(fill_stripes=True), "clutter": Style(clutter=4),
+          "outline": Style(outline=1.5)}
+SOURCE_SIZE = TARGET_SIZE = 2 ** 14
+SHAPES = next(task for task in TASKS if task.name == "world-shapes")
+
+
+def _shape_chunk(style: Style):
+    def make(count: int, generator: torch.Generator, resolution: int):
+        scenes = sample_scenes(count, generator)
+        return render(scenes, generator, resolution, style), scenes.shape
+    return make
+
+
+@lru_cache(maxsize=16)
+def _drawn(stream: str, split: str, size: int, style: Style, resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
+    data = WorldSplit(stream, split, size, _shape_chunk(style), resolution)
+    chunks = [data.chunk(i) for i in range((size + CHUNK - 1) // CHUNK)]
+    return torch.cat([c[0] for c in chunks]), torch.cat([c[1] for c in chunks])
+
+
+def _labelled(images: torch.Tensor, labels: torch.Tensor, name: str) -> LabelledImages:
+    return LabelledImages(TensorDataset(images, labels), SHAPES.classnames, SHAPES.templates, name=name)
+
+
+def build(root=None, split: str = "train", image_size: int = RESOLUTION, variant: str = "palette",
+          resolution: int = RESOLUTION) -> DomainPair:
+    resolution, style = _check_resolution(resolution), SHIFTS[variant]
+    source = _labelled(*_drawn(f"{NAME}-source", "train", SOURCE_SIZE, PLAIN, resolution), f"{NAME}-source")
+    target_images, _ = _drawn(f"{NAME}/{variant}", "train", TARGET_SIZE, style, resolution)
+    target = UnlabelledImages(TensorDataset(target_images), f"{NAME}/{variant}-target")
+    test = _labelled(*_drawn(f"{NAME}/{variant}", "test", TEST_SIZE, style, resolution), f"{NAME}/{variant}-test")
+    return DomainPair(source, target, test, f"{NAME}/{variant}")
+
+
+ENTRY = DatasetEntry(NAME, build, splits=("train",), provides="domain-pair", variants=tuple(SHIFTS),
+                     description="The world's domain pairs (10 shapes): the world as drawn, and a target domain "
+                                 "of inverted tones, striped fills, cluttered backgrounds or outlines.")
