@@ -13,6 +13,7 @@ from vlmshield.api import (
     ParameterError,
     Stage,
     TrainConfig,
+    TrainingDefense,
     WeightsError,
     kl_divergence,
     learning_rate,
@@ -192,6 +193,49 @@ def test_a_stage_can_fall_linearly_from_lr_start_or_decay_to_lr_end():
     assert learning_rate(floor, 0) == pytest.approx(3e-6) and learning_rate(floor, 5) == pytest.approx(1e-9)
     with pytest.raises(ParameterError, match="lr_end must be in"):
         Stage("x", steps=2, lr=1e-5, lr_end=1e-4, warmup=0).check()
+
+
+def test_an_inverse_stage_anneals_as_dann_does_and_nesterov_is_sgds():
+    stage = Stage("inverse", steps=10_000, lr=0.005, warmup=0, schedule="inverse")
+    assert learning_rate(stage, 0) == 0.005
+    assert learning_rate(stage, 1000) == pytest.approx(0.005 * 2 ** -0.75)
+    assert learning_rate(stage, 9999) == pytest.approx(0.005 * (1 + 0.001 * 9999) ** -0.75)
+    with pytest.raises(ParameterError, match="schedule must be one of cosine, inverse; got 'step'"):
+        Stage("x", steps=2, schedule="step", warmup=0).check()
+    with pytest.raises(ParameterError, match="nesterov is SGD's momentum; the optimizer is adamw"):
+        TrainConfig(nesterov=True).check()
+
+
+def test_a_methods_learning_rate_scales_split_the_groups_and_follow_the_schedule(tmp_path):
+    from vlmshield.engine.training import OPTIMIZERS, Batches, parameter_groups, run_training
+
+    backbone, head = torch.nn.Linear(2, 2), torch.nn.Linear(2, 1)
+    model = torch.nn.Sequential(backbone, head)
+    scales = {id(p): 0.1 for p in backbone.parameters()}
+    stage = Stage("s", steps=3, lr=0.2, warmup=0, weight_decay=1e-3, schedule="inverse", decay_rate=0.5)
+    config = TrainConfig(stages=(stage,), optimizer="sgd", nesterov=True, batch_size=2, log_every=1)
+    groups = parameter_groups(list(model.parameters()), [head.bias], scales)
+    assert [(len(g["params"]), g.get("lr_scale", 1.0), g.get("no_decay", False)) for g in groups] == \
+        [(2, 0.1, False), (1, 1.0, False), (1, 1.0, True)]
+    assert OPTIMIZERS["sgd"](groups, stage, config).param_groups[0]["nesterov"] is True
+
+    class Scaled(TrainingDefense):
+        name, trainer = "scaled", "adversarial"
+
+        def lr_scales(self, model):
+            return scales
+
+    def step_loss(step, items, refs):
+        return model(torch.stack([x for x, in items])).pow(2).mean()
+
+    run_training(model, Scaled(), config, batches=Batches([(torch.ones(2),)] * 4, 2, 0), step_loss=step_loss,
+                 refs={}, parameters=list(model.parameters()), out=tmp_path)
+    rates = [0.2 * (1 + 0.5 * t) ** -0.75 for t in range(3)]
+    logged = [json.loads(line)["lr"] for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert logged == pytest.approx(rates)  # the stage's rate
+    groups = torch.load(tmp_path / "checkpoint.pt", weights_only=False)["optimizer"]["param_groups"]
+    assert [g["lr"] for g in groups] == pytest.approx([0.1 * rates[-1], rates[-1]])
+    assert all(g["nesterov"] for g in groups)
 
 
 def test_parameters_in_no_decay_are_spared_the_weight_decay_and_betas_reach_adamw():

@@ -85,6 +85,11 @@ class TrainingDefense(Defense):
             raise PluginError(f"defense {cls.name!r} names no trainer; subclass a trainer's method base "
                               f"(AdversarialFineTuning, ContrastiveFineTuning, Distillation) or set trainer")
 
+    def lr_scales(self, model: nn.Module) -> dict[int, float]:
+        """Learning-rate multipliers of the parameters that do not train at the stage's rate, by ``id`` (a
+        pretrained backbone at 0.1x, say); none by default."""
+        return {}
+
     def fit(self, model: nn.Module, data, config=None, *, trainer_params: dict | None = None, **options) -> nn.Module:
         """Train ``model`` on ``data`` with this defense's trainer (``config``: a ``TrainConfig``, the
         default one when None; ``options``: the trainer's ``train`` options, such as ``out=``)."""

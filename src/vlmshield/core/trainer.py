@@ -31,6 +31,8 @@ from .params import Configurable, parse_eps
 
 #: The optimizers a ``TrainConfig`` may name: AdamW, or SGD with momentum 0.9.
 OPTIMIZER_NAMES = ("adamw", "sgd")
+#: The learning-rate schedules a ``Stage`` may name.
+SCHEDULES = ("cosine", "inverse")
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,11 @@ class Stage:
     #: When set, the learning rate goes linearly from ``lr_start`` to ``lr`` over the stage instead (no warm-up,
     #: no decay): PAR's first half, from 3e-5 down to 3e-6.
     lr_start: float | None = None
+    #: ``cosine`` (warm-up, then cosine decay to ``lr_end``) or ``inverse``: lr (1 + decay_rate t)^-decay_power
+    #: at the stage's step t, no warm-up (the annealing of DANN and of domain adaptation codes since).
+    schedule: str = "cosine"
+    decay_rate: float = 0.001
+    decay_power: float = 0.75
 
     def check(self) -> Stage:
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
@@ -60,6 +67,12 @@ class Stage:
         if not (0 <= self.lr_end <= self.lr and (self.lr_start is None or 0 < self.lr_start < math.inf)):
             raise ParameterError(f"stage {self.name!r}: lr_end must be in [0, lr] and lr_start, when given, positive "
                                  f"and finite; got lr_end={self.lr_end}, lr_start={self.lr_start}.")
+        if self.schedule not in SCHEDULES:
+            raise ParameterError(f"stage {self.name!r}: the schedule must be one of {', '.join(SCHEDULES)}; "
+                                 f"got {self.schedule!r}.")
+        if not (0 <= self.decay_rate < math.inf and 0 <= self.decay_power < math.inf):
+            raise ParameterError(f"stage {self.name!r}: decay_rate and decay_power must be finite and >= 0; got "
+                                 f"{self.decay_rate} and {self.decay_power}.")
         return self
 
 
@@ -90,6 +103,8 @@ class TrainConfig:
     optimizer: str = "adamw"
     #: AdamW's betas (torch's default; CLIP fine-tuning codes often use (0.9, 0.98)).
     betas: tuple[float, float] = (0.9, 0.999)
+    #: Nesterov momentum for SGD (domain adaptation codes use it).
+    nesterov: bool = False
 
     def check(self) -> TrainConfig:
         if not self.stages:
@@ -105,6 +120,8 @@ class TrainConfig:
             raise ParameterError(f"optimizer must be one of {', '.join(OPTIMIZER_NAMES)}; got {self.optimizer!r}.")
         if len(self.betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in self.betas):
             raise ParameterError(f"betas must be two numbers in [0, 1); got {self.betas!r}.")
+        if self.nesterov and self.optimizer != "sgd":
+            raise ParameterError(f"nesterov is SGD's momentum; the optimizer is {self.optimizer}.")
         world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
         if self.batch_size % world:
             raise ParameterError(f"the batch of {self.batch_size} does not split evenly across {world} processes.")
@@ -127,11 +144,14 @@ class TrainConfig:
 
 
 def learning_rate(stage: Stage, step: int) -> float:
-    """Linear warm-up over the stage's first ``warmup`` steps, then cosine decay to ``lr_end``; or, for a stage
+    """Linear warm-up over the stage's first ``warmup`` steps, then cosine decay to ``lr_end``; for an
+    ``inverse`` stage, lr (1 + decay_rate step)^-decay_power; or, for a stage
     with ``lr_start``, a straight line from ``lr_start`` (at its first step) towards ``lr`` (where the next stage
     begins)."""
     if stage.lr_start is not None:
         return stage.lr_start + (stage.lr - stage.lr_start) * step / stage.steps
+    if stage.schedule == "inverse":
+        return stage.lr * (1 + stage.decay_rate * step) ** -stage.decay_power
     if step < stage.warmup:
         return stage.lr * (step + 1) / stage.warmup
     decay_steps = max(1, stage.steps - stage.warmup)

@@ -52,17 +52,24 @@ OPTIMIZERS = {
     "adamw": lambda groups, stage, config: torch.optim.AdamW(groups, lr=stage.lr, weight_decay=stage.weight_decay,
                                                              betas=tuple(config.betas)),
     "sgd": lambda groups, stage, config: torch.optim.SGD(groups, lr=stage.lr, momentum=0.9,
-                                                         weight_decay=stage.weight_decay),
+                                                         weight_decay=stage.weight_decay, nesterov=config.nesterov),
 }
 
 
-def parameter_groups(parameters: list[nn.Parameter], no_decay) -> list[dict]:
+def parameter_groups(parameters: list[nn.Parameter], no_decay, lr_scales: dict[int, float] | None = None
+                     ) -> list[dict]:
     """The optimizer's groups: the parameters with the stage's weight decay, then (when there are any) those
-    in ``no_decay`` without it (marked ``"no_decay"``)."""
-    excluded = {id(p) for p in no_decay}
-    groups = [{"params": [p for p in parameters if id(p) not in excluded]}]
-    spared = [p for p in parameters if id(p) in excluded]
-    return groups + ([{"params": spared, "weight_decay": 0.0, "no_decay": True}] if spared else [])
+    in ``no_decay`` without it (marked ``"no_decay"``); each split further by learning-rate multiplier
+    (``lr_scales``, by parameter id; the groups record theirs as ``"lr_scale"``)."""
+    excluded, lr_scales = {id(p) for p in no_decay}, lr_scales or {}
+    groups = []
+    for decayed in (True, False):
+        chosen = [p for p in parameters if (id(p) in excluded) != decayed]
+        for scale in dict.fromkeys(lr_scales.get(id(p), 1.0) for p in chosen):
+            group = {"params": [p for p in chosen if lr_scales.get(id(p), 1.0) == scale]}
+            group.update({} if decayed else {"weight_decay": 0.0, "no_decay": True})
+            groups.append({**group, "lr_scale": scale} if scale != 1.0 else group)
+    return groups or [{"params": []}]
 
 
 class Batches:
@@ -220,7 +227,8 @@ def _train_in(model, method, config, *, batches, step_loss, refs, parameters, ou
     required = [p.requires_grad for p in model.parameters()]
     for parameter in model.parameters():
         parameter.requires_grad_(id(parameter) in trainable_ids)
-    optimizer = OPTIMIZERS[config.optimizer](parameter_groups(parameters, no_decay), config.stages[0], config)
+    optimizer = OPTIMIZERS[config.optimizer](parameter_groups(parameters, no_decay, method.lr_scales(model)),
+                                             config.stages[0], config)
     start, history, elapsed_before, resumes = 0, [], 0.0, 0
     start_model = None
     checkpoint = Path(out) / "checkpoint.pt" if out is not None else None
@@ -250,7 +258,7 @@ def _train_in(model, method, config, *, batches, step_loss, refs, parameters, ou
         if method.stage_snapshot and (stage_step == 0 or refs.get("stage_start") is None):
             refs["stage_start"] = frozen_copy(model)
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(stage, stage_step)
+            group["lr"] = learning_rate(stage, stage_step) * group.get("lr_scale", 1.0)
             group["weight_decay"] = 0.0 if group.get("no_decay") else stage.weight_decay
         refs["diagnostics"] = {}
         with autocast:
@@ -260,7 +268,7 @@ def _train_in(model, method, config, *, batches, step_loss, refs, parameters, ou
         average_gradients(parameters)
         optimizer.step()
         model.eval()
-        entry = {"step": step + 1, "stage": stage.name, "lr": optimizer.param_groups[0]["lr"], "loss": mean_loss(loss),
+        entry = {"step": step + 1, "stage": stage.name, "lr": learning_rate(stage, stage_step), "loss": mean_loss(loss),
                  **{name: float(value) for name, value in refs["diagnostics"].items()}}
         history.append(entry["loss"])
         bar.set_postfix(loss=f"{entry['loss']:.4f}")
