@@ -1,0 +1,1 @@
+"""DART: robustification of a domain-adapted model by disentangled distillation into a student."""
