@@ -23,7 +23,7 @@ from .models import ARCHS
 
 EPS = (1 / 255, 4 / 255)
 #: The demo's reduced protocol (the world's full one is the `world` protocol: aa-lite, 50 steps, n=250 per task).
-DEMO_N, DEMO_STEPS = 80, 20
+DEMO_N, DEMO_STEPS = 64, 20
 
 
 def world_models() -> list[str]:
