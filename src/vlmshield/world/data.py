@@ -200,7 +200,8 @@ def _fixed_set(task_name: str, split: str, resolution: int) -> tuple[torch.Tenso
     return torch.cat([c[0] for c in chunks]), torch.cat([c[1] for c in chunks])
 
 
-def _check_resolution(resolution: int) -> int:
+def check_resolution(resolution: int) -> int:
+    """``resolution`` if it is a whole number of pixels from 8 to 512, else a ParameterError."""
     if isinstance(resolution, bool) or not isinstance(resolution, int) or not 8 <= resolution <= 512:
         raise ParameterError(f"the world's resolution must be a whole number of pixels from 8 to 512; "
                              f"got {resolution!r}.")
@@ -209,7 +210,7 @@ def _check_resolution(resolution: int) -> int:
 
 def build_task(task: Task):
     def build(root=None, split: str = "test", image_size: int = RESOLUTION, resolution: int = RESOLUTION):
-        resolution = _check_resolution(resolution)
+        resolution = check_resolution(resolution)
         images, labels = _fixed_set(task.name, split, resolution)  # generated once per process
         data = torch.utils.data.TensorDataset(images, labels)
         return LabelledImages(data, task.classnames, task.templates, name=task.name)
@@ -218,7 +219,7 @@ def build_task(task: Task):
 
 def build_pretrain(root=None, split: str = "train", image_size: int = RESOLUTION, resolution: int = RESOLUTION):
     data = WorldSplit("world-pretrain", split, SIZES["world-pretrain"][split], _captioned_chunk,
-                      _check_resolution(resolution))
+                      check_resolution(resolution))
     return CaptionedImages(data, name="world-pretrain")
 
 
@@ -242,7 +243,7 @@ class _Pairs(Dataset):
 
 def build_captions(name: str):
     def build(root=None, split: str = "train", image_size: int = RESOLUTION, resolution: int = RESOLUTION):
-        images, captions = _fixed_captions(name, split, _check_resolution(resolution))  # once per process
+        images, captions = _fixed_captions(name, split, check_resolution(resolution))  # once per process
         return CaptionedImages(_Pairs(images, captions), name=name)
     return build
 

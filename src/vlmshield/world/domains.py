@@ -21,7 +21,7 @@ from torch.utils.data import TensorDataset
 
 from vlmshield.api import DatasetEntry, DomainPair, LabelledImages, UnlabelledImages
 
-from .data import CHUNK, RESOLUTION, TASKS, TEST_SIZE, WorldSplit, _check_resolution, sample_scenes
+from .data import CHUNK, RESOLUTION, TASKS, TEST_SIZE, WorldSplit, check_resolution, sample_scenes
 from .scene import PLAIN, Style, render
 
 NAME = "world-da"
@@ -51,7 +51,7 @@ def _labelled(images: torch.Tensor, labels: torch.Tensor, name: str) -> Labelled
 
 def build(root=None, split: str = "train", image_size: int = RESOLUTION, variant: str = "palette",
           resolution: int = RESOLUTION) -> DomainPair:
-    resolution, style = _check_resolution(resolution), SHIFTS[variant]
+    resolution, style = check_resolution(resolution), SHIFTS[variant]
     source = _labelled(*_drawn(f"{NAME}-source", "train", SOURCE_SIZE, PLAIN, resolution), f"{NAME}-source")
     target_images, _ = _drawn(f"{NAME}/{variant}", "train", TARGET_SIZE, style, resolution)
     target = UnlabelledImages(TensorDataset(target_images), f"{NAME}/{variant}-target")
