@@ -10,6 +10,7 @@ import torch.nn.functional as F
 import vlmshield as vs
 from vlmshield.api import (
     VLM,
+    Architecture,
     DatasetEntry,
     ImageClassifier,
     InputError,
@@ -71,7 +72,7 @@ def test_any_backbone_is_wrapped_with_its_preprocessing_but_only_timm_models_are
     classifier = ImageClassifier(backbone, 4, image_size=16, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
     x = torch.rand(3, 3, 16, 16)
     assert torch.equal(classifier(x), backbone((x - 0.5) / 0.25))
-    with pytest.raises(ParameterError, match="only a timm model is saved"):
+    with pytest.raises(ParameterError, match="wraps a timm model or names the registered architecture"):
         vs.zoo.save(classifier, tmp_path / "toy")
     with pytest.raises(ParameterError, match="takes a VLM or an ImageClassifier"):
         vs.zoo.save(backbone, tmp_path / "toy")
@@ -193,3 +194,33 @@ def test_card_fields_of_a_classifier_are_checked_and_clip_cards_are_unchanged():
     info = vs.zoo.info("clip-vitb32")
     assert info["family"] == "clip" and info["source"] == "open_clip" and info["quick_gelu"] is True
     assert isinstance(vs.zoo.load("clip-tinyrn"), VLM)
+
+
+def test_a_registered_architecture_is_saved_by_name_and_built_again_from_the_folder(tmp_path):
+    built = []
+
+    def build(num_classes: int = 4):
+        built.append(num_classes)
+        return ToyCNN(num_classes)
+
+    toy = Architecture("toy-cnn", build, "a toy CNN")
+    plugin = make_plugin("test-architectures", register_architectures=lambda register: register(toy))
+    with temporary_host(plugin):
+        torch.manual_seed(0)
+        classifier = ImageClassifier(build(3), 3, image_size=16, mean=(0.5,) * 3, std=(0.25,) * 3,
+                                     classnames=["a", "b", "c"], architecture={"name": "toy-cnn",
+                                                                               "args": {"num_classes": 3}})
+        folder = vs.zoo.save(classifier, tmp_path / "toy", {"name": "toy-classifier"})
+        config = json.loads((folder / "config.json").read_text())
+        assert config["vlmshield_architecture"] == {"name": "toy-cnn", "args": {"num_classes": 3}}
+        loaded = vs.zoo.load(f"local-dir:{folder}")
+        assert isinstance(loaded.model, ToyCNN) and built[-1] == 3 and loaded.classnames == ("a", "b", "c")
+        assert (loaded.image_size, loaded.mean, loaded.std) == ((16, 16), (0.5,) * 3, (0.25,) * 3)
+        x = torch.rand(2, 3, 16, 16)
+        assert torch.equal(loaded(x), classifier.eval()(x))
+        with pytest.raises(ParameterError, match="architecture"):
+            ImageClassifier(ToyCNN(), 4, architecture={"args": {}})
+        with pytest.raises(VlmshieldError, match="unknown architecture 'nothing'"):
+            vs.zoo.save(ImageClassifier(ToyCNN(), 4, architecture={"name": "nothing"}), tmp_path / "other")
+    with pytest.raises(WeightsError, match="the architecture 'toy-cnn', which no installed plugin registers"):
+        vs.zoo.load(f"local-dir:{folder}")

@@ -27,7 +27,7 @@ from .attack import (
     targeted_dlr_loss,
 )
 from .card import ModelCard, ModelSource, load_model, recipe_card
-from .classifier import ImageClassifier, input_size
+from .classifier import Architecture, ImageClassifier, input_size
 from .command import Command, UsageError, defense_params, progress_flag, resumable
 from .data import (
     DATA_ENV,
@@ -90,7 +90,7 @@ __all__ = [
     "clean_logits", "dlr_loss", "is_labels", "loss_and_grad", "margin_loss", "per_sample_norm", "project",
     "random_start", "resolve_loss", "squared_l2_loss", "targeted_dlr_loss",
     "ModelCard", "ModelSource", "load_model", "recipe_card",
-    "ImageClassifier", "input_size",
+    "Architecture", "ImageClassifier", "input_size",
     "DATA_ENV", "DATA_TYPES", "CaptionedImages", "DatasetEntry", "DomainPair", "LabelledImages", "UnlabelledImages",
     "check_takes", "dataset", "datasets",
     "DEFENSE_KINDS", "Defense", "Purifier", "TestTimeDefense", "TrainingDefense",

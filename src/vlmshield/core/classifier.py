@@ -12,13 +12,16 @@ backbone, bottleneck and head are separate modules::
     ImageClassifier(nn.Sequential(backbone, bottleneck, head), num_classes=65, image_size=224,
                     mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), classnames=office_home_classes)
 
-Its card's ``loader`` returns that (``ModelCard(..., family="classifier", loader=...)``). Only a timm
-model is saved as a model folder (``zoo.save`` writes timm's Hub layout).
+Its card's ``loader`` returns that (``ModelCard(..., family="classifier", loader=...)``). A model folder
+(``zoo.save``) holds a timm model in timm's Hub layout, or any model a plugin's registered ``Architecture``
+builds: the classifier names it (``architecture={"name": ..., "args": {...}}``), the folder records that, and
+loading the folder builds the architecture again from the registry and reads the weights into it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -44,17 +47,30 @@ def _pair(size) -> tuple[int, int]:
     return (int(size), int(size)) if isinstance(size, int) else tuple(int(s) for s in size)
 
 
+@dataclass(frozen=True)
+class Architecture:
+    """A classifier architecture a plugin registers (``register_architectures``): ``build(**args)`` returns the
+    module (normalized images -> logits), its ``args`` plain JSON values, so that a model folder naming it is
+    built again wherever the plugin is installed."""
+
+    name: str
+    build: Callable[..., nn.Module]
+    description: str = ""
+
+
 class ImageClassifier(nn.Module):
     """[0, 1] images at any size -> logits of ``model`` over ``num_classes`` classes.
 
     ``model`` is the classifier itself (normalized inputs at ``image_size``, as it was trained);
     ``classifier(images)`` resizes (shortest side to ``image_size``, then a centre crop) and normalizes.
-    ``classnames`` name the outputs, where known.
+    ``classnames`` name the outputs, where known; ``architecture`` (``{"name": NAME, "args": {...}}``) names the
+    registered ``Architecture`` that builds ``model``, for a model that is not timm's.
     """
 
     def __init__(self, model: nn.Module, num_classes: int, *, image_size: int | Sequence[int] = 224,
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-                 interpolation: str = "bicubic", classnames: Sequence[str] | None = None, name: str | None = None):
+                 interpolation: str = "bicubic", classnames: Sequence[str] | None = None, name: str | None = None,
+                 architecture: dict | None = None):
         super().__init__()
         if classnames is not None and len(classnames) != num_classes:
             raise ParameterError(f"a classifier of {num_classes} classes needs as many class names; "
@@ -66,6 +82,13 @@ class ImageClassifier(nn.Module):
         self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
         self.classnames: tuple[str, ...] | None = None if classnames is None else tuple(classnames)
         self.name = name
+        if architecture is not None and not (isinstance(architecture, dict)
+                                             and isinstance(architecture.get("name"), str)
+                                             and isinstance(architecture.get("args", {}), dict)):
+            raise ParameterError(f"architecture is {{'name': NAME, 'args': {{...}}}}, a registered architecture and "
+                                 f"its arguments; got {architecture!r}.")
+        self.architecture = None if architecture is None else {"name": architecture["name"],
+                                                               "args": dict(architecture.get("args", {}))}
         self.register_buffer("pixel_mean", torch.tensor(self.mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(self.std).view(1, -1, 1, 1), persistent=False)
 

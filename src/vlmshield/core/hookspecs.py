@@ -30,6 +30,8 @@ What each hook registers:
 - models: a ``ModelCard`` (a zoo entry: architecture, weights source, threat model, numbers).
 - model sources: a ``ModelSource`` that loads the names of one scheme (``local-dir:PATH``,
   ``hf-hub:ORG/NAME``): ``load_model(name)`` resolves a name through the cards and the sources.
+- architectures: an ``Architecture`` (a name and ``build(**args) -> nn.Module``): a classifier that is not
+  timm's, saved as a model folder that names it and built again from it (a domain-adapted network).
 - protocols: a ``Protocol`` (a named evaluation setting: attack, eps values, steps, n, prompts, datasets).
 - commands: a ``Command`` (a ``vlmshield`` subcommand: name, help, arguments, run function).
 """
@@ -77,6 +79,11 @@ def register_models(register):
 @hookspec
 def register_model_sources(register):
     """Register model-name schemes: ``register(ModelSource(...), ...)``."""
+
+
+@hookspec
+def register_architectures(register):
+    """Register classifier architectures: ``register(Architecture(...), ...)``."""
 
 
 @hookspec

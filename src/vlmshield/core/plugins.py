@@ -68,6 +68,7 @@ def _validate(kind: str, obj: object) -> str:
     """The name ``obj`` registers under, or PluginError saying why it cannot be a ``kind``."""
     from .attack import Attack, BackdoorAttack
     from .card import ModelCard, ModelSource
+    from .classifier import Architecture
     from .data import DatasetEntry
     from .defense import Defense
     from .evaluator import Evaluator
@@ -77,7 +78,7 @@ def _validate(kind: str, obj: object) -> str:
     expected = {"attack": (Attack, BackdoorAttack), "defense": (Defense,), "evaluator": (Evaluator,),
                 "trainer": (Trainer,)}
     instances = {"dataset": DatasetEntry, "model": ModelCard, "protocol": Protocol, "command": Command,
-                 "model-source": ModelSource}
+                 "model-source": ModelSource, "architecture": Architecture}
     if kind in expected:
         if not (isinstance(obj, type) and issubclass(obj, expected[kind])):
             names = " or ".join(t.__name__ for t in expected[kind])

@@ -26,7 +26,8 @@ from .errors import ContestedNameError, PluginError, UnknownNameError, did_you_m
 NAME_PATTERN = re.compile(r"[a-z0-9]+(?:[.-][a-z0-9]+)*")
 
 #: Registry kinds, in the order they are listed, with the plural used in messages and the CLI.
-KINDS = ("model", "attack", "defense", "trainer", "dataset", "evaluator", "protocol", "model-source", "command")
+KINDS = ("model", "attack", "defense", "trainer", "dataset", "evaluator", "protocol", "model-source", "architecture",
+         "command")
 
 
 #: The project's method plugins, by the method part of the names they register: the defense (``fare``)

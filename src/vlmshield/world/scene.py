@@ -147,6 +147,7 @@ class Style:
     """How scenes are drawn; the default is the world's own look, and each other field a domain shift:
 
     - ``negative``: the picture's tones inverted (1 - x) before the haze: dark shapes in complementary colors;
+    - ``palette``: a 3 x 3 color matrix applied to every pixel's RGB before the haze (a sepia cast, say);
     - ``fill_stripes``: the shape filled with fine stripes (a 3-pixel period at 32 px) of its color and its
       complement, instead of a flat color;
     - ``clutter``: that many strokes in the world's colors drawn across the background, behind the shape;
@@ -157,6 +158,7 @@ class Style:
     """
 
     negative: bool = False
+    palette: tuple[tuple[float, float, float], ...] | None = None
     fill_stripes: bool = False
     clutter: int = 0
     outline: float = 0.0
@@ -243,5 +245,7 @@ def render(scenes: Scenes, generator: torch.Generator, image_size: int = 32, sty
     image = image.clamp(0, 1)
     if style.negative:
         image = 1 - image
+    if style.palette is not None:
+        image = torch.einsum("ij,njhw->nihw", torch.tensor(style.palette), image).clamp(0, 1)
     contrast = _uniform(n, *CONTRAST, generator).view(n, 1, 1, 1)
     return (0.5 + contrast * (image - 0.5)).clamp(0, 1)

@@ -21,6 +21,11 @@ An image classifier (an ``ImageClassifier`` around a timm model) is saved in tim
 - ``model.safetensors``: the timm model's state dict, keys as timm names them;
 - ``README.md``, as above, for the ``timm`` library.
 
+A classifier whose model a plugin's registered ``Architecture`` builds is saved in the same files, its
+``config.json`` naming the architecture and its arguments (``vlmshield_architecture``: ``{"name", "args"}``) with
+the same ``pretrained_cfg`` and ``label_names``; loading it builds the architecture from the registry (the
+plugin must be installed: the error names it otherwise) and reads the weights into it.
+
 A folder saved from a real open_clip architecture loads with plain
 ``open_clip.create_model_and_transforms("local-dir:DIR")``, a classifier's with
 ``timm.create_model("local-dir:DIR", pretrained=True)``; ``vs.zoo.load("local-dir:DIR")`` loads both
@@ -48,11 +53,13 @@ from vlmshield.api import (
     ImageClassifier,
     ModelCard,
     ParameterError,
+    UnknownNameError,
     VlmshieldError,
     WeightsError,
     WordTokenizer,
     atomic_write_json,
     error_summary,
+    get_host,
     header_parameter_count,
     load_state,
     read_legacy_weights,
@@ -126,17 +133,24 @@ def save(model: VLM | ImageClassifier, directory: str | os.PathLike, card: Model
 
 
 def _save_classifier(classifier: ImageClassifier, directory: Path, card: dict, metrics: dict | None) -> Path:
-    """Write a classifier around a timm model in timm's layout: timm writes its config (architecture and the
-    arguments that rebuild it), then the classifier's preprocessing, classes and the section go in."""
-    if not hasattr(classifier.model, "pretrained_cfg"):
-        raise ParameterError(f"only a timm model is saved as a model folder (timm's layout); this classifier wraps "
-                             f"a {type(classifier.model).__name__}, which its plugin's loader builds.")
-    from timm.models._hub import save_config_for_hf
+    """Write a classifier in timm's layout: timm writes its config (architecture and the arguments that rebuild
+    it), or the classifier names its registered architecture; then its preprocessing, classes and the section
+    go in."""
+    if classifier.architecture is not None:
+        get_host().get("architecture", classifier.architecture["name"])  # a name nothing builds is refused now
+        config = {"architecture": classifier.architecture["name"], "vlmshield_architecture": classifier.architecture,
+                  "num_classes": classifier.num_classes, "pretrained_cfg": {}}
+    elif hasattr(classifier.model, "pretrained_cfg"):
+        from timm.models._hub import save_config_for_hf
 
+        with tempfile.TemporaryDirectory() as scratch:
+            save_config_for_hf(classifier.model, Path(scratch) / TIMM_CONFIG)
+            config = json.loads((Path(scratch) / TIMM_CONFIG).read_text())
+    else:
+        raise ParameterError(f"a classifier is saved as a model folder when it wraps a timm model or names the "
+                             f"registered architecture that builds its model (architecture=...); this one wraps "
+                             f"a {type(classifier.model).__name__}.")
     section = _write_weights(classifier, directory, TIMM_WEIGHTS, card)
-    with tempfile.TemporaryDirectory() as scratch:
-        save_config_for_hf(classifier.model, Path(scratch) / TIMM_CONFIG)
-        config = json.loads((Path(scratch) / TIMM_CONFIG).read_text())
     preprocess = config["pretrained_cfg"]
     size = [3, *classifier.image_size]
     if preprocess.get("input_size") != size:
@@ -227,10 +241,15 @@ def load_classifier(directory: str | os.PathLike, device=None, weights: bool = T
     directory = Path(directory)
     timm_config = read_timm_config(directory)
     section = checked_section(directory / TIMM_CONFIG, timm_config)
-    check_depth(directory / TIMM_CONFIG, timm_config.get("model_args"))
-    check_size(directory, _meta_count(lambda: _timm_model(directory)), directory / TIMM_WEIGHTS if weights else None)
-    classifier = _from_config(directory, lambda: ImageClassifier.from_timm_model(
-        _timm_model(directory), name=section.get("name", directory.name)))
+    name = section.get("name", directory.name)
+    if "vlmshield_architecture" in timm_config:
+        build, make = _registered_architecture(directory, timm_config, name)
+    else:
+        check_depth(directory / TIMM_CONFIG, timm_config.get("model_args"))
+        build = lambda: _timm_model(directory)  # noqa: E731
+        make = lambda: ImageClassifier.from_timm_model(_timm_model(directory), name=name)  # noqa: E731
+    check_size(directory, _meta_count(build), directory / TIMM_WEIGHTS if weights else None)
+    classifier = _from_config(directory, make)
     problem = _preprocess_problem({"mean": list(classifier.mean), "std": list(classifier.std),
                                    "size": list(classifier.image_size)})
     if problem:
@@ -238,6 +257,33 @@ def load_classifier(directory: str | os.PathLike, device=None, weights: bool = T
     if weights:
         _load_weights(classifier.model, directory, TIMM_WEIGHTS, TIMM_LEGACY_WEIGHTS, section.get("weights_sha256"))
     return classifier.to(device or "cpu").eval()
+
+
+def _registered_architecture(directory: Path, config: dict, name: str) -> tuple[Callable, Callable]:
+    """For a folder naming a registered architecture: a function that builds its model, and one that builds the
+    classifier around it with the config's preprocessing and classes."""
+    path, architecture = directory / TIMM_CONFIG, config["vlmshield_architecture"]
+    if not (isinstance(architecture, dict) and isinstance(architecture.get("name"), str)
+            and isinstance(architecture.get("args", {}), dict)):
+        raise WeightsError(f"{path} has a malformed vlmshield_architecture: it should be an object with a name and "
+                           f"its args.")
+    try:
+        registration = get_host().get("architecture", architecture["name"])
+    except UnknownNameError:
+        raise WeightsError(f"{directory} holds a model of the architecture {architecture['name']!r}, which no "
+                           f"installed plugin registers; install the plugin that trained it.") from None
+    pretrained, labels = config.get("pretrained_cfg") or {}, config.get("label_names")
+    size = pretrained.get("input_size", [3, 224, 224])
+    problem = _preprocess_problem({"mean": pretrained.get("mean"), "std": pretrained.get("std"),
+                                   "size": size[1:] if isinstance(size, list) else size})
+    if problem or not (type(config.get("num_classes")) is int and config["num_classes"] > 0):
+        raise WeightsError(f"{path} has a malformed pretrained_cfg or num_classes: {problem or 'no class count'}.")
+    args = architecture.get("args", {})
+    build = lambda: registration.obj.build(**args)  # noqa: E731
+    return build, lambda: ImageClassifier(
+        build(), config["num_classes"], image_size=size[1:], mean=pretrained["mean"], std=pretrained["std"],
+        interpolation=pretrained.get("interpolation", "bicubic"), classnames=labels, name=name,
+        architecture=architecture)
 
 
 def _timm_model(directory: Path) -> torch.nn.Module:
