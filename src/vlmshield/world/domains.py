@@ -2,10 +2,10 @@
 ten shapes of ``world-shapes``; the source is the world drawn as always, and each variant a target domain
 drawn in another style (``scene.Style``):
 
-- ``palette``: the tones inverted (dark shapes in complementary colors on inverted backgrounds);
-- ``texture``: shapes filled with fine two-tone stripes instead of a flat color;
-- ``clutter``: four strokes in the world's colors across every background;
-- ``outline``: shapes drawn as a 1.5-pixel contour, the sketch domain's analogue.
+- ``palette``: every color faded 65% of the way to grey;
+- ``texture``: shapes filled with fine stripes that mix their color 40% with its complement;
+- ``clutter``: two strokes in the world's colors across every background;
+- ``outline``: shapes drawn as a 2.5-pixel contour, the sketch domain's analogue.
 
 Each pair is a ``DomainPair``: ``SOURCE_SIZE`` labelled source scenes (the same stream for every pair),
 ``TARGET_SIZE`` unlabelled target scenes to adapt on, and ``TEST_SIZE`` labelled target scenes, drawn apart
@@ -25,8 +25,10 @@ from .data import CHUNK, RESOLUTION, TASKS, TEST_SIZE, WorldSplit, check_resolut
 from .scene import PLAIN, Style, render
 
 NAME = "world-da"
-SHIFTS = {"palette": Style(negative=True), "texture": Style(fill_stripes=True), "clutter": Style(clutter=4),
-          "outline": Style(outline=1.5)}
+#: Colors faded 65% of the way to their grey (Rec. 601 luma), as one matrix.
+FADED = tuple(tuple(0.35 * (i == j) + 0.65 * luma for j, luma in enumerate((0.299, 0.587, 0.114))) for i in range(3))
+SHIFTS = {"palette": Style(palette=FADED), "texture": Style(fill_stripes=0.4), "clutter": Style(clutter=2),
+          "outline": Style(outline=2.5)}
 SOURCE_SIZE = TARGET_SIZE = 2 ** 14
 SHAPES = next(task for task in TASKS if task.name == "world-shapes")
 
@@ -61,4 +63,4 @@ def build(root=None, split: str = "train", image_size: int = RESOLUTION, variant
 
 ENTRY = DatasetEntry(NAME, build, splits=("train",), provides="domain-pair", variants=tuple(SHIFTS),
                      description="The world's domain pairs (10 shapes): the world as drawn, and a target domain "
-                                 "of inverted tones, striped fills, cluttered backgrounds or outlines.")
+                                 "of faded colors, striped fills, cluttered backgrounds or outlines.")

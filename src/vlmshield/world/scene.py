@@ -146,10 +146,9 @@ def _texture(name: str, x: torch.Tensor, y: torch.Tensor, generator: torch.Gener
 class Style:
     """How scenes are drawn; the default is the world's own look, and each other field a domain shift:
 
-    - ``negative``: the picture's tones inverted (1 - x) before the haze: dark shapes in complementary colors;
     - ``palette``: a 3 x 3 color matrix applied to every pixel's RGB before the haze (a sepia cast, say);
-    - ``fill_stripes``: the shape filled with fine stripes (a 3-pixel period at 32 px) of its color and its
-      complement, instead of a flat color;
+    - ``fill_stripes``: the shape filled with fine stripes (a 3-pixel period at 32 px) that mix its color with
+      its complement by this share (0: a flat color, 1: color and complement);
     - ``clutter``: that many strokes in the world's colors drawn across the background, behind the shape;
     - ``outline``: the shape drawn as its contour, a stroke of that many pixels at 32 px (0: filled).
 
@@ -157,9 +156,8 @@ class Style:
     default style renders exactly the images it always has.
     """
 
-    negative: bool = False
     palette: tuple[tuple[float, float, float], ...] | None = None
-    fill_stripes: bool = False
+    fill_stripes: float = 0.0
     clutter: int = 0
     outline: float = 0.0
 
@@ -237,15 +235,14 @@ def render(scenes: Scenes, generator: torch.Generator, image_size: int = 32, sty
               + (torch.rand(n, 3, generator=generator) - 0.5) * 0.08).clamp(0, 1)[:, :, None, None]
     if style.fill_stripes:
         stripes = (torch.remainder((x + y) * 32 / 3, 1.0) < 0.5).float()[:, None]  # a 3-pixel period at 32 px
+        stripes = stripes * style.fill_stripes
         color = color * (1 - stripes) + (1 - color) * stripes
     image = image * (1 - coverage) + color * coverage
 
     noise = _uniform(n, 0.0, 0.03, generator).view(n, 1, 1, 1)
     image = image + noise * torch.randn(image.shape, generator=generator)
     image = image.clamp(0, 1)
-    if style.negative:
-        image = 1 - image
     if style.palette is not None:
-        image = torch.einsum("ij,njhw->nihw", torch.tensor(style.palette), image).clamp(0, 1)
+        image = torch.einsum("ij,njhw->nihw", torch.tensor(style.palette, dtype=image.dtype), image).clamp(0, 1)
     contrast = _uniform(n, *CONTRAST, generator).view(n, 1, 1, 1)
     return (0.5 + contrast * (image - 0.5)).clamp(0, 1)
