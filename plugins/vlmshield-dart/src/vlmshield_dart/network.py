@@ -105,3 +105,28 @@ def adaptation_classifier(backbone: str, num_classes: int, *, classnames=None, p
     architecture = {"name": ARCHITECTURE.name, "args": {"backbone": backbone, "num_classes": num_classes, **args}}
     return ImageClassifier(net, num_classes, image_size=size, mean=mean, std=std, interpolation=interpolation,
                            classnames=classnames, name=name, architecture=architecture)
+
+
+def adapt(model, num_classes: int, *, classnames=None, **args) -> ImageClassifier:
+    """The adaptation network a UDA method trains, from the model a run starts with: a zoo CLIP (its image tower
+    becomes the backbone, with its weights), an ImageClassifier around a timm model (the same, without its head),
+    or an adaptation network already (returned as it is)."""
+    if isinstance(model, ImageClassifier) and isinstance(model.model, AdaptationNet):
+        if model.num_classes != num_classes:
+            raise ParameterError(f"the adaptation network has {model.num_classes} classes; the data has {num_classes}.")
+        return model
+    if isinstance(model, VLM):
+        backbone, tower = model.name, model.model.visual
+    elif isinstance(model, ImageClassifier) and hasattr(model.model, "pretrained_cfg"):
+        backbone, tower = f"timm:{model.model.pretrained_cfg['architecture']}", model.model
+    else:
+        raise ParameterError(f"a domain adaptation starts from a zoo CLIP, a timm classifier or an adaptation "
+                             f"network; got a {type(model).__name__}.")
+    classifier = adaptation_classifier(backbone, num_classes, classnames=classnames, pretrained=False, **args)
+    state = {k: v for k, v in tower.state_dict().items() if k in classifier.model.backbone.state_dict()}
+    classifier.model.backbone.load_state_dict(state)
+    if isinstance(model, ImageClassifier):  # the classifier's own preprocessing, not timm's defaults
+        classifier.image_size, classifier.mean, classifier.std = model.image_size, model.mean, model.std
+        classifier.pixel_mean.copy_(model.pixel_mean)
+        classifier.pixel_std.copy_(model.pixel_std)
+    return classifier

@@ -1,0 +1,191 @@
+"""Step 1 of DART: unsupervised domain adaptation (UDA) teachers, and the trainer that runs them.
+
+The ``uda`` trainer reads a domain pair: every step, a batch of labelled source images and a batch of
+unlabelled target images (two seeded orders; under torchrun each process takes its share of both and the
+gradients are averaged). The target's labels are never read: the pair's target is unlabelled images. The
+network's new layers start from the run's seed and each step's dropout from the step's, so a resumed run ends
+with the weights of an uninterrupted one. The method turns the start model into an adaptation network
+(``network.adapt``: a zoo CLIP's image tower or a timm backbone, a bottleneck and a head), declares the
+backbone's learning rate at 0.1x the heads' (as Transfer-Learning-Library's ``get_parameters``), and gives the
+loss:
+
+- ``source-only``: cross-entropy on the source, the target unused (the lower bound every UDA paper reports);
+- ``dann`` (Ganin et al., JMLR 2016): cross-entropy on the source plus the domain discriminator's binary
+  cross-entropy (source 1, target 0, the mean of both domains' means), whose gradient reaches the features
+  reversed and scaled by lambda_p = 2 / (1 + exp(-10 p)) - 1, p the share of training done (the paper's
+  schedule, from 0 to 1).
+
+Their ``paper`` presets are the released DART configuration's (a ResNet-50 from timm, a 1024-wide bottleneck,
+SGD with Nesterov momentum 0.9, weight decay 1e-3, lr 0.01 on the heads, (1 + 0.001 t)^-0.75 annealing, batch
+32, 10k steps, Office-31 A->W); their ``world`` presets adapt the world's pretrained ResNet (``clip-tinyrn``) on
+``world-da``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vlmshield.api import (
+    Batches,
+    DomainPair,
+    ImageClassifier,
+    Stage,
+    TrainConfig,
+    Trainer,
+    TrainingDefense,
+    check_takes,
+    derive_seed,
+    evaluate,
+    rank_and_world,
+    resolve_device,
+    run_training,
+)
+
+from .network import adapt
+
+#: The released configuration's optimizer: SGD, Nesterov momentum 0.9, weight decay 1e-3, annealed lr.
+PAPER_CONFIG = {"stages": [Stage("adapt", steps=10_000, lr=0.01, warmup=0, weight_decay=1e-3, schedule="inverse")],
+                "batch_size": 32, "optimizer": "sgd", "nesterov": True, "checkpoint_every": 1000, "log_every": 100}
+WORLD_STEPS = 1500
+WORLD_CONFIG = {"stages": [Stage("adapt", steps=WORLD_STEPS, lr=0.01, warmup=0, weight_decay=1e-3,
+                                 schedule="inverse", decay_rate=10 / WORLD_STEPS)],
+                "batch_size": 64, "optimizer": "sgd", "nesterov": True, "checkpoint_every": 250, "log_every": 100,
+                "val_every": 500, "val_n": 500}
+
+
+class Adaptation(TrainingDefense):
+    """A UDA method: the network it trains (``adversary``, ``head_layers``), its parameters' learning rates and
+    its loss on a source batch and a target batch."""
+
+    defense_kind: ClassVar[str] = "domain-adaptation"
+    trainer: ClassVar[str] = "uda"
+    #: The training-only part of the network the method needs (``none``, ``dann``, ``mdd``).
+    adversary: ClassVar[str] = "none"
+    head_layers: ClassVar[int] = 1
+
+    def __init__(self, bottleneck_dim: int = 1024, backbone_lr: float = 0.1, **params):
+        super().__init__(bottleneck_dim=int(bottleneck_dim), backbone_lr=float(backbone_lr), **params)
+
+    def network(self, model: nn.Module, data: DomainPair) -> ImageClassifier:
+        """The adaptation network trained from ``model`` for the pair's classes."""
+        return adapt(model, len(data.classnames), classnames=data.classnames, bottleneck_dim=self.bottleneck_dim,
+                     head_layers=self.head_layers, adversary=self.adversary)
+
+    def lr_scales(self, model: nn.Module) -> dict[int, float]:
+        return {id(p): self.backbone_lr for p in model.model.backbone.parameters()}
+
+    def loss(self, model: ImageClassifier, xs: torch.Tensor, ys: torch.Tensor, xt: torch.Tensor, refs: dict, *,
+             progress: float) -> torch.Tensor:
+        """The loss of one step on source images ``xs`` (labels ``ys``) and target images ``xt``; ``progress``
+        is the share of training done, in [0, 1)."""
+        return F.cross_entropy(model(xs), ys)
+
+
+class SourceOnly(Adaptation):
+    name = "source-only"
+    description = "Source-only training: cross-entropy on the labelled source (the UDA lower bound)."
+    paper = "The lower bound of unsupervised domain adaptation (as DANN and MDD report it)"
+    presets = {"paper": {"model": "hf-hub:timm/resnet50.tv_in1k", "dataset": "office31/amazon-to-webcam",
+                         "config": PAPER_CONFIG},
+               "world": {"model": "clip-tinyrn", "dataset": "world-da/palette", "config": WORLD_CONFIG}}
+
+
+def dann_lambda(progress: float, gamma: float = 10.0) -> float:
+    """DANN's reversal weight: 2 / (1 + exp(-gamma p)) - 1, from 0 at the start to nearly 1 at the end."""
+    return 2.0 / (1.0 + math.exp(-gamma * progress)) - 1.0
+
+
+class _Reverse(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight):
+        ctx.weight = weight
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return -ctx.weight * grad, None
+
+
+def reverse_gradient(x: torch.Tensor, weight: float) -> torch.Tensor:
+    """``x`` forward; its gradient multiplied by -``weight`` backward (DANN's gradient reversal layer)."""
+    return _Reverse.apply(x, weight)
+
+
+class DANN(Adaptation):
+    name = "dann"
+    description = ("DANN: source cross-entropy plus a domain discriminator whose gradient reaches the features "
+                   "reversed (Ganin et al.).")
+    paper = "Ganin et al., Domain-Adversarial Training of Neural Networks (JMLR 2016)"
+    adversary = "dann"
+    presets = SourceOnly.presets
+
+    def __init__(self, trade_off: float = 1.0, **params):
+        super().__init__(trade_off=float(trade_off), **params)
+
+    def loss(self, model, xs, ys, xt, refs, *, progress):
+        net = model.model
+        features = net.features(model.preprocess(torch.cat([xs, xt])))
+        classification = F.cross_entropy(net.head(features[:len(xs)]), ys)
+        domains = net.adversary(reverse_gradient(features, dann_lambda(progress))).squeeze(1)
+        truth = torch.cat([torch.ones(len(xs)), torch.zeros(len(xt))]).to(domains)
+        per_image = F.binary_cross_entropy_with_logits(domains.float(), truth, reduction="none")
+        transfer = 0.5 * (per_image[:len(xs)].mean() + per_image[len(xs):].mean())
+        refs["diagnostics"].update(cls=classification.detach(), domain=transfer.detach())
+        return classification + self.trade_off * transfer
+
+
+class _PairedBatches:
+    """Each step's source batch and target batch (two seeded orders), this process's share of each."""
+
+    def __init__(self, data: DomainPair, batch_size: int, seed: int):
+        self.source = Batches(data.source, batch_size, seed)
+        self.target = Batches(data.target, batch_size, seed + 1)
+
+    def local(self, step: int) -> tuple[list, list]:
+        return self.source.local(step), self.target.local(step)
+
+
+class AdaptationTrainer(Trainer):
+    name = "uda"
+    description = "Unsupervised domain adaptation: a labelled source batch and an unlabelled target batch per step."
+    takes = "domain-pair"
+    method_type = Adaptation
+
+    def train(self, model: nn.Module, data, method: Adaptation, config: TrainConfig, *, out=None, val_data=None,
+              device=None, progress=None, log=None, stop_after=None) -> ImageClassifier:
+        """Train the method's adaptation network from ``model`` (see ``Trainer``) and return it; the pair's target
+        test set (or ``val_data``) gives its target accuracy every ``val_every`` steps."""
+        pair = check_takes(data, self.takes, f"the {self.name} trainer")
+        config = config.check()
+        device = resolve_device(device)
+        with torch.random.fork_rng(devices=[]):  # the new layers start from the run's seed, not the global state
+            torch.manual_seed(derive_seed(config.seed, "adaptation-network"))
+            classifier = method.network(model, pair).to(device)
+        total = config.total_steps
+
+        def step_loss(step: int, items: tuple, refs: dict) -> torch.Tensor:
+            source, target = items
+            xs = torch.stack([item[0] for item in source]).to(device)
+            ys = torch.as_tensor([int(item[1]) for item in source], device=device)
+            xt = torch.stack([item[0] for item in target]).to(device)
+            classifier.train()
+            with torch.random.fork_rng(devices=[]):  # dropout draws from the step's seed: a resumed run is exact
+                torch.manual_seed(derive_seed(config.seed, "uda", step, rank_and_world()[0]))
+                return method.loss(classifier, xs, ys, xt, refs, progress=step / total)
+
+        held_out = val_data if val_data is not None else pair.target_test
+
+        def validate() -> dict:
+            record = evaluate(classifier, held_out, evaluator="accuracy", n=config.val_n, progress=False,
+                              device=device, seed=config.seed)
+            return {"target_acc": record["average"]["clean_acc"]}
+
+        return run_training(classifier, method, config, batches=_PairedBatches(pair, config.batch_size, config.seed),
+                            step_loss=step_loss, refs={}, parameters=list(classifier.parameters()), out=out,
+                            device=device, progress=progress, log=log, stop_after=stop_after, validate=validate,
+                            trainer=self)

@@ -1,0 +1,62 @@
+"""The UDA trainer and its methods: DANN's reversal, the parameter groups, a few steps on the world, resume."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from vlmshield_dart import plugin
+from vlmshield_dart.network import AdaptationNet
+from vlmshield_dart.uda import DANN, SourceOnly, dann_lambda, reverse_gradient
+
+import vlmshield as vs
+from vlmshield.api import ImageClassifier, Stage, TrainConfig, temporary_host
+
+
+def test_danns_weight_rises_from_zero_as_the_paper_schedules_it():
+    assert dann_lambda(0.0) == 0.0
+    assert dann_lambda(0.5) == pytest.approx(2 / (1 + math.exp(-5)) - 1)
+    assert dann_lambda(1.0) == pytest.approx(0.99991, abs=1e-5)
+
+
+def test_the_reversal_layer_passes_forward_and_flips_and_scales_backward():
+    x = torch.randn(4, 3, requires_grad=True)
+    y = reverse_gradient(x, 0.3)
+    assert torch.equal(y, x)
+    (y * torch.arange(3.0)).sum().backward()
+    assert torch.allclose(x.grad, -0.3 * torch.arange(3.0).expand(4, 3))
+
+
+def config(steps: int = 4) -> TrainConfig:
+    return TrainConfig(stages=(Stage("adapt", steps=steps, lr=0.01, warmup=0, weight_decay=1e-3, schedule="inverse"),),
+                       batch_size=8, optimizer="sgd", nesterov=True, checkpoint_every=2, log_every=1)
+
+
+@pytest.fixture(scope="module")
+def pair():
+    return vs.dataset("world-da/clutter", split="train")
+
+
+@pytest.mark.parametrize("method", [SourceOnly, DANN])
+def test_a_few_steps_adapt_the_worlds_resnet_with_the_backbone_at_a_tenth(method, pair, tmp_path):
+    with temporary_host(plugin):
+        start = vs.zoo.load("clip-tinyrn")
+        trained = method(bottleneck_dim=16).fit(start, pair, config(), out=tmp_path)
+    assert isinstance(trained, ImageClassifier) and isinstance(trained.model, AdaptationNet)
+    assert trained.classnames == tuple(pair.classnames) and trained(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+    assert (trained.model.adversary is not None) == (method is DANN)
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    rates = sorted({round(g["lr"] / 0.01 * (1 + 0.001 * 3) ** 0.75, 6) for g in state["optimizer"]["param_groups"]})
+    assert rates == [0.1, 1.0] and all(g["nesterov"] for g in state["optimizer"]["param_groups"])
+    logged = (tmp_path / "log.jsonl").read_text()
+    assert ("domain" in logged) == (method is DANN)
+
+
+def test_an_interrupted_run_resumes_to_the_same_weights(pair, tmp_path):
+    with temporary_host(plugin):
+        whole = DANN(bottleneck_dim=16).fit(vs.zoo.load("clip-tinyrn"), pair, config(), out=tmp_path / "whole")
+        DANN(bottleneck_dim=16).fit(vs.zoo.load("clip-tinyrn"), pair, config(), out=tmp_path / "parts", stop_after=2)
+        resumed = DANN(bottleneck_dim=16).fit(vs.zoo.load("clip-tinyrn"), pair, config(), out=tmp_path / "parts")
+    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
