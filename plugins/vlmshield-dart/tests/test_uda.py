@@ -60,3 +60,18 @@ def test_an_interrupted_run_resumes_to_the_same_weights(pair, tmp_path):
         resumed = DANN(bottleneck_dim=16).fit(vs.zoo.load("clip-tinyrn"), pair, config(), out=tmp_path / "parts")
     for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
+
+
+def test_the_command_line_trains_a_teacher_into_a_model_folder_of_the_network(tmp_path, capsys):
+    from vlmshield.cli import main
+
+    with temporary_host(plugin):
+        code = main(["train", "dann", "--preset", "world", "--steps", "2", "--batch-size", "8", "--out",
+                     str(tmp_path / "run"), "--no-progress"])
+        assert code == 0, capsys.readouterr().err
+        teacher = vs.zoo.load(f"local-dir:{tmp_path / 'run' / 'model'}")
+        assert main(["train", "dann", "--preset", "world", "--steps", "1", "--out", str(tmp_path / "other"),
+                     "--package"]) == 2
+    assert isinstance(teacher.model, AdaptationNet) and teacher.model.adversary is not None
+    assert vs.zoo.info(f"local-dir:{tmp_path / 'run' / 'model'}")["family"] == "classifier"
+    assert "a domain adaptation makes a classifier" in capsys.readouterr().err

@@ -39,6 +39,7 @@ from pathlib import Path
 from vlmshield.api import (
     NATIVE,
     Command,
+    ImageClassifier,
     ModelCard,
     ParameterError,
     TrainConfig,
@@ -264,6 +265,9 @@ def train_run(run: dict, out, *, name: str | None = None, device=None, progress=
 
 def _train_run(run: dict, out: Path, *, name, device, progress, evaluate_with, package, log) -> dict:
     device = resolve_device(device)
+    if package and run["method"].defense_kind == "domain-adaptation":
+        raise ParameterError("--package writes a CLIP's weights and card as a plugin ships them; a domain "
+                             "adaptation makes a classifier, which the model folder holds.")
     _keep_preprocessing(out, run.get("preprocess", NATIVE))
     vlm = load_model(run["model"], device=device)
     start_model = model_identity(vlm)
@@ -274,8 +278,8 @@ def _train_run(run: dict, out: Path, *, name, device, progress, evaluate_with, p
     provenance = {"method": host.provider_of("defense", run["method"]),
                   "trainer": host.provider_of("trainer", trainer), "dataset": getattr(data, "provider", None)}
     clock = time.perf_counter()
-    trainer.train(vlm, data, run["method"], run["config"], out=out, val_data=val, device=device, progress=progress,
-                  log=log)
+    trained = trainer.train(vlm, data, run["method"], run["config"], out=out, val_data=val, device=device,
+                            progress=progress, log=log)  # the same model, or one built from it (a domain adaptation)
     progress_so_far = training_progress(out) or {}
     seconds = round(progress_so_far.get("elapsed_s") or time.perf_counter() - clock, 1)  # all parts of a resumed run
     method, config = run["method"], run["config"]
@@ -305,14 +309,15 @@ def _train_run(run: dict, out: Path, *, name, device, progress, evaluate_with, p
             "start_model": start_model, "provenance": provenance, "plugins": host.loaded_plugins()}
     if evaluate_with:
         protocol = get_protocol(evaluate_with)
-        info["metrics"] = measure_for_card(vlm, protocol, progress=progress, out=out / f"eval-{protocol.name}")
+        info["metrics"] = measure_for_card(trained, protocol, progress=progress, out=out / f"eval-{protocol.name}")
     if is_main_process():
+        family = "classifier" if isinstance(trained, ImageClassifier) else "clip"
         card = ModelCard(name, arch=base["arch"], method=method.name, base_model=base["name"], paper=method.paper,
                          threat_model=info["threat_model"], training_data=run["dataset"], recipe=info["command"],
-                         description=info["description"], license="MIT")
-        zoo.save(vlm, out / "model", card, info.get("metrics"))
+                         description=info["description"], license="MIT", family=family)
+        zoo.save(trained, out / "model", card, info.get("metrics"))
         if package:
-            info = export_packaged(vlm, name, out, info)
+            info = export_packaged(trained, name, out, info)
         atomic_write_json(out / "training.json", {"record": "training", **info, "environment": environment()})
     return info
 
