@@ -8,7 +8,15 @@ import pytest
 import torch
 from vlmshield_dart import plugin
 from vlmshield_dart.network import AdaptationNet
-from vlmshield_dart.uda import DANN, SourceOnly, dann_lambda, reverse_gradient
+from vlmshield_dart.uda import (
+    DANN,
+    MDD,
+    SourceOnly,
+    dann_lambda,
+    margin_disparity,
+    reverse_gradient,
+    warm_start_lambda,
+)
 
 import vlmshield as vs
 from vlmshield.api import ImageClassifier, Stage, TrainConfig, temporary_host
@@ -18,6 +26,20 @@ def test_danns_weight_rises_from_zero_as_the_paper_schedules_it():
     assert dann_lambda(0.0) == 0.0
     assert dann_lambda(0.5) == pytest.approx(2 / (1 + math.exp(-5)) - 1)
     assert dann_lambda(1.0) == pytest.approx(0.99991, abs=1e-5)
+
+
+def test_mdds_discrepancy_and_warm_start_against_hand_computations():
+    y_s, y_s_adv = torch.tensor([[2.0, 0.0]]), torch.tensor([[0.0, 0.0]])  # main head says 0; adversary: 50/50
+    y_t, y_t_adv = torch.tensor([[0.0, 1.0]]), torch.tensor([[0.0, math.log(3.0)]])  # main says 1; adversary 3/4
+    expected = -4 * math.log(2) + math.log(1 - 0.75 + 1e-6)
+    assert margin_disparity(y_s, y_s_adv, y_t, y_t_adv).item() == pytest.approx(expected, rel=1e-6)
+    assert margin_disparity(y_s, y_s_adv, y_t, y_t_adv, margin=1.0).item() == \
+        pytest.approx(-math.log(2) + math.log(0.25 + 1e-6), rel=1e-6)
+    certain = torch.tensor([[0.0, 50.0]])  # the adversary agrees with the main head on the target: capped at 0
+    assert margin_disparity(y_s, y_s_adv, y_t, certain).item() == pytest.approx(-4 * math.log(2) + math.log(1e-6),
+                                                                              rel=1e-4)
+    assert warm_start_lambda(0) == 0.0 and warm_start_lambda(1000) == pytest.approx(0.2 / (1 + math.exp(-1)) - 0.1)
+    assert warm_start_lambda(10**6) == pytest.approx(0.1)
 
 
 def test_the_reversal_layer_passes_forward_and_flips_and_scales_backward():
@@ -38,19 +60,19 @@ def pair():
     return vs.dataset("world-da/clutter", split="train")
 
 
-@pytest.mark.parametrize("method", [SourceOnly, DANN])
+@pytest.mark.parametrize("method", [SourceOnly, DANN, MDD])
 def test_a_few_steps_adapt_the_worlds_resnet_with_the_backbone_at_a_tenth(method, pair, tmp_path):
     with temporary_host(plugin):
         start = vs.zoo.load("clip-tinyrn")
         trained = method(bottleneck_dim=16).fit(start, pair, config(), out=tmp_path)
     assert isinstance(trained, ImageClassifier) and isinstance(trained.model, AdaptationNet)
     assert trained.classnames == tuple(pair.classnames) and trained(torch.rand(2, 3, 32, 32)).shape == (2, 10)
-    assert (trained.model.adversary is not None) == (method is DANN)
+    assert (trained.model.adversary is not None) == (method is not SourceOnly)
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
     rates = sorted({round(g["lr"] / 0.01 * (1 + 0.001 * 3) ** 0.75, 6) for g in state["optimizer"]["param_groups"]})
     assert rates == [0.1, 1.0] and all(g["nesterov"] for g in state["optimizer"]["param_groups"])
     logged = (tmp_path / "log.jsonl").read_text()
-    assert ("domain" in logged) == (method is DANN)
+    assert ("domain" in logged) == (method is DANN) and ("mdd" in logged) == (method is MDD)
 
 
 def test_an_interrupted_run_resumes_to_the_same_weights(pair, tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from vlmshield.api import hookimpl
 
 from .network import ARCHITECTURE
-from .uda import DANN, AdaptationTrainer, SourceOnly
+from .uda import DANN, MDD, AdaptationTrainer, SourceOnly
 
 
 @hookimpl
@@ -20,4 +20,4 @@ def register_trainers(register):
 
 @hookimpl
 def register_defenses(register):
-    register(SourceOnly, DANN)
+    register(SourceOnly, DANN, MDD)

@@ -15,10 +15,18 @@ loss:
   reversed and scaled by lambda_p = 2 / (1 + exp(-10 p)) - 1, p the share of training done (the paper's
   schedule, from 0 to 1).
 
-Their ``paper`` presets are the released DART configuration's (a ResNet-50 from timm, a 1024-wide bottleneck,
-SGD with Nesterov momentum 0.9, weight decay 1e-3, lr 0.01 on the heads, (1 + 0.001 t)^-0.75 annealing, batch
-32, 10k steps, Office-31 A->W); their ``world`` presets adapt the world's pretrained ResNet (``clip-tinyrn``) on
-``world-da``.
+- ``mdd`` (Zhang et al., ICML 2019), as Transfer-Learning-Library's MDD, the UDA model of DART's released
+  configuration: cross-entropy on the source minus the margin disparity discrepancy of an adversarial head,
+  D = mean_s[-margin CE(adv(f_s), argmax y_s)] + mean_t[log(1 - softmax(adv(f_t))[argmax y_t])] (margin 4,
+  log shifted by 1e-6 and capped at 0), the adversarial head fed the features through a gradient reversal of
+  weight 2 hi / (1 + exp(-t / 1000)) - hi, hi = 0.1 (its warm start), t the step.
+
+Their ``paper`` presets train timm's ResNet-50 (torchvision's ImageNet weights, as tllib) on Office-31 A->W,
+batch 32, SGD with Nesterov momentum 0.9. ``mdd``'s is tllib's MDD example: lr 0.004, weight decay 5e-4,
+lr (1 + 0.0002 t)^-0.75, 20 epochs of 1,000 steps, bottleneck and head 1024 wide. ``source-only`` and ``dann``
+take the DANN paper's optimizer: lr 0.01, weight decay 1e-3, annealed as lr (1 + 10 p)^-0.75, for 10,000 steps
+(the paper fixes no count; DART's step 2 runs as many). Their ``world`` presets adapt the world's pretrained
+ResNet (``clip-tinyrn``) on ``world-da``.
 """
 
 from __future__ import annotations
@@ -48,9 +56,13 @@ from vlmshield.api import (
 
 from .network import adapt
 
-#: The released configuration's optimizer: SGD, Nesterov momentum 0.9, weight decay 1e-3, annealed lr.
-PAPER_CONFIG = {"stages": [Stage("adapt", steps=10_000, lr=0.01, warmup=0, weight_decay=1e-3, schedule="inverse")],
+#: The DANN paper's optimizer: SGD, momentum 0.9 (Nesterov, as tllib), lr 0.01 annealed as (1 + 10 p)^-0.75.
+PAPER_CONFIG = {"stages": [Stage("adapt", steps=10_000, lr=0.01, warmup=0, weight_decay=1e-3, schedule="inverse",
+                                 decay_rate=10 / 10_000)],
                 "batch_size": 32, "optimizer": "sgd", "nesterov": True, "checkpoint_every": 1000, "log_every": 100}
+#: tllib's MDD example: lr 0.004, weight decay 5e-4, (1 + 0.0002 t)^-0.75, 20 epochs of 1,000 steps.
+MDD_CONFIG = {**PAPER_CONFIG, "stages": [Stage("adapt", steps=20_000, lr=0.004, warmup=0, weight_decay=5e-4,
+                                               schedule="inverse", decay_rate=0.0002)]}
 WORLD_STEPS = 1500
 WORLD_CONFIG = {"stages": [Stage("adapt", steps=WORLD_STEPS, lr=0.01, warmup=0, weight_decay=1e-3,
                                  schedule="inverse", decay_rate=10 / WORLD_STEPS)],
@@ -80,9 +92,9 @@ class Adaptation(TrainingDefense):
         return {id(p): self.backbone_lr for p in model.model.backbone.parameters()}
 
     def loss(self, model: ImageClassifier, xs: torch.Tensor, ys: torch.Tensor, xt: torch.Tensor, refs: dict, *,
-             progress: float) -> torch.Tensor:
-        """The loss of one step on source images ``xs`` (labels ``ys``) and target images ``xt``; ``progress``
-        is the share of training done, in [0, 1)."""
+             step: int, total_steps: int) -> torch.Tensor:
+        """The loss of step ``step`` (of ``total_steps``) on source images ``xs`` (labels ``ys``) and target
+        images ``xt``."""
         return F.cross_entropy(model(xs), ys)
 
 
@@ -127,16 +139,55 @@ class DANN(Adaptation):
     def __init__(self, trade_off: float = 1.0, **params):
         super().__init__(trade_off=float(trade_off), **params)
 
-    def loss(self, model, xs, ys, xt, refs, *, progress):
+    def loss(self, model, xs, ys, xt, refs, *, step, total_steps):
         net = model.model
         features = net.features(model.preprocess(torch.cat([xs, xt])))
         classification = F.cross_entropy(net.head(features[:len(xs)]), ys)
-        domains = net.adversary(reverse_gradient(features, dann_lambda(progress))).squeeze(1)
+        domains = net.adversary(reverse_gradient(features, dann_lambda(step / total_steps))).squeeze(1)
         truth = torch.cat([torch.ones(len(xs)), torch.zeros(len(xt))]).to(domains)
         per_image = F.binary_cross_entropy_with_logits(domains.float(), truth, reduction="none")
         transfer = 0.5 * (per_image[:len(xs)].mean() + per_image[len(xs):].mean())
         refs["diagnostics"].update(cls=classification.detach(), domain=transfer.detach())
         return classification + self.trade_off * transfer
+
+
+def warm_start_lambda(step: int, high: float = 0.1, iterations: int = 1000) -> float:
+    """MDD's reversal weight (tllib's warm start): 2 high / (1 + exp(-step / iterations)) - high."""
+    return 2.0 * high / (1.0 + math.exp(-step / iterations)) - high
+
+
+def margin_disparity(y_s: torch.Tensor, y_s_adv: torch.Tensor, y_t: torch.Tensor, y_t_adv: torch.Tensor,
+                     margin: float = 4.0) -> torch.Tensor:
+    """MDD's discrepancy (module docstring): the adversarial head's disagreement with the main head's
+    predictions, margin-weighted on the source."""
+    source = -margin * F.cross_entropy(y_s_adv.float(), y_s.argmax(1), reduction="none")
+    disagree = 1.0 - F.softmax(y_t_adv.float(), dim=1).gather(1, y_t.argmax(1, keepdim=True)).squeeze(1)
+    target = torch.log(torch.clamp(disagree + 1e-6, max=1.0))
+    return (source + target).mean()
+
+
+class MDD(Adaptation):
+    name = "mdd"
+    description = ("MDD: source cross-entropy minus the margin disparity discrepancy of an adversarial head "
+                   "(Zhang et al.), as Transfer-Learning-Library runs it.")
+    paper = "Zhang et al., Bridging Theory and Algorithm for Domain Adaptation (ICML 2019)"
+    adversary = "mdd"
+    head_layers = 2
+    presets = {"paper": {**SourceOnly.presets["paper"], "config": MDD_CONFIG}, "world": SourceOnly.presets["world"]}
+
+    def __init__(self, margin: float = 4.0, trade_off: float = 1.0, **params):
+        super().__init__(margin=float(margin), trade_off=float(trade_off), **params)
+
+    def loss(self, model, xs, ys, xt, refs, *, step, total_steps):
+        net = model.model
+        features = net.features(model.preprocess(torch.cat([xs, xt])))
+        outputs = net.head(features)
+        adversarial = net.adversary(reverse_gradient(features, warm_start_lambda(step)))
+        n = len(xs)
+        classification = F.cross_entropy(outputs[:n], ys)
+        disparity = margin_disparity(outputs[:n], adversarial[:n], outputs[n:], adversarial[n:], self.margin)
+        refs["diagnostics"].update(cls=classification.detach(), mdd=disparity.detach())
+        return classification - self.trade_off * disparity
 
 
 class _PairedBatches:
@@ -176,7 +227,7 @@ class AdaptationTrainer(Trainer):
             classifier.train()
             with torch.random.fork_rng(devices=[]):  # dropout draws from the step's seed: a resumed run is exact
                 torch.manual_seed(derive_seed(config.seed, "uda", step, rank_and_world()[0]))
-                return method.loss(classifier, xs, ys, xt, refs, progress=step / total)
+                return method.loss(classifier, xs, ys, xt, refs, step=step, total_steps=total)
 
         held_out = val_data if val_data is not None else pair.target_test
 
