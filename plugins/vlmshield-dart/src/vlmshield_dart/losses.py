@@ -14,7 +14,7 @@ with the reference's beta = 0.1 and temperature T = 2, and no T^2 factor on the 
 The confidence weight w is about 0 for a uniform teacher and about 1 for a confident one. It is not clamped: the
 1e-5 inside the log lets it exceed 1 by up to 1e-5 / log C. The teacher gets no gradient. x^adv comes from
 ``ifgsm``: untargeted I-FGSM (BIM) against the student, in eval mode, on the teacher's pseudo-labels
-argmax_c t_c(x), with a summed cross-entropy. There is no random start, and the defaults are 10 steps of eps/2.
+argmax_c t_c(x): the built-in ``pgd`` without a random start, 10 steps of eps/2 by default.
 
 Where we deviate from the released code (fuxianghuang1/DART):
 
@@ -36,16 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlmshield.api import (
-    InputError,
-    ParameterError,
-    check_images,
-    eval_mode,
-    frozen,
-    kl_divergence,
-    loss_and_grad,
-    project,
-)
+from vlmshield.api import InputError, ParameterError, get_host, kl_divergence
 
 #: The reference's epsilon inside the entropy's log.
 ENTROPY_EPS = 1e-5
@@ -103,18 +94,13 @@ def dart_loss(teacher_logits: torch.Tensor, student_logits_clean: torch.Tensor, 
     return loss, parts
 
 
-def _cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Per-sample cross-entropy; the attack ascends its sum (advertorch's default ``reduction="sum"``)."""
-    return F.cross_entropy(logits.float(), labels, reduction="none")
-
-
 def ifgsm(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, eps: float = 4 / 255, steps: int = 10,
           alpha: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Untargeted I-FGSM (BIM) in pixel space, with no random start: ``steps`` sign steps of ``alpha``
-    (default eps/2) up the summed cross-entropy of ``model``'s logits against ``labels``. Each step is projected
-    onto the L-inf ball of radius eps around ``images`` and clamped to [0, 1]. The model runs in eval mode with
-    its parameters frozen. Afterwards each submodule's mode is restored, and no parameter's ``.grad`` is touched.
-    ``generator`` is accepted for the attacks' call shape and is unused, since there is no random draw."""
+    """Untargeted I-FGSM (BIM) in pixel space against ``labels``: the built-in ``pgd`` attack without its random
+    start, ``steps`` sign steps of ``alpha`` (default eps/2) up the cross-entropy, each projected onto the L-inf
+    ball of radius eps around ``images`` and clamped to [0, 1]; the model runs in eval mode with its parameters
+    frozen, and both are restored. (The reference ascends the summed cross-entropy; a sign step is the same for
+    the mean.) ``generator`` is accepted for the attacks' call shape and is unused: there is no random draw."""
     if not (isinstance(eps, (int, float)) and not isinstance(eps, bool) and 0 < eps <= 1):
         raise ParameterError(f"eps is a budget on [0, 1] pixels, above 0 and at most 1; got {eps!r}.")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
@@ -122,14 +108,8 @@ def ifgsm(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, eps: 
     alpha = eps / 2 if alpha is None else alpha
     if not (isinstance(alpha, (int, float)) and not isinstance(alpha, bool) and 0 < alpha < math.inf):
         raise ParameterError(f"alpha, the step size, must be positive and finite; got {alpha!r}.")
-    check_images(images)
     if not (labels.ndim == 1 and not labels.is_floating_point() and len(labels) == len(images)):
         raise InputError(f"labels must be one class index per image, shape ({len(images)},); got dtype "
                          f"{labels.dtype} and shape {tuple(labels.shape)}.")
-    x = images.detach()
-    x_adv = x.clone()
-    with eval_mode(model), frozen(model), torch.enable_grad():
-        for step in range(steps):
-            _, grad, _ = loss_and_grad(model, x_adv, labels, _cross_entropy, check=step == 0)
-            x_adv = project(x_adv + alpha * grad.sign(), x, eps, "Linf").detach()
-    return x_adv
+    attack = get_host().create("attack", "pgd", eps=float(eps), alpha=float(alpha), steps=steps, random_start=False)
+    return attack(model, images, labels)
