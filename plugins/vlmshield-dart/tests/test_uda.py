@@ -19,7 +19,7 @@ from vlmshield_dart.uda import (
 )
 
 import vlmshield as vs
-from vlmshield.api import ImageClassifier, Stage, TrainConfig, temporary_host
+from vlmshield.api import ImageClassifier, Stage, TrainConfig, packaged_cards, temporary_host
 
 
 def test_danns_weight_rises_from_zero_as_the_paper_schedules_it():
@@ -67,7 +67,9 @@ def test_a_few_steps_adapt_the_worlds_resnet_with_the_backbone_at_a_tenth(method
         trained = method(bottleneck_dim=16).fit(start, pair, config(), out=tmp_path)
     assert isinstance(trained, ImageClassifier) and isinstance(trained.model, AdaptationNet)
     assert trained.classnames == tuple(pair.classnames) and trained(torch.rand(2, 3, 32, 32)).shape == (2, 10)
-    assert (trained.model.adversary is not None) == (method is not SourceOnly)
+    assert trained.model.adversary is None and trained.architecture["args"]["adversary"] == "none"
+    kept = torch.load(tmp_path / "checkpoint.pt", weights_only=False)["model"]  # the adversary, for a resume
+    assert any(key.startswith(("adversary.", "model.adversary.")) for key in kept) == (method is not SourceOnly)
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
     rates = sorted({round(g["lr"] / 0.01 * (1 + 0.001 * 3) ** 0.75, 6) for g in state["optimizer"]["param_groups"]})
     assert rates == [0.1, 1.0] and all(g["nesterov"] for g in state["optimizer"]["param_groups"])
@@ -84,16 +86,20 @@ def test_an_interrupted_run_resumes_to_the_same_weights(pair, tmp_path):
         assert torch.equal(a, b), name
 
 
-def test_the_command_line_trains_a_teacher_into_a_model_folder_of_the_network(tmp_path, capsys):
+def test_the_command_line_trains_a_teacher_into_a_model_folder_and_a_packaged_classifier(tmp_path, capsys):
     from vlmshield.cli import main
 
+    run = tmp_path / "run"
     with temporary_host(plugin):
-        code = main(["train", "dann", "--preset", "world", "--steps", "2", "--batch-size", "8", "--out",
-                     str(tmp_path / "run"), "--no-progress"])
+        code = main(["train", "dann", "--preset", "world", "--steps", "2", "--batch-size", "8", "--out", str(run),
+                     "--no-progress", "--package", "--name", "dann-test"])
         assert code == 0, capsys.readouterr().err
-        teacher = vs.zoo.load(f"local-dir:{tmp_path / 'run' / 'model'}")
-        assert main(["train", "dann", "--preset", "world", "--steps", "1", "--out", str(tmp_path / "other"),
-                     "--package"]) == 2
-    assert isinstance(teacher.model, AdaptationNet) and teacher.model.adversary is not None
-    assert vs.zoo.info(f"local-dir:{tmp_path / 'run' / 'model'}")["family"] == "classifier"
-    assert "a domain adaptation makes a classifier" in capsys.readouterr().err
+        teacher = vs.zoo.load(f"local-dir:{run / 'model'}")
+        packaged, = packaged_cards(run)
+        again = packaged.load()
+    assert isinstance(teacher.model, AdaptationNet) and teacher.model.adversary is None
+    assert vs.zoo.info(f"local-dir:{run / 'model'}")["family"] == "classifier"
+    assert packaged.family == "classifier" and packaged.classnames == teacher.classnames
+    assert isinstance(again, ImageClassifier) and again.image_size == teacher.image_size
+    for (key, a), b in zip(teacher.state_dict().items(), again.state_dict().values(), strict=True):
+        assert torch.equal(a.half().to(a.dtype) if a.is_floating_point() else a, b), key

@@ -265,9 +265,6 @@ def train_run(run: dict, out, *, name: str | None = None, device=None, progress=
 
 def _train_run(run: dict, out: Path, *, name, device, progress, evaluate_with, package, log) -> dict:
     device = resolve_device(device)
-    if package and run["method"].defense_kind == "domain-adaptation":
-        raise ParameterError("--package writes a CLIP's weights and card as a plugin ships them; a domain "
-                             "adaptation makes a classifier, which the model folder holds.")
     _keep_preprocessing(out, run.get("preprocess", NATIVE))
     vlm = load_model(run["model"], device=device)
     start_model = model_identity(vlm)

@@ -207,10 +207,11 @@ def parse_dataset_spec(spec: str) -> DatasetSpec:
                        Path(root).expanduser() if sep and root else None)
 
 
-def dataset(spec: str, split: str = "test", image_size: int = 224, download: bool = False,
+def dataset(spec: str, split: str | None = None, image_size: int = 224, download: bool = False,
             **params):
     """Build a registered dataset: ``dataset('cifar10:/data/cifar10')``, ``dataset('fakedata')``, or one of its
-    variants: ``dataset('office31/amazon-to-webcam:/data/office31')``.
+    variants: ``dataset('office31/amazon-to-webcam:/data/office31')``. ``split`` defaults to ``test``, or to
+    the dataset's first split when it has no test split (a domain pair's ``train``).
 
     ``download=True`` lets a dataset that can (``can_download``) fetch its missing files into its root.
     """
@@ -225,6 +226,8 @@ def dataset(spec: str, split: str = "test", image_size: int = 224, download: boo
     if entry.members:
         raise ParameterError(f"{entry.name!r} is a collection of {len(entry.members)} datasets "
                              f"({', '.join(entry.members)}); use datasets({entry.name!r}) to build them all.")
+    if split is None:
+        split = "test" if "test" in entry.splits else entry.splits[0]
     if split not in entry.splits:
         raise ParameterError(f"dataset {entry.name!r} has no split {split!r}; it has {', '.join(entry.splits)}.")
     if root is not None and not entry.needs_root:
@@ -280,7 +283,7 @@ def check_distinct(built: list) -> list:
     return built
 
 
-def datasets(specs: str | Sequence, split: str = "test", image_size: int = 224, download: bool = False) -> list:
+def datasets(specs: str | Sequence, split: str | None = None, image_size: int = 224, download: bool = False) -> list:
     """Build several datasets: 'a,b:/root,c', a list of specs or built datasets; collections expand."""
     return check_distinct([dataset(item, split=split, image_size=image_size, download=download)
                            if isinstance(item, str) else item for item in expand_specs(specs)])

@@ -87,12 +87,12 @@ def _takes(build, name: str) -> bool:
         return False
 
 
-def preprocessed_dataset(spec, rule=NATIVE, *, split: str = "test", image_size: int = 224,
+def preprocessed_dataset(spec, rule=NATIVE, *, split: str | None = None, image_size: int = 224,
                          download: bool = False):
     """Dataset ``spec`` (``name``, ``name:/root`` or a built LabelledImages/CaptionedImages) under ``rule``;
     its ``preprocess`` attribute is the rule.
 
-    A spec is built from its ``split`` (``download`` as in ``dataset``), at ``image_size`` under
+    A spec is built from its ``split`` (``split`` and ``download`` as in ``dataset``), at ``image_size`` under
     ``"native"``. Under a resize-and-crop rule, a build function that takes ``preprocess`` applies it to
     the decoded image; any other dataset is built at ``rule["resize"]`` pixels, and a built one taken as
     it is, and its image tensors are resized and cropped (``resize_crop``).

@@ -1,16 +1,19 @@
 """The distillation trainer (``distillation``): a student taught by a frozen teacher on unlabelled images.
 
-Each step reads this process's images of the next global batch (labelled images, image-caption pairs
-and a domain pair's target are read as their images only) and steps the optimizer on the method's loss.
-A method (``Distillation``) says what is its own: the teacher (a frozen copy of the model as training
-starts, by default; another model by name with ``load_model``), any other frozen references, which
-parameters train (all, by default) and the loss. The default loss reads the outputs of the model and
-of the teacher as logits, always: the temperature-scaled KL divergence of the student's softmax from
-the teacher's. The model is any classifier ([0, 1] images -> logits); a VLM's forward is its image
-embedding, not logits, so a VLM is distilled as a classifier (``vlm.zero_shot(classnames)``) or by a
-method whose ``loss`` compares embeddings. A DART-like method overrides ``loss`` to craft adversarial
-images on the student against the teacher's pseudo-labels, drawing its random numbers from
-``step_seed``.
+Each step reads this process's images of the next global batch (labelled images, image-caption pairs and a
+domain pair's target are read as their images only) and steps the optimizer on the method's loss. A method
+(``Distillation``) says what is its own: the teacher (a frozen copy of the model as training starts, by
+default; another model by name with ``load_model``), any other frozen references, the student (the model
+itself, by default; a network built from it, such as a fresh one of the teacher's architecture), which
+parameters train (all, by default) and the loss. The trainer returns the student. The default loss reads the
+outputs of the model and of the teacher as logits, always: the temperature-scaled KL divergence of the
+student's softmax from the teacher's. The model is any classifier ([0, 1] images -> logits); a VLM's forward
+is its image embedding, not logits, so a VLM is distilled as a classifier (``vlm.zero_shot(classnames)``) or
+by a method whose ``loss`` compares embeddings. A DART-like method overrides ``loss`` to craft adversarial
+images on the student against the teacher's pseudo-labels. The random numbers of a step (dropout, a random
+start) come from its ``step_seed``: the global generator is seeded with it for the step and restored after,
+and a new student is built under the run's seed, so a resumed run ends with the weights of an uninterrupted
+one.
 
 Processes: under torchrun each process takes its share of every global batch and the gradients are
 averaged, so N processes train the weights one process trains with the whole batch when the loss is a
@@ -70,6 +73,10 @@ class Distillation(TrainingDefense):
         """Frozen models and tensors the loss needs (moved to the training device): the teacher."""
         return {"teacher": self.teacher(model, data)}
 
+    def student(self, model: nn.Module, data) -> nn.Module:
+        """The network that trains and is returned, built after the references: the model itself."""
+        return model
+
     def trainable(self, model: nn.Module) -> list[nn.Parameter]:
         """The parameters that train: all of the model's."""
         return list(model.parameters())
@@ -102,12 +109,17 @@ class DistillationTrainer(Trainer):
         model.to(device)
         refs = {key: value.to(device) if isinstance(value, (nn.Module, torch.Tensor)) else value
                 for key, value in method.references(model, data).items()}
+        with torch.random.fork_rng(devices=[]):  # a new student's layers start from the run's seed
+            torch.manual_seed(derive_seed(config.seed, "student"))
+            model = method.student(model, data).to(device)
 
         def step_loss(step: int, items: list, refs: dict) -> torch.Tensor:
             x = torch.stack([item[0] for item in items]).to(device)
             model.train()
-            return method.loss(model, x, refs, step_seed=derive_seed(config.seed, "distillation", step,
-                                                                     rank_and_world()[0]))
+            step_seed = derive_seed(config.seed, "distillation", step, rank_and_world()[0])
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(step_seed)
+                return method.loss(model, x, refs, step_seed=step_seed)
 
         validate = None if val_data is None else lambda: _validate(model, val_data, config, device)
         return run_training(model, method, config, batches=Batches(images, config.batch_size, config.seed),

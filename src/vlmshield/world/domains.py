@@ -5,7 +5,7 @@ drawn in another style (``scene.Style``):
 - ``palette``: every color faded 65% of the way to grey;
 - ``texture``: shapes filled with fine stripes that mix their color 40% with its complement;
 - ``clutter``: two strokes in the world's colors across every background;
-- ``outline``: shapes drawn as a 2.5-pixel contour, the sketch domain's analogue.
+- ``outline``: shapes drawn as a 1.5-pixel contour, the sketch domain's analogue.
 
 Each pair is a ``DomainPair``: ``SOURCE_SIZE`` labelled source scenes (the same stream for every pair),
 ``TARGET_SIZE`` unlabelled target scenes to adapt on, and ``TEST_SIZE`` labelled target scenes, drawn apart
@@ -28,7 +28,7 @@ NAME = "world-da"
 #: Colors faded 65% of the way to their grey (Rec. 601 luma), as one matrix.
 FADED = tuple(tuple(0.35 * (i == j) + 0.65 * luma for j, luma in enumerate((0.299, 0.587, 0.114))) for i in range(3))
 SHIFTS = {"palette": Style(palette=FADED), "texture": Style(fill_stripes=0.4), "clutter": Style(clutter=2),
-          "outline": Style(outline=2.5)}
+          "outline": Style(outline=1.5)}
 SOURCE_SIZE = TARGET_SIZE = 2 ** 14
 SHAPES = next(task for task in TASKS if task.name == "world-shapes")
 

@@ -1,12 +1,15 @@
-"""Weights shipped inside a package: the world's tiny CLIPs and the models plugins fine-tuned from them,
-registered as zoo entries.
+"""Weights shipped inside a package: the world's tiny CLIPs, the models plugins fine-tuned from them and
+classifiers of a registered architecture, registered as zoo entries.
 
 ``export_packaged(vlm, "fare-tinyvit4", DIR, info)`` writes ``DIR/fare-tinyvit4.safetensors`` (half precision,
 deterministic bytes) and its JSON card (``info`` plus the file and its sha256). ``packaged_cards(DIR)`` turns
 every such card into a ``ModelCard`` whose loader builds the architecture and loads the checked weights into
 it, strictly: the architecture of the base model (a zoo name, ``base_model``) for a fine-tuned model, or
-``build(card)`` for a base model itself (the world's ``clip-tinyvit4``). A plugin registers them through its
-models hook, so ``zoo.load("fare-tinyvit4")`` works once the plugin is installed.
+``build(card)`` for a base model itself (the world's ``clip-tinyvit4``). An ``ImageClassifier`` that names
+its registered architecture (``architecture=``) is packaged the same way; its card holds what rebuilds it
+(``classifier``: the architecture and its arguments, the class count and names, the input size and
+normalization) and its entry is of the ``classifier`` family. A plugin registers them through its models
+hook, so ``zoo.load("fare-tinyvit4")`` works once the plugin is installed.
 """
 
 from __future__ import annotations
@@ -19,7 +22,16 @@ from pathlib import Path
 
 import torch
 
-from vlmshield.api import VLM, ModelCard, get_host, load_state, read_weights, write_weights
+from vlmshield.api import (
+    VLM,
+    ImageClassifier,
+    ModelCard,
+    ParameterError,
+    get_host,
+    load_state,
+    read_weights,
+    write_weights,
+)
 
 #: The ``ModelCard`` fields a JSON card may state, and the JSON key of each; ``packaged_cards``'s ``fields``
 #: fill what it leaves out.
@@ -47,31 +59,60 @@ def _percent(value: float | None) -> float | None:
     return None if value is None else round(100 * value, 1)
 
 
-def export_packaged(vlm: VLM, name: str, out: str | os.PathLike, info: dict, *, metadata: dict | None = None) -> dict:
-    """Write the weights (float16) and the card of ``name`` into ``out``; returns the card.
+def export_packaged(model: VLM | ImageClassifier, name: str, out: str | os.PathLike, info: dict, *,
+                    metadata: dict | None = None) -> dict:
+    """Write the weights (floating-point tensors as float16) and the card of ``name`` into ``out``; returns the
+    card.
 
     The safetensors header records the name and method, and ``metadata`` (more provenance, as strings).
     """
+    rebuild = _classifier_spec(model) if isinstance(model, ImageClassifier) else None
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     file = out / f"{name}.safetensors"
-    state = {k: v.detach().half().cpu() for k, v in vlm.model.state_dict().items()}
+    state = {k: (v.detach().half() if v.is_floating_point() else v.detach()).cpu()
+             for k, v in model.model.state_dict().items()}
     sha256 = write_weights(file, state, {"name": name, "method": str(info.get("method", "")), **(metadata or {})})
     card = {"name": name, **info, "file": file.name, "sha256": sha256, "dtype": "float16"}
+    if rebuild is not None:
+        card.update(family="classifier", classifier=rebuild)
     (out / f"{name}.json").write_text(json.dumps(card, indent=2) + "\n")
     return card
 
 
+def _classifier_spec(classifier: ImageClassifier) -> dict:
+    """What rebuilds a packaged classifier: its registered architecture, classes and preprocessing."""
+    if classifier.architecture is None:
+        raise ParameterError("a packaged classifier names the registered architecture that builds its model "
+                             "(ImageClassifier(..., architecture={'name', 'args'})); this one names none.")
+    get_host().get("architecture", classifier.architecture["name"])  # a name nothing builds is refused now
+    return {"architecture": classifier.architecture, "num_classes": classifier.num_classes,
+            "classnames": None if classifier.classnames is None else list(classifier.classnames),
+            "image_size": list(classifier.image_size), "mean": list(classifier.mean), "std": list(classifier.std),
+            "interpolation": classifier.interpolation}
+
+
+def _build_classifier(card: ModelCard, spec: dict) -> ImageClassifier:
+    architecture = spec["architecture"]
+    net = get_host().get("architecture", architecture["name"]).obj.build(**architecture.get("args", {}))
+    return ImageClassifier(net, spec["num_classes"], image_size=spec["image_size"], mean=spec["mean"],
+                           std=spec["std"], interpolation=spec["interpolation"], classnames=spec["classnames"],
+                           name=card.name, architecture=architecture)
+
+
 def load_packaged(card: ModelCard, device=None, weights: bool = True, *, directory: str | os.PathLike,
-                  build: Callable[[ModelCard], VLM] | None = None) -> VLM:
-    """The loader of packaged entries: the architecture (``build(card)``, else the base model's), then the
-    checked weights from ``directory``.
+                  build: Callable[[ModelCard], VLM] | None = None, classifier: dict | None = None
+                  ) -> VLM | ImageClassifier:
+    """The loader of packaged entries: the architecture (a classifier's from its card's ``classifier``, else
+    ``build(card)``, else the base model's), then the checked weights from ``directory``.
 
     When weights are loaded, the architecture's random initialisation runs on a copy of the global random
     state: loading a model leaves the caller's random numbers as they were.
     """
     with torch.random.fork_rng(devices=[], enabled=weights):
-        if build is not None:
+        if classifier is not None:
+            vlm = _build_classifier(card, classifier)
+        elif build is not None:
             vlm = build(card)
         else:
             base: ModelCard = get_host().get("model", card.base_model).obj
@@ -96,8 +137,13 @@ def packaged_cards(directory: str | os.PathLike, *, build: Callable[[ModelCard],
         if "record" in info:  # a run's record beside the cards (a training's training.json), not a card
             continue
         stated = {field: info[key] for field, key in STATED.items() if key in info}
+        spec = info.get("classifier")
+        if spec is not None:
+            stated.update(family="classifier", classnames=tuple(spec["classnames"] or ()),
+                          num_classes=spec["num_classes"])
         found.append(ModelCard(
             info["name"], arch=info["arch"], method=info.get("method", "none"), base_model=info.get("base_model", ""),
             source="package", files={info["file"]: info["sha256"]}, metrics=card_metrics(info.get("metrics", {})),
-            **{"loader": partial(load_packaged, directory=directory, build=build), **fields, **stated}))
+            **{"loader": partial(load_packaged, directory=directory, build=build, classifier=spec), **fields,
+               **stated}))
     return found

@@ -107,6 +107,15 @@ def adaptation_classifier(backbone: str, num_classes: int, *, classnames=None, p
                            classnames=classnames, name=name, architecture=architecture)
 
 
+def without_adversary(classifier: ImageClassifier) -> ImageClassifier:
+    """``classifier`` (changed in place) with its network's training-only adversary removed, as its architecture
+    records: the deployable classifier."""
+    classifier.model.adversary = None
+    classifier.architecture = {"name": classifier.architecture["name"],
+                               "args": {**classifier.architecture["args"], "adversary": "none"}}
+    return classifier
+
+
 def adapt(model, num_classes: int, *, classnames=None, **args) -> ImageClassifier:
     """The adaptation network a UDA method trains, from the model a run starts with: a zoo CLIP (its image tower
     becomes the backbone, with its weights), an ImageClassifier around a timm model (the same, without its head),

@@ -1,11 +1,14 @@
-"""vlmshield-dart's registrations: the domain adaptation network's architecture, the UDA trainer and its methods."""
+"""vlmshield-dart's registrations: the domain adaptation network's architecture, the UDA trainer and its methods,
+DART (a method of the built-in distillation trainer) and the URDA protocols."""
 
 from __future__ import annotations
 
 from vlmshield.api import hookimpl
 
+from .dart import DART
 from .network import ARCHITECTURE
-from .uda import DANN, MDD, AdaptationTrainer, SourceOnly
+from .protocols import PROTOCOLS
+from .uda import DANN, DANNAT, MDD, AdaptationTrainer, SourceOnly, SourceOnlyAT
 
 
 @hookimpl
@@ -20,4 +23,9 @@ def register_trainers(register):
 
 @hookimpl
 def register_defenses(register):
-    register(SourceOnly, DANN, MDD)
+    register(SourceOnly, DANN, MDD, SourceOnlyAT, DANNAT, DART)
+
+
+@hookimpl
+def register_protocols(register):
+    register(*PROTOCOLS)

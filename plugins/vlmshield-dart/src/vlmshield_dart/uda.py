@@ -21,6 +21,11 @@ loss:
   log shifted by 1e-6 and capped at 0), the adversarial head fed the features through a gradient reversal of
   weight 2 hi / (1 + exp(-t / 1000)) - hi, hi = 0.1 (its warm start), t the step.
 
+- ``source-only-at`` and ``dann-at``: the same with vanilla adversarial training (VAT, Madry et al.) inside:
+  the source images of the loss replaced by PGD examples against their labels (random start, the run's
+  ``eps``, ``attack_steps`` and ``attack_alpha``, the network in eval mode), the baselines DART's paper
+  says fail in UDA (the target has no labels to attack with).
+
 Their ``paper`` presets train timm's ResNet-50 (torchvision's ImageNet weights, as tllib) on Office-31 A->W,
 batch 32, SGD with Nesterov momentum 0.9. ``mdd``'s is tllib's MDD example: lr 0.004, weight decay 5e-4,
 lr (1 + 0.0002 t)^-0.75, 20 epochs of 1,000 steps, bottleneck and head 1024 wide. ``source-only`` and ``dann``
@@ -49,12 +54,13 @@ from vlmshield.api import (
     check_takes,
     derive_seed,
     evaluate,
+    get_host,
     rank_and_world,
     resolve_device,
     run_training,
 )
 
-from .network import adapt
+from .network import adapt, without_adversary
 
 #: The DANN paper's optimizer: SGD, momentum 0.9 (Nesterov, as tllib), lr 0.01 annealed as (1 + 10 p)^-0.75.
 PAPER_CONFIG = {"stages": [Stage("adapt", steps=10_000, lr=0.01, warmup=0, weight_decay=1e-3, schedule="inverse",
@@ -190,6 +196,42 @@ class MDD(Adaptation):
         return classification - self.trade_off * disparity
 
 
+#: Vanilla adversarial training's attack on the world: PGD-5 with a random start, steps of eps/2.
+WORLD_AT = {"eps": 4 / 255, "attack_steps": 5, "attack_alpha": 2 / 255}
+PAPER_AT = {"eps": 6 / 255, "attack_steps": 10, "attack_alpha": 1.5 / 255}
+
+
+def _with_at(presets: dict) -> dict:
+    return {"paper": {**presets["paper"], "config": {**presets["paper"]["config"], **PAPER_AT}},
+            "world": {**presets["world"], "config": {**presets["world"]["config"], **WORLD_AT}}}
+
+
+class VanillaAT:
+    """Mixed into a UDA method: its loss on PGD examples of the source batch (module docstring)."""
+
+    adversarial: ClassVar[bool] = True
+
+    def loss(self, model, xs, ys, xt, refs, *, step, total_steps):
+        config = refs["config"]
+        attack = get_host().create("attack", "pgd", eps=config.eps, alpha=config.attack_alpha,
+                                   steps=config.attack_steps, random_start=True)
+        return super().loss(model, attack(model, xs, ys), ys, xt, refs, step=step, total_steps=total_steps)
+
+
+class SourceOnlyAT(VanillaAT, SourceOnly):
+    name = "source-only-at"
+    description = "Source-only adversarial training: cross-entropy on PGD examples of the labelled source."
+    paper = "Madry et al. (ICLR 2018) on the source alone, the URDA baseline of DART's paper"
+    presets = _with_at(SourceOnly.presets)
+
+
+class DANNAT(VanillaAT, DANN):
+    name = "dann-at"
+    description = "DANN with vanilla adversarial training: its source term on PGD examples (DART's VAT baseline)."
+    paper = "Ganin et al. (JMLR 2016) with Madry et al.'s adversarial training, DART's VAT baseline"
+    presets = _with_at(DANN.presets)
+
+
 class _PairedBatches:
     """Each step's source batch and target batch (two seeded orders), this process's share of each."""
 
@@ -209,8 +251,9 @@ class AdaptationTrainer(Trainer):
 
     def train(self, model: nn.Module, data, method: Adaptation, config: TrainConfig, *, out=None, val_data=None,
               device=None, progress=None, log=None, stop_after=None) -> ImageClassifier:
-        """Train the method's adaptation network from ``model`` (see ``Trainer``) and return it; the pair's target
-        test set (or ``val_data``) gives its target accuracy every ``val_every`` steps."""
+        """Train the method's adaptation network from ``model`` (see ``Trainer``) and return it without its
+        adversary (the checkpoint keeps it); the pair's target test set (or ``val_data``) gives its target
+        accuracy every ``val_every`` steps."""
         pair = check_takes(data, self.takes, f"the {self.name} trainer")
         config = config.check()
         device = resolve_device(device)
@@ -236,7 +279,9 @@ class AdaptationTrainer(Trainer):
                               device=device, seed=config.seed)
             return {"target_acc": record["average"]["clean_acc"]}
 
-        return run_training(classifier, method, config, batches=_PairedBatches(pair, config.batch_size, config.seed),
-                            step_loss=step_loss, refs={}, parameters=list(classifier.parameters()), out=out,
-                            device=device, progress=progress, log=log, stop_after=stop_after, validate=validate,
-                            trainer=self)
+        trained = run_training(classifier, method, config, batches=_PairedBatches(pair, config.batch_size,
+                                                                                  config.seed),
+                               step_loss=step_loss, refs={}, parameters=list(classifier.parameters()), out=out,
+                               device=device, progress=progress, log=log, stop_after=stop_after,
+                               validate=validate, trainer=self)
+        return without_adversary(trained)
