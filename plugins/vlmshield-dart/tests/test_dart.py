@@ -219,3 +219,43 @@ def test_two_processes_train_the_weights_of_one(tmp_path):
     assert any(not torch.equal(one[k], start[k]) for k in one)
     for key in one:
         torch.testing.assert_close(two[key], one[key], rtol=1e-5, atol=1e-6, msg=key)
+
+
+def test_the_shipped_world_models_load_checked_and_the_student_is_the_more_robust():
+    from vlmshield.api import evaluate
+
+    with temporary_host(plugin):
+        cards = {name: vs.zoo.info(name) for name in ("dann-tinyrn-palette", "dart-tinyrn-palette")}
+        target = vs.dataset("world-da/palette").target_test
+        measured = {name: evaluate(vs.zoo.load(name), target, evaluator="accuracy", attack="apgd-ce", eps="1/255",
+                                   steps=10, n=64, progress=False)["average"] for name in cards}
+    for card in cards.values():
+        assert card["family"] == "classifier" and card["training_data"] == "world-da/palette"
+        assert list(card["classnames"]) == list(target.classnames)
+    teacher, student = measured["dann-tinyrn-palette"], measured["dart-tinyrn-palette"]
+    assert student["robust_acc"] >= teacher["robust_acc"] + 0.2
+    assert student["clean_acc"] >= teacher["clean_acc"] - 0.1
+
+
+def test_the_demo_measures_adapted_models_on_their_pairs_target(tmp_path):
+    from vlmshield.world.demo import run_demo, world_models
+
+    with temporary_host(plugin):
+        assert {"dann-tinyrn-palette", "dart-tinyrn-palette"} <= set(world_models())
+        summary = run_demo(tmp_path, models=["dart-tinyrn-palette"], n=8, steps=1, progress=False)
+    row = summary["adaptation"]["dart-tinyrn-palette"]
+    assert row["pair"] == "world-da/palette" and 0 <= row["robust"]["4/255"] <= row["clean"] <= 1
+    assert "| dart-tinyrn-palette | world-da/palette |" in (tmp_path / "report.md").read_text()
+
+
+def test_the_urda_protocols_measure_source_and_target_of_each_pair(teacher):
+    from vlmshield.api import get_protocol, run_protocol
+
+    with temporary_host(plugin):
+        office, world = get_protocol("urda"), get_protocol("urda-world")
+        record = run_protocol(teacher, world, "world-da/clutter", n=4, progress=False)
+    assert office.datasets.count("office31/") == 6 and office.evaluator == world.evaluator == "accuracy"
+    result = record["results"]["world-da/clutter"]
+    assert result["source:n"] == result["target:n"] == 4
+    assert set(result["target:robust_acc"]) == {"1/255", "2/255", "4/255"}
+    assert record["overrides"] == {"datasets": "world-da/clutter", "n": 4}

@@ -13,7 +13,8 @@ options override them (recorded in the card). The run resumes from ``OUT/checkpo
 again. At the end the model is saved as a zoo folder (``OUT/model``: open_clip's layout,
 ``vs.zoo.load("local-dir:OUT/model")``) and, with ``--package``, as a packaged weight file and card
 (``OUT/NAME.safetensors``, ``OUT/NAME.json``) of the kind a plugin ships in its ``weights/`` folder;
-``--evaluate PROTOCOL`` measures it and writes the numbers into both. ``OUT/training.json`` is the run's record:
+``--evaluate PROTOCOL`` measures it and writes the numbers into both (a domain adaptation on the pair it
+adapted to). ``OUT/training.json`` is the run's record:
 the card's fields, the model it started from (``model_identity``), who provided the model, method, trainer
 and dataset (``provenance``), the plugins loaded, the training time over every part and how often it resumed.
 
@@ -306,7 +307,9 @@ def _train_run(run: dict, out: Path, *, name, device, progress, evaluate_with, p
             "start_model": start_model, "provenance": provenance, "plugins": host.loaded_plugins()}
     if evaluate_with:
         protocol = get_protocol(evaluate_with)
-        info["metrics"] = measure_for_card(trained, protocol, progress=progress, out=out / f"eval-{protocol.name}")
+        adapted_to = run["dataset"] if method.defense_kind == "domain-adaptation" else None  # its own pair
+        info["metrics"] = measure_for_card(trained, protocol, dataset=adapted_to, progress=progress,
+                                           out=out / f"eval-{protocol.name}")
     if is_main_process():
         family = "classifier" if isinstance(trained, ImageClassifier) else "clip"
         card = ModelCard(name, arch=base["arch"], method=method.name, base_model=base["name"], paper=method.paper,
@@ -381,8 +384,10 @@ def _train(args) -> int:
               f"model folder {Path(out) / 'model'}")
         if "metrics" in info:
             metrics = info["metrics"]
-            print(f"{metrics['protocol']['name']}: clean {100 * metrics['clean_mean']:.1f}, robust "
-                  + ", ".join(f"{e} {100 * v:.1f}" for e, v in metrics["robust_mean"].items()))
+            print(f"{metrics['protocol']['name']}: " + "; ".join(
+                f"{key.removesuffix('_mean')} " + (", ".join(f"{s} {100 * v:.1f}" for s, v in mean.items())
+                                                    if isinstance(mean, dict) else f"{100 * mean:.1f}")
+                for key, mean in metrics.items() if key.endswith("_mean") and mean is not None))
     return 0
 
 

@@ -246,11 +246,13 @@ def card_metrics_of(run: dict) -> dict:
         values = {d: r.get(metric) for d, r in run["results"].items()}
         if isinstance(mean, dict):
             values = {s: {d: (v or {}).get(s) for d, v in values.items()} for s in mean}
-        name = CARD_NAMES.get(metric, metric)
+        part, _, base = metric.rpartition(":")  # a domain pair's "target:clean_acc" is "target:clean"
+        name = f"{part}:{CARD_NAMES.get(base, base)}" if part else CARD_NAMES.get(metric, metric)
         metrics.update({name: values, f"{name}_mean": mean})
     return metrics
 
 
-def measure_for_card(vlm: VLM, protocol="world", *, progress=None, out=None) -> dict:
-    """A card's ``metrics`` (``card_metrics_of``), measured with ``run_protocol`` (resumable in ``out``)."""
-    return card_metrics_of(run_protocol(vlm, get_protocol(protocol), progress=progress, out=out))
+def measure_for_card(vlm: VLM, protocol="world", *, dataset=None, progress=None, out=None) -> dict:
+    """A card's ``metrics`` (``card_metrics_of``), measured with ``run_protocol`` (resumable in ``out``) on the
+    protocol's datasets, or on ``dataset`` (recorded as an override)."""
+    return card_metrics_of(run_protocol(vlm, get_protocol(protocol), dataset, progress=progress, out=out))

@@ -4,7 +4,9 @@ Every world model in the zoo (the shipped vanilla tiny CLIPs, and the defended o
 register) is evaluated on the world's zero-shot suite: clean accuracy, and robust accuracy under
 ``apgd-ce`` at 1/255 (TeCoA's and TTC's budget) and 4/255 (the world's). Models with a backdoor planted or
 removed (their card's threat model names a ``backdoor`` and its ``target``) are measured instead by clean
-accuracy and the backdoor's attack success rate on the task holding the target. The demo prints the
+accuracy and the backdoor's attack success rate on the task holding the target. Classifiers adapted to a
+domain pair of the world (their card's training data is ``world-da/...``) are measured on that pair's target
+test set: clean accuracy and robust accuracy under the same attack. The demo prints the
 tables and writes to its output folder a Markdown report, the plot of robust accuracy against eps, and the
 evaluation records (JSON).
 """
@@ -27,9 +29,17 @@ DEMO_N, DEMO_STEPS = 64, 20
 
 
 def world_models() -> list[str]:
-    """The zoo's world models: vanilla ones first, then each defense, in name order."""
-    cards = [r.obj for r in get_host().registries["model"] if r.obj.arch in ARCHS]
-    return [c.name for c in sorted(cards, key=lambda c: (c.method != "none", c.method, c.name))]
+    """The zoo's world models: vanilla ones first, then each defense, in name order; the CLIPs, then the
+    classifiers adapted to a world domain pair."""
+    cards = [r.obj for r in get_host().registries["model"]
+             if (r.obj.family == "clip" and r.obj.arch in ARCHS) or adapted_pair(r.obj.name)]
+    return [c.name for c in sorted(cards, key=lambda c: (c.family != "clip", c.method != "none", c.method, c.name))]
+
+
+def adapted_pair(name: str) -> str | None:
+    """The world domain pair a classifier was adapted to (its card's training data), or None."""
+    card = get_host().get("model", name).obj
+    return card.training_data if card.family == "classifier" and card.training_data.startswith("world-da/") else None
 
 
 def backdoor_of(name: str) -> dict:
@@ -59,16 +69,28 @@ def run_demo(out: str | Path = "demo", *, models: list[str] | None = None, n: in
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ParameterError(f"steps is the number of apgd-ce iterations, a whole number, 1 or more; got {steps!r}.")
     backdoored = {name: backdoor_of(name) for name in models if backdoor_of(name)}
+    adapted = {name: adapted_pair(name) for name in models if adapted_pair(name)}
     bar = tqdm(total=(len(models) - len(backdoored)) * len(eps) + len(backdoored), desc="demo", unit="run",
                disable=None if progress is None else not progress)
     summary: dict = {"models": {}, "attack": "apgd-ce", "steps": steps, "n": n, "eps": list(eps), "dataset": dataset,
-                     "backdoors": {}}
+                     "backdoors": {}, "adaptation": {}}
     for name, backdoor in backdoored.items():
         bar.set_postfix_str(f"{name} {backdoor['backdoor']}")
         summary["backdoors"][name] = measure_backdoor(host.get("model", name).obj.load(), backdoor, dataset, n,
                                                       batch_size, out / "records" / f"{name}")
         bar.update()
-    for name in (m for m in models if m not in backdoored):
+    for name, pair in adapted.items():
+        target = datasets(pair)[0].target_test
+        row = {"pair": pair, "robust": {}}
+        for e in eps:
+            bar.set_postfix_str(f"{name} eps {format_eps(e)}")
+            record = evaluate(host.get("model", name).obj.load(), target, evaluator="accuracy", attack="apgd-ce",
+                              eps=e, steps=steps, n=n, batch_size=batch_size, progress=False,
+                              out=out / "records" / f"{name}-eps{round(e * 255)}.json")
+            row["clean"], row["robust"][format_eps(e)] = record["average"]["clean_acc"], record["average"]["robust_acc"]
+            bar.update()
+        summary["adaptation"][name] = row
+    for name in (m for m in models if m not in backdoored and m not in adapted):
         vlm = host.get("model", name).obj.load()
         row: dict = {"robust": {}, "tasks": {}}
         for e in eps:
@@ -85,7 +107,8 @@ def run_demo(out: str | Path = "demo", *, models: list[str] | None = None, n: in
     bar.close()
     summary["wall_time_s"] = round(time.perf_counter() - clock, 1)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    plot(summary, out / "robust_vs_eps.png")
+    if summary["models"]:
+        plot(summary, out / "robust_vs_eps.png")
     (out / "report.md").write_text(report(summary))
     return summary
 
@@ -108,6 +131,17 @@ def backdoor_table(summary: dict) -> str:
     for name, row in summary["backdoors"].items():
         lines.append(f"| {name} | {row['trigger']} | {row['target']} ({row['task']}) | {100 * row['clean']:.1f} | "
                      f"{100 * row['asr']:.1f} |")
+    return "\n".join(lines)
+
+
+def adaptation_table(summary: dict) -> str:
+    """Target clean and robust accuracy (percent) of each classifier adapted to a world domain pair."""
+    eps = [format_eps(e) for e in summary["eps"]]
+    lines = ["| model | pair | target clean | " + " | ".join(f"robust {e}" for e in eps) + " |",
+             "|---|---|---|" + "---|" * len(eps)]
+    for name, row in summary["adaptation"].items():
+        lines.append(f"| {name} | {row['pair']} | {100 * row['clean']:.1f} | "
+                     + " | ".join(f"{100 * row['robust'][e]:.1f}" for e in eps) + " |")
     return "\n".join(lines)
 
 
@@ -140,13 +174,17 @@ def report(summary: dict) -> str:
         f"Zero-shot accuracy on the world's suite ({summary['dataset']}), n={summary['n']} per task, "
         f"robust accuracy under {summary['attack']} ({summary['steps']} steps, Linf). "
         f"Run time {summary['wall_time_s']} s.", "",
-        "## Mean over the suite (%)", "", summary_table(summary), "",
-        f"## Per task, clean / robust at {last} (%)", "", task_table(summary, last), "",
-        "![robust accuracy against eps](robust_vs_eps.png)", "",
+        *(["## Mean over the suite (%)", "", summary_table(summary), "",
+           f"## Per task, clean / robust at {last} (%)", "", task_table(summary, last), "",
+           "![robust accuracy against eps](robust_vs_eps.png)", ""] if summary["models"] else []),
         *(["## Backdoors: clean accuracy and attack success rate (%)", "",
            f"Attack success rate: triggered images of the target's task whose label is not the target, "
            f"classified as the target; n={summary['n']} per task.", "", backdoor_table(summary), ""]
           if summary.get("backdoors") else []),
+        *(["## Domain adaptation: accuracy on the target domain (%)", "",
+           f"Classifiers adapted to a world domain pair, on its target test set: clean accuracy and robust "
+           f"accuracy under {summary['attack']}; n={summary['n']}.", "", adaptation_table(summary), ""]
+          if summary.get("adaptation") else []),
         "The evaluation records (configuration, versions, per-task numbers) are in `records/`.", "",
     ])
 

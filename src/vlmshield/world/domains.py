@@ -9,7 +9,8 @@ drawn in another style (``scene.Style``):
 
 Each pair is a ``DomainPair``: ``SOURCE_SIZE`` labelled source scenes (the same stream for every pair),
 ``TARGET_SIZE`` unlabelled target scenes to adapt on, and ``TEST_SIZE`` labelled target scenes, drawn apart
-from them, to evaluate on. Everything is generated once per process and kept in memory.
+from them, to evaluate on. Each part is generated when first read, once per process, and kept in memory, so
+evaluating on the target test set alone renders only its 1,000 scenes.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 import torch
-from torch.utils.data import TensorDataset
+from torch.utils.data import Dataset
 
 from vlmshield.api import DatasetEntry, DomainPair, LabelledImages, UnlabelledImages
 
@@ -47,17 +48,32 @@ def _drawn(stream: str, split: str, size: int, style: Style, resolution: int) ->
     return torch.cat([c[0] for c in chunks]), torch.cat([c[1] for c in chunks])
 
 
-def _labelled(images: torch.Tensor, labels: torch.Tensor, name: str) -> LabelledImages:
-    return LabelledImages(TensorDataset(images, labels), SHAPES.classnames, SHAPES.templates, name=name)
+class _Drawn(Dataset):
+    """The scenes of one stream and split (``_drawn``'s arguments), rendered when first read: items are
+    (image, label), or (image,) when ``labelled`` is false."""
+
+    def __init__(self, key: tuple, labelled: bool):
+        self.key, self.labelled = key, labelled
+
+    def __len__(self) -> int:
+        return self.key[2]
+
+    def __getitem__(self, index: int):
+        images, labels = _drawn(*self.key)
+        return (images[index], labels[index]) if self.labelled else (images[index],)
+
+
+def _labelled(key: tuple, name: str) -> LabelledImages:
+    return LabelledImages(_Drawn(key, labelled=True), SHAPES.classnames, SHAPES.templates, name=name)
 
 
 def build(root=None, split: str = "train", image_size: int = RESOLUTION, variant: str = "palette",
           resolution: int = RESOLUTION) -> DomainPair:
     resolution, style = check_resolution(resolution), SHIFTS[variant]
-    source = _labelled(*_drawn(f"{NAME}-source", "train", SOURCE_SIZE, PLAIN, resolution), f"{NAME}-source")
-    target_images, _ = _drawn(f"{NAME}/{variant}", "train", TARGET_SIZE, style, resolution)
-    target = UnlabelledImages(TensorDataset(target_images), f"{NAME}/{variant}-target")
-    test = _labelled(*_drawn(f"{NAME}/{variant}", "test", TEST_SIZE, style, resolution), f"{NAME}/{variant}-test")
+    source = _labelled((f"{NAME}-source", "train", SOURCE_SIZE, PLAIN, resolution), f"{NAME}-source")
+    target = UnlabelledImages(_Drawn((f"{NAME}/{variant}", "train", TARGET_SIZE, style, resolution), labelled=False),
+                              f"{NAME}/{variant}-target")
+    test = _labelled((f"{NAME}/{variant}", "test", TEST_SIZE, style, resolution), f"{NAME}/{variant}-test")
     return DomainPair(source, target, test, f"{NAME}/{variant}")
 
 

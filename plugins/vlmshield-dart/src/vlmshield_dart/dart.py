@@ -17,11 +17,12 @@ a copy of the CLIP whose image tower trains; its features are the unnormalized i
 logits the teacher's zero-shot head (the class text embeddings, fixed) on them, so ``init`` does not
 apply. The adaptation network's backbone trains at ``backbone_lr`` times the heads' rate (0.1, as step 1).
 
-Presets: ``paper`` is the released configuration (an MDD teacher on Office-31 A->W at ``--model``, batch
-32, SGD Nesterov momentum 0.9, weight decay 1e-3, lr 0.005 decayed as (1 + 0.001 t)^-0.75, 10,000 steps;
-I-FGSM 10 steps; eps 6/255, the pixel width of the code's 0.1 on normalized tensors, 0.1 x 0.226 x 255);
-``world`` distils a ``world-da/palette`` teacher (``--model local-dir:...``, from ``vlmshield train dann
---preset world``) at the world's eps 4/255.
+Presets: ``paper`` is the released configuration (an MDD teacher on Office-31 A->W at ``--model``, batch 32,
+SGD Nesterov momentum 0.9, weight decay 1e-3, lr 0.005 decayed as (1 + 0.001 t)^-0.75, 10,000 steps; I-FGSM 10
+steps; eps 6/255, the pixel width of the code's 0.1 on normalized tensors, 0.1 x 0.226 x 255); ``world``
+distils a ``world-da/palette`` teacher (``--model local-dir:...``, from ``vlmshield train dann --preset
+world``) at 2/255 (I-FGSM-5), 600 steps of 64, lr 0.03, beta 1; ``world-clip`` distils the world's CLIP
+``clip-tinyrn``, zero-shot on the pair's classes, into its own image tower.
 """
 
 from __future__ import annotations
@@ -55,9 +56,9 @@ PAPER_CONFIG = {"stages": [Stage("robustify", steps=10_000, lr=0.005, warmup=0, 
                 "batch_size": 32, "optimizer": "sgd", "nesterov": True, "eps": 6 / 255, "attack_steps": 10,
                 "checkpoint_every": 1000, "log_every": 100}
 WORLD_STEPS = 600
-WORLD_CONFIG = {"stages": [Stage("robustify", steps=WORLD_STEPS, lr=0.01, warmup=0, weight_decay=1e-3,
+WORLD_CONFIG = {"stages": [Stage("robustify", steps=WORLD_STEPS, lr=0.03, warmup=0, weight_decay=1e-3,
                                  schedule="inverse", decay_rate=0.001)],
-                "batch_size": 64, "optimizer": "sgd", "nesterov": True, "eps": 4 / 255, "attack_steps": 5,
+                "batch_size": 64, "optimizer": "sgd", "nesterov": True, "eps": 2 / 255, "attack_steps": 5,
                 "checkpoint_every": 200, "log_every": 50, "val_every": 200, "val_n": 500}
 
 
@@ -71,7 +72,9 @@ class DART(Distillation):
     presets = {"paper": {"model": "local-dir:runs/mdd/model", "dataset": "office31/amazon-to-webcam",
                          "config": PAPER_CONFIG},
                "world": {"model": "local-dir:runs/dann-world/model", "dataset": "world-da/palette",
-                         "config": WORLD_CONFIG}}
+                         "config": WORLD_CONFIG, "params": {"beta": 1.0}},
+               "world-clip": {"model": "clip-tinyrn", "dataset": "world-da/palette", "config": WORLD_CONFIG,
+                              "params": {"beta": 1.0}}}
 
     def __init__(self, beta: float = 0.1, temperature: float = 2.0, weighting: str = "sample",
                  init: str = "pretrained", backbone_lr: float = 0.1, **params):

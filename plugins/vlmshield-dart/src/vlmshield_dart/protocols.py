@@ -6,7 +6,8 @@
   evaluation attack and budgets are not released; these are the common L-inf settings, and 6/255 is about
   the pixel width of the code's training budget;
 - ``urda-world``: the world's four pairs (``world-da``), aa-lite (APGD-CE then APGD-T, 3 targets, 50
-  iterations each) at 1/255 and 4/255, 500 images of each part, robust accuracy over the clean-correct ones.
+  iterations each) at 1/255, 2/255 and 4/255 (the ``world`` protocol's budgets), 500 images of each part,
+  robust accuracy over the clean-correct ones.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ PROTOCOLS = (
              evaluator="accuracy", datasets=OFFICE31_TASKS, counting="all",
              papers="DART (IJCV 2026): its table with and without attacks"),
     Protocol("urda-world", "The world's domain pairs: aa-lite (APGD-CE then APGD-T, 3 targets), 50 iterations each, "
-             "eps 1/255 and 4/255, 500 images of each part; robust accuracy over the clean-correct images.",
-             attack="aa-lite", eps=("1/255", "4/255"), steps=50, attack_params={"n_target_classes": 3}, n=500,
+             "eps 1/255, 2/255 and 4/255, 500 images of each part; robust accuracy over the clean-correct images.",
+             attack="aa-lite", eps=("1/255", "2/255", "4/255"), steps=50, attack_params={"n_target_classes": 3}, n=500,
              evaluator="accuracy", datasets=WORLD_PAIRS,
              papers="the world's analogue of DART's table"),
 )

@@ -196,8 +196,9 @@ class MDD(Adaptation):
         return classification - self.trade_off * disparity
 
 
-#: Vanilla adversarial training's attack on the world: PGD-5 with a random start, steps of eps/2.
-WORLD_AT = {"eps": 4 / 255, "attack_steps": 5, "attack_alpha": 2 / 255}
+#: Vanilla adversarial training's attack on the world: PGD-3 with a random start, steps of eps/2, at DART's
+#: world budget.
+WORLD_AT = {"eps": 2 / 255, "attack_steps": 3, "attack_alpha": 1 / 255}
 PAPER_AT = {"eps": 6 / 255, "attack_steps": 10, "attack_alpha": 1.5 / 255}
 
 
