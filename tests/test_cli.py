@@ -50,6 +50,9 @@ def test_plugins_lists_hooks_registrations_and_errors(host, capsys):
     assert plugins["broken-plugin"]["errors"] == ["register_attacks raised ImportError: this plugin is broken"]
     code, out, _ = run(capsys, "plugins")
     assert "error: register_attacks raised ImportError" in out and "attacks: fgsm, pgd" in out
+    assert "Traceback" not in out
+    code, out, _ = run(capsys, "plugins", "--debug")
+    assert code == 0 and "Traceback (most recent call last)" in out and "ImportError: this plugin is broken" in out
 
 
 @pytest.mark.parametrize("kind, expected", [
@@ -64,6 +67,15 @@ def test_list_every_kind(host, capsys, kind, expected):
         assert expected in [row["name"] for row in rows]
     code, text, _ = run(capsys, "list", kind)
     assert code == 0 and (expected is None or expected in text)
+
+
+def test_list_attacks_tells_evasion_adaptive_and_backdoor_attacks_apart(host, capsys):
+    code, out, _ = run(capsys, "list", "attacks")
+    lines = {line.split()[0]: line for line in out.splitlines()}
+    assert code == 0 and "(evasion)" in lines["pgd"] and "(adaptive)" in lines["bpda-eot"]
+    assert "(backdoor)" in lines["badnet"]
+    rows = {row["name"]: row for row in json.loads(run(capsys, "list", "attacks", "--json")[1])}
+    assert (rows["apgd-ce"]["attack_kind"], rows["bpda-eot"]["attack_kind"]) == ("evasion", "adaptive")
 
 
 @pytest.mark.parametrize("name, kind", [
@@ -117,6 +129,8 @@ def test_plugins_add_subcommands(host, capsys):
     (["eval", "--model", "tiny-clip", "--dataset", "imagefolder"], "needs its files"),
     (["eval", "--model", "tiny-clip", "--dataset", "imagefolder:/does/not/exist"], "does not exist"),
     (["eval", "--model", "tiny-clip", "--dataset", "fakedata", "--attack-params", "alpha=1"], "needs --attack"),
+    ([*PGD_EVAL, "--adaptive-params", "eot=2"], "give --defense"),
+    ([*PGD_EVAL, "--defense", "ttc", "--adaptive-params", "eot=2"], "unknown defense 'ttc'"),
     (["eval", "--model", "tiny-clip"], "give --dataset (or --protocol"),
     (["eval", "--model", "tiny-clip", "--protocol", "world", "--attack", "pgd"], "--protocol fixes the attack"),
     (["eval", "--model", "tiny-clip", "--protocol", "wrold"], "Did you mean 'world'"),

@@ -175,6 +175,26 @@ def test_non_adaptive_attacks_see_the_undefended_classifier(host, toy):
     assert isinstance(CountingPGD.calls[-1], torch.nn.Sequential)
 
 
+def test_eot_draws_once_against_a_deterministic_defense_and_the_user_sets_adaptive_parameters(host, toy):
+    model, data = toy
+
+    class NoisyBlur(Blur):
+        name = "test-noisy-blur"
+        randomized = True
+
+    def adaptive(defense, **options):
+        record = evaluate(model, data, evaluator="accuracy", attack="pgd", eps=4 / 255, steps=1, defense=defense,
+                          n=4, batch_size=4, **options)
+        return {a["name"]: a["params"] for a in record["adaptive_attacks"]}
+
+    assert adaptive(Blur())["bpda-eot"]["eot"] == 1
+    assert adaptive(NoisyBlur())["bpda-eot"]["eot"] == 4  # the attack's default
+    chosen = adaptive(NoisyBlur(), adaptive_params={"eot": 2, "steps": 3})["bpda-eot"]
+    assert (chosen["eot"], chosen["steps"]) == (2, 3)
+    with pytest.raises(ParameterError, match="no adaptive attack of test-blur .bpda-eot. takes restarts"):
+        adaptive(Blur(), adaptive_params={"restarts": 2})
+
+
 def test_attack_success_rate_counts_triggered_images_outside_the_target_class():
     data = tensor_dataset(torch.rand(6, 3, 16, 16) * 0.5, torch.tensor([0, 1, 2, 3, 2, 0]), CLASSES)
 

@@ -37,12 +37,13 @@ def register_attacks(register):
 '''
 
 
-def fake_distribution(site, dist, module, source, version="1.0"):
+def fake_distribution(site, dist, module, source, version="1.0", requires=()):
     (site / module).mkdir()
     (site / module / "__init__.py").write_text(textwrap.dedent(source))
     info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
     info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n"
+                                   + "".join(f"Requires-Dist: {r}\n" for r in requires))
     (info / "entry_points.txt").write_text(f"[vlmshield]\n{module} = {module}\n")
 
 
@@ -74,6 +75,29 @@ def test_entry_points_load_each_in_isolation(site):
     assert host.get("attack", "good-attack").provider == "goodplug (vlmshield-good 1.2)"
     assert broken.errors == ["failed to load: ImportError: no module named foo"]
     assert host.get("attack", "pgd")  # everything else works
+
+
+def test_a_plugin_written_for_another_vlmshield_is_refused_before_it_loads(site):
+    fake_distribution(site, "vlmshield-future", "futureplug", "raise AssertionError('imported')", version="3.0",
+                      requires=["vlmshield>=9,<10", "torch"])
+    fake_distribution(site, "vlmshield-fits", "fitsplug", GOOD.replace("good-attack", "fits-attack"),
+                      requires=[f"vlmshield>={vs.__version__}", "vlmshield-extra>=9; extra == 'test'"])
+    host = PluginHost(allow={"vlmshield-future", "vlmshield-fits"})
+    assert host.infos["futureplug"].errors == [
+        f"was written for vlmshield <10,>=9 and this is vlmshield {vs.__version__}: install a version of "
+        f"vlmshield-future made for it (or a vlmshield it accepts)"]
+    assert not host.infos["fitsplug"].errors and host.get("attack", "fits-attack")
+
+
+def test_an_unknown_name_names_the_plugins_that_failed(site):
+    host = PluginHost(allow=FAKES)
+    with pytest.raises(UnknownNameError, match=r"unknown attack 'jpeg-bpda'.* Plugins that failed, one of which may "
+                                               r"provide it: brokenplug \(vlmshield-broken 1.0\): failed to load: "
+                                               r"ImportError: no module named foo\."):
+        host.get("attack", "jpeg-bpda")
+    with pytest.raises(UnknownNameError) as plain:
+        PluginHost(allow={"vlmshield-good"}).get("attack", "jpeg-bpda")
+    assert "failed" not in str(plain.value)
 
 
 def test_a_plugin_that_exits_on_import_or_in_a_hook_fails_alone(site, capsys):

@@ -188,6 +188,8 @@ def test_sanity_flags_catch_randomness_autograd_and_masked_gradients():
     assert [f["flag"] for f in check_classifier(Optimising(model), x, y, "toy")] == ["autograd-in-forward"]
     flags = check_classifier(Masked(model), x, y, "toy")
     assert [f["flag"] for f in flags] == ["zero-gradients"] and "at 8 of 8 images" in flags[0]["detail"]
+    assert check_classifier(Masked(model), x, y, "toy", adaptive=True) == []  # BPDA ran beside: nothing to flag
+    assert check_classifier(Masked(model), x, y, "toy", attacked=False) == []  # a backdoor trigger needs no gradient
 
 
 def test_result_flags_robust_above_clean_and_non_adaptive_attacks_on_test_time_defenses():

@@ -64,7 +64,8 @@ def describe(registration: Registration) -> dict:
                 value = getattr(obj, attribute)
                 info[attribute] = list(value) if isinstance(value, tuple) else value
         if registration.kind == "attack":
-            info["attack_kind"] = "evasion" if hasattr(obj, "perturb") else "backdoor"
+            info["attack_kind"] = ("backdoor" if not hasattr(obj, "perturb")
+                                   else "adaptive" if getattr(obj, "adaptive", False) else "evasion")
     elif registration.kind == "model":
         info.update({k: v for k, v in obj.to_dict().items() if k != "name"})
     elif registration.kind == "dataset":
@@ -99,7 +100,16 @@ def _plugins(args) -> int:
             print(f"  contested {kind}s: {', '.join(_claimed_also(kind, name, info.name) for name in names)}")
         for error in info.errors:
             print(f"  error: {error}")
+        if args.show_tracebacks or getattr(args, "debug", False):
+            for trace in info.tracebacks:
+                print("  " + trace.rstrip().replace("\n", "\n  "))
     return 0
+
+
+def _plugins_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--debug", dest="show_tracebacks", action="store_true",
+                        help="print the traceback of each plugin's error")
+    _json_flag(parser)
 
 
 def _claimed_also(kind: str, name: str, plugin: str) -> str:
@@ -133,7 +143,9 @@ def _list(args) -> int:
         return 0
     width = max((len(r["name"]) for r in rows), default=0)
     for row in rows:
-        print(f"{row['name']:<{width}}  {row.get('description', '')}  [{row['plugin']}]{_contested_note(row)}")
+        sort = row.get("attack_kind") or row.get("defense_kind")  # evasion, adaptive, backdoor; finetune, ...
+        print(f"{row['name']:<{width}}  {f'({sort}) ' if sort else ''}{row.get('description', '')}  "
+              f"[{row['plugin']}]{_contested_note(row)}")
     return 0
 
 
@@ -185,11 +197,12 @@ def _eval(args) -> int:
         attack_params = parse_params(cls, args.attack_params, f"attack {cls.name!r}", cls.pixel_params)
     if args.protocol is None and args.dataset is None:
         raise UsageError("give --dataset (or --protocol, which names its datasets).")
+    adaptive_params = _adaptive_params(args)
     init_from_env()
     common = dict(defense=args.defense, defense_params=defense_params(args), n=args.n, batch_size=args.batch_size,
                   seed=args.seed, device=args.device, weights=not args.no_weights, out=args.out,
                   progress=progress_flag(args), download=args.download, adaptive=not args.no_adaptive,
-                  overwrite=args.overwrite)
+                  adaptive_params=adaptive_params, overwrite=args.overwrite)
     if args.protocol is not None:
         if args.attack or args.eps or args.steps or args.attack_params or args.evaluator != "zero-shot":
             raise UsageError("--protocol fixes the attack, eps, steps and evaluator; drop those options.")
@@ -209,6 +222,25 @@ def _eval(args) -> int:
     return 0
 
 
+def _adaptive_params(args) -> dict | None:
+    """``--adaptive-params``, each value read with the type of the parameter in the defense's adaptive attacks
+    that take it."""
+    if not args.adaptive_params:
+        return None
+    if args.defense is None:
+        raise UsageError("--adaptive-params sets the adaptive attacks of a test-time defense; give --defense.")
+    host, params = get_host(), {}
+    for name in host.get("defense", args.defense).obj.adaptive_attacks:
+        cls = host.get("attack", name).obj
+        accepted = {k for k in signature_defaults(cls)}
+        chosen = ",".join(item for item in args.adaptive_params.split(",") if item.split("=")[0].strip() in accepted)
+        params.update(parse_params(cls, chosen, f"adaptive attack {cls.name!r}", cls.pixel_params))
+    unknown = {item.split("=")[0].strip() for item in args.adaptive_params.split(",") if item.strip()} - set(params)
+    if unknown:
+        raise UsageError(f"no adaptive attack of {args.defense} takes {', '.join(sorted(unknown))}.")
+    return params
+
+
 def _eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="zoo name (see `vlmshield list models`)")
     parser.add_argument("--protocol", help="a named protocol (tecoa, robustvlm, clean, world; `vlmshield list "
@@ -224,6 +256,8 @@ def _eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--attack-params", help="more attack parameters: key=value,key=value")
     parser.add_argument("--defense", help="a test-time defense to wrap the classifier in")
     parser.add_argument("--defense-params", help="defense parameters: key=value,key=value")
+    parser.add_argument("--adaptive-params", help="with a test-time defense: its adaptive attacks' parameters, "
+                                                  "key=value,key=value (eot=8, steps=50, ...)")
     parser.add_argument("--no-adaptive", action="store_true",
                         help="with a test-time defense: skip its adaptive attacks (reported beside by default)")
     parser.add_argument("--n", "--n-samples", dest="n", type=int,
@@ -284,7 +318,7 @@ def _publish_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 COMMANDS = (
-    Command("plugins", "list loaded plugins, what they registered, and load errors", _plugins, _json_flag),
+    Command("plugins", "list loaded plugins, what they registered, and load errors", _plugins, _plugins_arguments),
     Command("list", "list registered models, attacks, defenses, datasets, evaluators or commands", _list,
             _list_arguments),
     Command("info", "show everything about one registered name", _info, _info_arguments),

@@ -5,6 +5,11 @@ then every entry point in the group ``vlmshield``, each in its own try/except: a
 import, raises in a hook, or registers something invalid is recorded with its error (``vlmshield
 plugins`` shows it) and everything else keeps working.
 
+A plugin's distribution declares the versions of vlmshield it was written for (its requirement on
+``vlmshield``, ``vlmshield>=0.1,<0.2``); a plugin that excludes the installed version is not loaded, and its
+error names both versions. A name no registry knows is reported with the plugins that failed, since one of
+them may be the provider.
+
 The built-ins keep their names: a plugin registering one fails that registration. A name that two or more
 other distributions register is contested: both registrations are kept, neither plugin counts as failed,
 and the plain name raises ContestedNameError until the user disables one distribution or asks for
@@ -23,6 +28,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import os
+import traceback
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -32,7 +38,7 @@ import pluggy
 
 from . import hookspecs
 from .command import Command
-from .errors import PluginError
+from .errors import ContestedNameError, PluginError, UnknownNameError
 from .registry import KINDS, Registration, Registry, canonical_name
 
 ENTRY_POINT_GROUP = "vlmshield"
@@ -58,6 +64,8 @@ class PluginInfo:
     hooks: list[str] = field(default_factory=list)
     registered: dict[str, list[str]] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    #: The traceback of each error that was an exception (``vlmshield plugins --debug`` prints them).
+    tracebacks: list[str] = field(default_factory=list)
     contested: dict[str, list[str]] = field(default_factory=dict)  # kind -> names another distribution claims too
 
     def to_dict(self) -> dict:
@@ -97,6 +105,27 @@ def _installed_version(distribution: str) -> str | None:
         return None
 
 
+def incompatibility(distribution: importlib.metadata.Distribution, version: str | None) -> str | None:
+    """Why a plugin's distribution cannot run on vlmshield ``version`` (its requirement on vlmshield excludes
+    it), or None."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    if version is None:
+        return None
+    for line in distribution.requires or ():
+        try:
+            requirement = Requirement(line)
+        except InvalidRequirement:
+            continue
+        if canonical_name(requirement.name) != "vlmshield" or (requirement.marker is not None
+                                                                and "extra" in str(requirement.marker)):
+            continue
+        if requirement.specifier and not requirement.specifier.contains(version, prereleases=True):
+            return (f"was written for vlmshield {requirement.specifier} and this is vlmshield {version}: install a "
+                    f"version of {distribution.metadata['Name']} made for it (or a vlmshield it accepts)")
+    return None
+
+
 def _env_names(variable: str) -> set[str] | None:
     value = os.environ.get(variable)
     if value is None:
@@ -114,11 +143,11 @@ class PluginHost:
         self.pm.add_hookspecs(hookspecs)
         self.infos: dict[str, PluginInfo] = {}
         self.registries = {kind: Registry(kind) for kind in KINDS}
+        self.version = _installed_version("vlmshield")
         if builtins:
-            version = _installed_version("vlmshield")
             for module in BUILTIN_PLUGINS:
                 self._add(lambda m=module: importlib.import_module(m),
-                          PluginInfo(module, "vlmshield", version, builtin=True))
+                          PluginInfo(module, "vlmshield", self.version, builtin=True))
         for plugin in plugins:
             name = getattr(plugin, "__name__", None) or type(plugin).__name__
             self._add(lambda p=plugin: p, PluginInfo(name))
@@ -136,6 +165,8 @@ class PluginHost:
     # ------------------------------------------------------------------ loading
     def _fail(self, info: PluginInfo, message: str, error: BaseException | None = None) -> None:
         info.errors.append(message)
+        if error is not None:
+            info.tracebacks.append("".join(traceback.format_exception(error)))
         if self.strict:
             raise PluginError(f"plugin {info.name}: {message} (VLMSHIELD_STRICT_PLUGINS is set)") from error
 
@@ -167,6 +198,12 @@ class PluginHost:
                 if allow is not None and canonical not in allow:
                     continue
                 if canonical in block or canonical_name(ep.name) in block:
+                    continue
+                problem = incompatibility(dist, self.version)
+                if problem:
+                    info = PluginInfo(ep.name, dist_name, dist.version)
+                    self.infos[ep.name] = info
+                    self._fail(info, problem)
                     continue
                 self._add(ep.load, PluginInfo(ep.name, dist_name, dist.version))
         known = {name for pair in seen for name in (pair[0], canonical_name(pair[1]))}
@@ -216,8 +253,19 @@ class PluginHost:
 
     # ------------------------------------------------------------------ queries
     def get(self, kind: str, name: str) -> Registration:
-        """The registration of ``name`` among ``kind``s; UnknownNameError with suggestions if none."""
-        return self.registries[kind].get(name)
+        """The registration of ``name`` among ``kind``s; UnknownNameError with suggestions if none, naming the
+        plugins that failed (one of them may be its provider)."""
+        try:
+            return self.registries[kind].get(name)
+        except ContestedNameError:
+            raise
+        except UnknownNameError as error:
+            failed = [info for info in self.infos.values() if info.errors]
+            if not failed:
+                raise
+            named = "; ".join(f"{info.name} ({info.distribution or 'in-process'} {info.version or ''}".rstrip()
+                              + f"): {info.errors[0]}" for info in failed)
+            raise UnknownNameError(f"{error} Plugins that failed, one of which may provide it: {named}.") from None
 
     def create(self, kind: str, name: str, **params):
         """An instance of the registered ``kind`` class ``name`` (an attack, defense or evaluator)."""

@@ -35,7 +35,9 @@ KINDS = ("model", "attack", "defense", "trainer", "dataset", "evaluator", "proto
 PLUGIN_METHODS = {
     "tecoa": "vlmshield-tecoa", "fare": "vlmshield-fare", "pmg-aft": "vlmshield-pmg-aft",
     "hpt-gpd": "vlmshield-hpt-gpd", "hpt": "vlmshield-hpt-gpd", "ttc": "vlmshield-ttc",
-    "random-noise": "vlmshield-ttc",
+    "random-noise": "vlmshield-ttc", "par": "vlmshield-par", "clip-finetune": "vlmshield-par",
+    "cleanclip": "vlmshield-cleanclip", "dart": "vlmshield-dart", "dann": "vlmshield-dart", "mdd": "vlmshield-dart",
+    "source-only": "vlmshield-dart", "urda": "vlmshield-dart", "uda": "vlmshield-dart",
 }
 
 

@@ -17,7 +17,9 @@ defended one classifies the result (the protocol of the TTC paper); attacks mark
 the defended classifier. Beside a non-adaptive number, the defense's own adaptive attacks
 (``adaptive_attacks``, e.g. ``bpda-eot``) run with the same eps, steps and step size, each reported as
 ``robust_acc:NAME``, and ``adaptive_robust_acc`` counts the images that survive all of them and the
-non-adaptive attack too (an adaptive attacker may also transfer); ``adaptive=False`` skips them. A
+non-adaptive attack too (an adaptive attacker may also transfer); ``adaptive=False`` skips them, and
+``adaptive_params`` sets their other parameters (``eot``, ...). Against a defense that declares no
+randomness (``randomized = False``) an EOT attack takes one draw per step: more give the same gradient. A
 defense that asks for clean calibration images receives a seeded sample of the dataset, disjoint from
 the evaluated subset when the dataset has enough images left.
 
@@ -191,17 +193,27 @@ def _pair_result(parts: dict[str, dict]) -> dict:
     return merged
 
 
-def _adaptive_attacks(defense, attack, enabled: bool) -> list[Attack]:
+def _adaptive_attacks(defense, attack, enabled: bool, params: dict | None = None) -> list[Attack]:
     """The defense's adaptive attacks, with the non-adaptive attack's budget, steps and step size (none
-    beside a backdoor trigger, which has no adaptive variant)."""
+    beside a backdoor trigger, which has no adaptive variant), one EOT draw against a defense that declares
+    no randomness (more draws of a deterministic defense give the same gradient), and then ``params``, the
+    user's, for each attack that takes them."""
     if not enabled or defense is None or not isinstance(attack, Attack) or attack.adaptive:
         return []
-    host, attacks = get_host(), []
+    host, attacks, params = get_host(), [], params or {}
+    unused = set(params) - {k for name in defense.adaptive_attacks
+                            for k in signature_defaults(host.get("attack", name).obj)}
+    if unused:
+        raise ParameterError(f"no adaptive attack of {defense.name} ({', '.join(defense.adaptive_attacks)}) takes "
+                             f"{', '.join(sorted(unused))}.")
     for name in defense.adaptive_attacks:
         accepted = signature_defaults(host.get("attack", name).obj)
         shared = {k: v for k, v in attack.params.items() if k in ("eps", "steps", "alpha", "norm") and k in accepted}
         if "alpha" in accepted and "alpha" not in shared and "eps" in shared:
             shared["alpha"] = shared["eps"] / 4
+        if "eot" in accepted and not defense.randomized:
+            shared["eot"] = 1
+        shared.update({k: v for k, v in params.items() if k in accepted})
         attacks.append(host.create("attack", name, **shared))
     return attacks
 
@@ -237,7 +249,8 @@ def mean_of(values: list) -> float | None:
 
 def evaluate(model, dataset=None, *, protocol=None, evaluator: str | Evaluator = "zero-shot", attack=None, eps=None,
              steps: int | None = None, attack_params: dict | None = None, defense=None,
-             defense_params: dict | None = None, n: int | None = None, batch_size: int = 64, seed: int = 0,
+             defense_params: dict | None = None, adaptive_params: dict | None = None, n: int | None = None,
+             batch_size: int = 64, seed: int = 0,
              device=None, weights: bool = True, out=None, progress: bool | None = None,
              num_workers: int = 0, download: bool = False, adaptive: bool = True,
              counting: str | None = None, overwrite: bool = False) -> dict:
@@ -267,9 +280,9 @@ def evaluate(model, dataset=None, *, protocol=None, evaluator: str | Evaluator =
         from .protocol_runs import run_protocol  # the protocol runner builds on this function
 
         return run_protocol(model, protocol, dataset, n=n, defense=defense, defense_params=defense_params,
-                            out=out, device=device, batch_size=batch_size, seed=seed, weights=weights,
-                            progress=progress, download=download, adaptive=adaptive, counting=counting,
-                            overwrite=overwrite)
+                            adaptive_params=adaptive_params, out=out, device=device, batch_size=batch_size,
+                            seed=seed, weights=weights, progress=progress, download=download, adaptive=adaptive,
+                            counting=counting, overwrite=overwrite)
     counting = COUNTINGS[0] if counting is None else counting
     if dataset is None:
         raise ParameterError("no dataset given: name one or several (or a protocol, which names its own).")
@@ -290,7 +303,7 @@ def evaluate(model, dataset=None, *, protocol=None, evaluator: str | Evaluator =
         raise ParameterError(f"the {evaluator.name} evaluator has no counting convention {counting!r} "
                              f"(it takes: {', '.join(evaluator.countings) or COUNTINGS[0]}).")
     defense = resolve_defense(defense, defense_params)
-    adaptive_attacks = _adaptive_attacks(defense, attack, adaptive)
+    adaptive_attacks = _adaptive_attacks(defense, attack, adaptive, adaptive_params)
     model, model_info = resolve_model(model, device, weights)
     model.eval()
     image_size = input_size(model)
@@ -399,7 +412,7 @@ def _evaluate_one(model, data, evaluator, attack, defense, n, batch_size, seed, 
         x, y = next(iter(DataLoader(data, batch_sampler=[indices[:8]], collate_fn=collate)))
         labelled = torch.is_tensor(y)  # captions have no gradient checks, only the finiteness one
         flags = check_classifier(defended, x.to(device), y.to(device) if labelled else y, data.name,
-                                 attacked=attack is not None and labelled)
+                                 attacked=isinstance(attack, Attack) and labelled, adaptive=bool(adaptive_attacks))
     loader = DataLoader(data, batch_sampler=[batches[b] for b in todo], num_workers=num_workers, collate_fn=collate)
     bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc=data.name, unit="batch",
                disable=(None if progress is None else not progress) or rank > 0, leave=False)

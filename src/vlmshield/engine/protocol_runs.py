@@ -111,9 +111,10 @@ def _slug(eps: str) -> str:
 
 
 def run_protocol(model, protocol: str | Protocol, dataset=None, *, n: int | None = None, defense=None,
-                 defense_params: dict | None = None, out=None, device=None, batch_size: int = 64, seed: int = 0,
-                 weights: bool = True, progress: bool | None = None, download: bool = False,
-                 adaptive: bool = True, counting: str | None = None, overwrite: bool = False) -> dict:
+                 defense_params: dict | None = None, adaptive_params: dict | None = None, out=None, device=None,
+                 batch_size: int = 64, seed: int = 0, weights: bool = True, progress: bool | None = None,
+                 download: bool = False, adaptive: bool = True, counting: str | None = None,
+                 overwrite: bool = False) -> dict:
     """Evaluate ``model`` (a zoo name, a VLM or a classifier) under ``protocol``; returns the run record.
 
     ``dataset``, ``n`` and ``counting`` override the protocol's (recorded as overrides); ``out`` is a
@@ -158,7 +159,8 @@ def run_protocol(model, protocol: str | Protocol, dataset=None, *, n: int | None
             attack["attack_params"] = dict(protocol.attack_params) or None
         return evaluate(vlm, built, evaluator=protocol.evaluator, **attack, defense=defense_obj, n=n,
                         batch_size=batch_size, seed=seed, device=device, out=None if out is None else out / where,
-                        progress=progress, adaptive=adaptive, counting=counting, overwrite=overwrite)
+                        progress=progress, adaptive=adaptive, adaptive_params=adaptive_params, counting=counting,
+                        overwrite=overwrite)
 
     settings = protocol.settings()
     records = [one(setting) for setting in settings] or [one(None)]

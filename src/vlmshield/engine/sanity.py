@@ -1,9 +1,11 @@
 """Sanity flags, as AutoAttack raises them: signs that a robust accuracy may be overestimated.
 
-``check_classifier`` runs on a few clean images of each dataset before the attack:
+``check_classifier`` runs on a few clean images of each dataset before an evasion attack (a backdoor
+trigger needs no gradient, so an attack success rate raises none of these but the last):
 
 - ``zero-gradients``: the loss has an all-zero input gradient at some images (gradient masking: a
-  gradient attack cannot move them, which says nothing about robustness);
+  gradient attack cannot move them, which says nothing about robustness); not raised when adaptive
+  attacks ran beside, which are built to pass such a defense (BPDA);
 - ``randomized-outputs``: two forward passes of the same images disagree (the attack needs an
   expectation over the randomness, EOT);
 - ``autograd-in-forward``: the forward pass runs backpropagation (a test-time defense that optimises):
@@ -60,9 +62,10 @@ def _counting_backward():
 
 
 def check_classifier(classifier, x: torch.Tensor, y: torch.Tensor, dataset: str,
-                     attacked: bool = True) -> list[dict]:
-    """The flags a classifier raises on the clean batch ``(x, y)``; before a clean evaluation
-    (``attacked=False``) only ``non-finite-outputs``, the one flag about clean accuracy."""
+                     attacked: bool = True, adaptive: bool = False) -> list[dict]:
+    """The flags a classifier raises on the clean batch ``(x, y)``; before a clean evaluation or a backdoor
+    trigger (``attacked=False``) only ``non-finite-outputs``, the one flag about clean accuracy; no
+    ``zero-gradients`` when adaptive attacks run beside (``adaptive``)."""
     flags = []
     with _counting_backward() as calls, torch.no_grad():
         first = classifier(x)
@@ -86,7 +89,7 @@ def check_classifier(classifier, x: torch.Tensor, y: torch.Tensor, dataset: str,
         loss = F.cross_entropy(classifier(x), y, reduction="sum")
         gradient, = torch.autograd.grad(loss, x, allow_unused=True)
     zero = len(x) if gradient is None else int((gradient.flatten(1).abs().amax(1) == 0).sum())
-    if zero:
+    if zero and not adaptive:
         flags.append(flag("zero-gradients", f"the loss has a zero input gradient at {zero} of {len(x)} images: "
                           f"gradient attacks cannot move them (gradient masking?).", dataset))
     return flags
