@@ -1,0 +1,10 @@
+"""The plugin passes vlmshield's conformance checks on everything it registers."""
+
+from vlmshield_cleanclip import plugin
+
+from vlmshield.api import temporary_host
+
+
+def test_everything_the_plugin_registers_conforms(vlmshield_conformance):
+    with temporary_host(plugin):
+        assert vlmshield_conformance(plugin)

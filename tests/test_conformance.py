@@ -1,0 +1,114 @@
+"""The conformance checks shipped for plugin authors: the built-ins pass them, broken registrations fail
+them with a sentence that says what is wrong."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vlmshield.api import ModelCard, TestTimeDefense, temporary_host
+from vlmshield.attacks import PGD
+from vlmshield.conformance import ConformanceError, check_distribution
+from vlmshield.testing import make_plugin, tiny_vlm
+
+
+def test_the_built_in_attacks_conform(vlmshield_conformance):
+    checked = vlmshield_conformance("vlmshield.attacks")
+    assert {"attack pgd", "attack aa-lite", "attack bpda-eot", "attack badnet", "attack wanet"} <= set(checked)
+    badclip, = (line for line in checked if line.startswith("attack badclip"))
+    assert "not checked: the badclip patch is optimised against a model" in badclip
+
+
+class LeavesTheBall(PGD):
+    """An attack that steps twice its budget and skips the base class's projection."""
+
+    name = "leaves-the-ball"
+
+    def __call__(self, classifier, x, y, *, seed=None):
+        return (x + 2 * self.eps).clamp(0, 1)
+
+
+class Unseeded(PGD):
+    name = "unseeded"
+
+    def __call__(self, classifier, x, y, *, seed=None):
+        return super().__call__(classifier, x, y, seed=int(torch.randint(1000, ())))
+
+
+class DoesNothing(PGD):
+    name = "does-nothing"
+    adaptive = True
+
+    def perturb(self, classifier, x, y, generator):
+        return x.clone()
+
+
+class Rounding(TestTimeDefense):
+    """Quantizes the input to 4 levels (no input gradient) and names a useless adaptive attack."""
+
+    name = "rounding"
+    adaptive_attacks = ("does-nothing",)
+
+    def wrap(self, classifier, calibration=None):
+        return _Rounded(classifier)
+
+
+class _Rounded(torch.nn.Module):
+    def __init__(self, classifier):
+        super().__init__()
+        self.classifier = classifier
+
+    def forward(self, x):
+        return self.classifier(torch.round(x * 3) / 3)
+
+
+class Jittery(Rounding):
+    name = "jittery"
+    adaptive_attacks = ("bpda-eot",)
+
+    def wrap(self, classifier, calibration=None):
+        return torch.nn.Sequential(_Noise(), classifier)
+
+
+class _Noise(torch.nn.Module):
+    def forward(self, x):
+        return (x + 0.01 * torch.randn_like(x)).clamp(0, 1)
+
+
+def test_a_broken_attack_fails_with_what_it_broke():
+    plugin = make_plugin("broken-attacks", register_attacks=lambda register: register(LeavesTheBall, Unseeded))
+    with temporary_host(plugin), pytest.raises(ConformanceError) as failed:
+        check_distribution("broken-attacks")
+    message = str(failed.value)
+    assert "attack leaves-the-ball: left its Linf budget: a perturbation of 0.0627 for eps 0.0314." in message
+    assert "attack unseeded: gave other images for the same seed" in message
+
+
+def test_a_defense_whose_adaptive_attack_is_weaker_than_pgd_fails():
+    plugin = make_plugin("weak-defense", register_attacks=lambda register: register(DoesNothing),
+                         register_defenses=lambda register: register(Rounding, Jittery))
+    with temporary_host(plugin), pytest.raises(ConformanceError) as failed:
+        check_distribution("weak-defense")
+    message = str(failed.value)
+    assert "defense rounding: its adaptive attack does-nothing leaves" in message
+    assert "an adaptive attack weaker than a non-adaptive one cannot certify the defense" in message
+    assert "defense jittery: two passes over the same images differ: declare randomized = True" in message
+
+
+def test_cards_that_do_not_build_or_name_no_hash_fail():
+    def broken(card, device=None, weights=True):
+        raise RuntimeError("no such architecture")
+
+    cards = (ModelCard("bad-hash", arch="tiny", files={"w.safetensors": "abc"},
+                       loader=lambda card, device=None, weights=True: tiny_vlm()),
+             ModelCard("no-build", arch="tiny", loader=broken))
+    with temporary_host(make_plugin("bad-cards", register_models=lambda register: register(*cards))), \
+            pytest.raises(ConformanceError) as failed:
+        check_distribution("bad-cards")
+    assert "model bad-hash: the weight file w.safetensors names the sha256 'abc'" in str(failed.value)
+    assert "model no-build: its architecture does not build without weights: RuntimeError" in str(failed.value)
+
+
+def test_a_name_nothing_registers_is_one_sentence():
+    with pytest.raises(ConformanceError, match="nothing is registered by 'vlmshield-nothing'"):
+        check_distribution("vlmshield-nothing")
