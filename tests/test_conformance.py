@@ -112,3 +112,17 @@ def test_cards_that_do_not_build_or_name_no_hash_fail():
 def test_a_name_nothing_registers_is_one_sentence():
     with pytest.raises(ConformanceError, match="nothing is registered by 'vlmshield-nothing'"):
         check_distribution("vlmshield-nothing")
+
+
+def test_the_pytest_option_checks_installed_distributions(tmp_path):
+    """``pytest --vlmshield-conformance DIST`` adds one test per distribution (the plugins load as installed)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "VLMSHIELD_LOAD_PLUGINS"}
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--vlmshield-conformance",
+                           "vlmshield-fare", "--vlmshield-conformance", "vlmshield-nothing"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600, env={**env, "OMP_NUM_THREADS": "1"})
+    assert "1 failed, 1 passed" in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "nothing is registered by 'vlmshield-nothing'" in done.stdout
