@@ -71,10 +71,13 @@ def test_every_catalog_entry_validates(installed):
         assert card.source.startswith(SOURCES), card.name
         if card.source.startswith("hf-hub:"):
             vs.zoo.hub.parse(card.source.removeprefix("hf-hub:"))  # raises on a malformed id
-        if card.metrics:
-            assert card.metrics["protocol"] and 0 < card.metrics["clean"] <= 100, card.name
-            assert all(0 <= value <= card.metrics["clean"] for value in card.metrics["robust"].values()), card.name
-            assert all(vs.core.parse_eps(eps) for eps in card.metrics["robust"]), card.name
+        if card.metrics:  # a domain pair's card has each part's numbers: "target:clean", "source:robust", ...
+            parts = [part for part in ("", "source:", "target:") if f"{part}clean" in card.metrics]
+            assert card.metrics["protocol"] and parts, card.name
+            for part in parts:
+                clean, by_eps = card.metrics[f"{part}clean"], card.metrics.get(f"{part}robust", {})
+                assert 0 < clean <= 100 and all(0 <= value <= clean for value in by_eps.values()), card.name
+                assert all(vs.core.parse_eps(eps) for eps in by_eps), card.name
     for card in (card for card in cards if card.method != "none"):
         assert card.paper and card.base_model, card.name
     for card in robust:
