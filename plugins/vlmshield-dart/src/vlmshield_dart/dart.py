@@ -69,7 +69,7 @@ class DART(Distillation):
     paper = "Huang et al., Unsupervised Robust Domain Adaptation: Paradigm, Theory and Algorithm (IJCV 2026)"
     defense_kind: ClassVar[str] = "domain-adaptation"
     adversarial: ClassVar[bool] = True
-    presets = {"paper": {"model": "local-dir:runs/mdd/model", "dataset": "office31/amazon-to-webcam",
+    presets = {"paper": {"model": "local-dir:runs/mdd-paper/model", "dataset": "office31/amazon-to-webcam",
                          "config": PAPER_CONFIG},
                "world": {"model": "local-dir:runs/dann-world/model", "dataset": "world-da/palette",
                          "config": WORLD_CONFIG, "params": {"beta": 1.0}},
