@@ -69,7 +69,7 @@ def registrations_of(distribution) -> list[Registration]:
     host = get_host()
     wanted = canonical_name(distribution if isinstance(distribution, str) else distribution.__name__)
     return [r for registry in host.registries.values() for r in registry
-            if canonical_name(r.distribution or r.plugin or "") == wanted or canonical_name(r.plugin) == wanted]
+            if wanted in (canonical_name(r.distribution or ""), canonical_name(r.plugin))]
 
 
 def check_distribution(distribution) -> list[str]:

@@ -232,8 +232,8 @@ def _adaptive_params(args) -> dict | None:
     host, params = get_host(), {}
     for name in host.get("defense", args.defense).obj.adaptive_attacks:
         cls = host.get("attack", name).obj
-        accepted = {k for k in signature_defaults(cls)}
-        chosen = ",".join(item for item in args.adaptive_params.split(",") if item.split("=")[0].strip() in accepted)
+        chosen = ",".join(item for item in args.adaptive_params.split(",")
+                          if item.split("=")[0].strip() in signature_defaults(cls))
         params.update(parse_params(cls, chosen, f"adaptive attack {cls.name!r}", cls.pixel_params))
     unknown = {item.split("=")[0].strip() for item in args.adaptive_params.split(",") if item.strip()} - set(params)
     if unknown:

@@ -80,11 +80,11 @@ def run_demo(out: str | Path = "demo", *, models: list[str] | None = None, n: in
                                                       batch_size, out / "records" / f"{name}")
         bar.update()
     for name, pair in adapted.items():
-        target = datasets(pair)[0].target_test
+        classifier, target = host.get("model", name).obj.load(), datasets(pair)[0].target_test
         row = {"pair": pair, "robust": {}}
         for e in eps:
             bar.set_postfix_str(f"{name} eps {format_eps(e)}")
-            record = evaluate(host.get("model", name).obj.load(), target, evaluator="accuracy", attack="apgd-ce",
+            record = evaluate(classifier, target, evaluator="accuracy", attack="apgd-ce",
                               eps=e, steps=steps, n=n, batch_size=batch_size, progress=False,
                               out=out / "records" / f"{name}-eps{round(e * 255)}.json")
             row["clean"], row["robust"][format_eps(e)] = record["average"]["clean_acc"], record["average"]["robust_acc"]
