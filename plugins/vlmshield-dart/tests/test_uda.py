@@ -19,7 +19,7 @@ from vlmshield_dart.uda import (
 )
 
 import vlmshield as vs
-from vlmshield.api import ImageClassifier, Stage, TrainConfig, packaged_cards, temporary_host
+from vlmshield.api import ImageClassifier, ParameterError, Stage, TrainConfig, packaged_cards, temporary_host
 
 
 def test_danns_weight_rises_from_zero_as_the_paper_schedules_it():
@@ -98,6 +98,8 @@ def test_the_command_line_trains_a_teacher_into_a_model_folder_and_a_packaged_cl
         packaged, = packaged_cards(run)
         again = packaged.load()
     assert isinstance(teacher.model, AdaptationNet) and teacher.model.adversary is None
+    with temporary_host(plugin), pytest.raises(ParameterError, match="has no dann adversary"):
+        DANN(bottleneck_dim=16).fit(teacher, vs.dataset("world-da/clutter"), config())
     assert vs.zoo.info(f"local-dir:{run / 'model'}")["family"] == "classifier"
     assert packaged.family == "classifier" and packaged.classnames == teacher.classnames
     assert isinstance(again, ImageClassifier) and again.image_size == teacher.image_size

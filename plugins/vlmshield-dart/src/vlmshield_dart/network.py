@@ -123,6 +123,10 @@ def adapt(model, num_classes: int, *, classnames=None, **args) -> ImageClassifie
     if isinstance(model, ImageClassifier) and isinstance(model.model, AdaptationNet):
         if model.num_classes != num_classes:
             raise ParameterError(f"the adaptation network has {model.num_classes} classes; the data has {num_classes}.")
+        wanted = args.get("adversary", "none")
+        if wanted != "none" and model.architecture["args"].get("adversary", "none") != wanted:
+            raise ParameterError(f"this adaptation network has no {wanted} adversary (a trained one is saved "
+                                 f"without it): resume its run from the checkpoint, or start from its backbone.")
         return model
     if isinstance(model, VLM):
         backbone, tower = model.name, model.model.visual
