@@ -6,10 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vlmshield.api import ModelCard, TestTimeDefense, temporary_host
+from vlmshield.api import Attack, ModelCard, TestTimeDefense, temporary_host
 from vlmshield.attacks import PGD
-from vlmshield.conformance import ConformanceError, check_distribution
-from vlmshield.testing import make_plugin, tiny_vlm
+from vlmshield.conformance import ConformanceError, Inputs, check_distribution
+from vlmshield.evaluators import ZeroShot
+from vlmshield.testing import EmbeddingPull, make_plugin, tiny_vlm, toy_classifier
 
 
 def test_the_built_in_attacks_conform(vlmshield_conformance):
@@ -17,6 +18,13 @@ def test_the_built_in_attacks_conform(vlmshield_conformance):
     assert {"attack pgd", "attack aa-lite", "attack bpda-eot", "attack badnet", "attack wanet"} <= set(checked)
     badclip, = (line for line in checked if line.startswith("attack badclip"))
     assert "not checked: the badclip patch is optimised against a model" in badclip
+
+
+def test_the_built_in_evaluators_and_trainers_conform(vlmshield_conformance):
+    """Every built-in evaluator scores toy data twice alike; the built-in poisoning trains and resumes exactly."""
+    checked = vlmshield_conformance("vlmshield.evaluators", inputs={"accuracy": Inputs(model=toy_classifier()[0])})
+    assert {"evaluator accuracy", "evaluator zero-shot", "evaluator asr", "evaluator retrieval"} <= set(checked)
+    assert "defense poison" in vlmshield_conformance("vlmshield.trainers")
 
 
 class LeavesTheBall(PGD):
@@ -75,13 +83,27 @@ class _Noise(torch.nn.Module):
         return (x + 0.01 * torch.randn_like(x)).clamp(0, 1)
 
 
+class OneSmallStep(Attack):
+    """Chooses its own step size (no ``alpha``), badly: one step of a tenth of the budget."""
+
+    name = "one-small-step"
+
+    def __init__(self, eps: float = 4 / 255, steps: int = 100, norm: str = "Linf", seed: int = 0):
+        super().__init__(eps=eps, steps=steps, norm=norm, seed=seed)
+
+    def perturb(self, classifier, x, y, generator):
+        return PGD(eps=self.eps, alpha=self.eps / 10, steps=1, random_start=False).perturb(classifier, x, y, generator)
+
+
 def test_a_broken_attack_fails_with_what_it_broke():
-    plugin = make_plugin("broken-attacks", register_attacks=lambda register: register(LeavesTheBall, Unseeded))
+    plugin = make_plugin("broken-attacks", register_attacks=lambda register: register(LeavesTheBall, Unseeded,
+                                                                                      OneSmallStep))
     with temporary_host(plugin), pytest.raises(ConformanceError) as failed:
         check_distribution("broken-attacks")
     message = str(failed.value)
     assert "attack leaves-the-ball: left its Linf budget: a perturbation of 0.0627 for eps 0.0314." in message
     assert "attack unseeded: gave other images for the same seed" in message
+    assert "attack one-small-step: chooses its own step size and is weaker than PGD with as many steps" in message
 
 
 def test_a_defense_whose_adaptive_attack_is_weaker_than_pgd_fails():
@@ -93,6 +115,44 @@ def test_a_defense_whose_adaptive_attack_is_weaker_than_pgd_fails():
     assert "defense rounding: its adaptive attack does-nothing leaves" in message
     assert "an adaptive attack weaker than a non-adaptive one cannot certify the defense" in message
     assert "defense jittery: two passes over the same images differ: declare randomized = True" in message
+
+
+class Forgetful(EmbeddingPull):
+    """Scales its loss by a count of its calls that no checkpoint keeps: a resume trains differently."""
+
+    name = "forgetful"
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def loss(self, vlm, x_adv, x, y, target, refs):
+        self.calls += 1
+        return self.calls * super().loss(vlm, x_adv, x, y, target, refs)
+
+
+class OverOne(ZeroShot):
+    """Reports clean accuracy in percent."""
+
+    name = "over-one"
+
+    def score(self, classifier, x, y, **options):
+        return {metric: 100 * values for metric, values in super().score(classifier, x, y, **options).items()}
+
+
+def test_a_trainer_that_does_not_resume_exactly_and_an_evaluator_out_of_range_fail():
+    plugin = make_plugin("broken-kinds", register_defenses=lambda register: register(Forgetful),
+                         register_evaluators=lambda register: register(OverOne))
+    with temporary_host(plugin), pytest.raises(ConformanceError) as failed:
+        check_distribution("broken-kinds")
+    message = str(failed.value)
+    assert "defense forgetful: a run interrupted after two of four steps and resumed ends with other weights" in message
+    assert "evaluator over-one: clean_acc is 25.0 on tensors; a metric is a fraction in [0, 1]" in message
+
+
+def test_inputs_for_a_name_the_distribution_does_not_register_are_refused():
+    with pytest.raises(ConformanceError, match="inputs are given for pgdd, which 'vlmshield.attacks' does not"):
+        check_distribution("vlmshield.attacks", inputs={"pgdd": Inputs()})
 
 
 def test_cards_that_do_not_build_or_name_no_hash_fail():

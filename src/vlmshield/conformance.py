@@ -8,60 +8,103 @@ pytest fixture ``vlmshield_conformance`` (shipped with vlmshield) is the one lin
     def test_conformance(vlmshield_conformance):
         vlmshield_conformance("vlmshield-mymethod")
 
-What is checked, on a small CNN trained in a second on a toy task (``testing.toy_classifier``):
+What is checked, on a small CNN trained in a second on a toy task (``testing.toy_classifier``), at the
+budget of the reference attack (PGD-10 at eps 8/255, step 2/255; an attack is given the eps, alpha and
+steps of the reference where it takes them):
 
 - evasion attacks (adaptive ones too): the images keep their shape, stay in [0, 1] and within the budget
   (L-inf or L2, as the attack's ``norm``), the same seed gives the same images, and the attack lowers the
-  toy's accuracy;
+  toy's accuracy; an attack that chooses its own step size (it takes ``steps`` but no ``alpha``, as APGD)
+  leaves no more accuracy than the reference;
 - backdoor attacks: the trigger keeps the shape and [0, 1], changes the image, and is the same for the same
   seed; ``target`` is a class name;
 - test-time defenses: the defended classifier gives one row of logits per image; a defense whose outputs
   differ between two passes declares ``randomized``; one whose input gradient vanishes declares an adaptive
   attack; each adaptive attack is at least as strong (5 points of accuracy at most above) as PGD crafted on
-  the undefended classifier;
+  the undefended classifier (a randomized defense's accuracies are averaged over 8 seeded draws); an adaptive
+  attack written for one defense (it refuses a plain classifier) is checked as an attack on that defense;
 - datasets that read no files: each split builds, has images in [0, 1] with labels in range, class names
   that are distinct strings and templates with a ``{}``;
 - model cards: the architecture builds without weights, and each sha256 a weight file states is 64 hex digits
-  (a file whose hash its authors never published states none).
+  (a file whose hash its authors never published states none);
+- training-time defenses (and so the trainers that run them): four steps of a tiny CLIP (``testing.tiny_vlm``)
+  on toy data of the kind the trainer takes run, change the weights, keep them finite and return the model in
+  eval mode; two steps, an interruption, and a resume end with the same weights, bit for bit;
+- evaluators: eight toy images scored twice (under PGD, or under a BadNet trigger aimed at a toy class, when
+  the evaluator takes an attack) give every declared metric, in [0, 1], the same both times.
 
-Trainers and evaluators are checked by running them in the plugin's own tests (a few steps, resume).
+A registration whose defaults cannot build it, or which needs a model or data the toy cannot stand in for,
+is listed as "not checked" with the reason; ``inputs={name: Inputs(model=..., data=..., params=...)}`` gives
+it what it needs.
 """
 
 from __future__ import annotations
 
+import copy
+import json
 import math
 import re
+import tempfile
+from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 
 import torch
+from torch import nn
 
 from .core import (
     Attack,
     BackdoorAttack,
+    CaptionedImages,
     DatasetEntry,
     DomainPair,
+    Evaluator,
     LabelledImages,
     ModelCard,
     ParameterError,
     Registration,
+    Stage,
     TestTimeDefense,
+    TrainConfig,
+    TrainingDefense,
+    UnlabelledImages,
+    VlmshieldError,
     canonical_name,
     get_host,
     signature_defaults,
 )
-from .testing import toy_classifier
+from .testing import TOY_CLASSES, tiny_vlm, toy_classifier, toy_dataset
 
 #: The trained toy every check uses (trained once per process; attacks leave it as they found it).
 _toy = lru_cache(maxsize=1)(toy_classifier)
 
 #: The budget every check attacks with (8/255: large enough that a working attack moves the toy).
 EPS = 8 / 255
+#: The reference attack's budget, step and iterations (PGD-10, step eps/4), given to every attack that takes them.
+REFERENCE = {"eps": EPS, "alpha": EPS / 4, "steps": 10}
 #: How much more accurate than PGD on the undefended classifier an adaptive attack may leave a defense.
 ADAPTIVE_SLACK = 0.05
 
 
 class ConformanceError(AssertionError):
     """What a distribution's registrations get wrong, one line each."""
+
+
+class NotCheckable(Exception):
+    """The check cannot run on this registration with the inputs it has (the reason, one sentence)."""
+
+
+@dataclass
+class Inputs:
+    """What a check runs a registration on, where the toy cannot stand in: ``model`` and ``data`` for a
+    training-time defense or an evaluator, ``params`` for the registration's constructor, ``trainer_params``
+    for a training-time defense's trainer, ``attack`` (a name or an instance) for an evaluator."""
+
+    model: nn.Module | None = None
+    data: object = None
+    params: dict = field(default_factory=dict)
+    trainer_params: dict = field(default_factory=dict)
+    attack: object = None
 
 
 def registrations_of(distribution) -> list[Registration]:
@@ -72,34 +115,45 @@ def registrations_of(distribution) -> list[Registration]:
             if wanted in (canonical_name(r.distribution or ""), canonical_name(r.plugin))]
 
 
-def check_distribution(distribution) -> list[str]:
-    """Run every check on everything ``distribution`` registers; raises ConformanceError listing the problems,
-    returns what was checked (and, marked, what could not be built from its defaults alone)."""
+def check_distribution(distribution, inputs: dict[str, Inputs] | None = None) -> list[str]:
+    """Run every check on everything ``distribution`` registers (``inputs``: what a registration, by name, is
+    run on where the toy cannot stand in); raises ConformanceError listing the problems, returns what was
+    checked (and, marked, what could not be checked, with the reason)."""
     found = registrations_of(distribution)
     if not found:
         raise ConformanceError(f"nothing is registered by {distribution!r}: is the plugin installed and loaded "
                                f"(`vlmshield plugins`)?")
+    inputs = inputs or {}
+    unknown = set(inputs) - {r.name for r in found}
+    if unknown:
+        raise ConformanceError(f"inputs are given for {', '.join(sorted(unknown))}, which {distribution!r} does "
+                               f"not register.")
     errors, checked = [], []
     for registration in found:
         try:
-            errors += [f"{registration.kind} {registration.name}: {problem}" for problem in problems(registration)]
+            errors += [f"{registration.kind} {registration.name}: {problem}"
+                       for problem in problems(registration, inputs.get(registration.name))]
             checked.append(f"{registration.kind} {registration.name}")
-        except ParameterError as error:  # it needs parameters no default gives (a patch optimised on a model)
+        except (ParameterError, NotCheckable) as error:  # it needs what no default gives (a patch optimised on a model)
             checked.append(f"{registration.kind} {registration.name} (not checked: {error})")
     if errors:
         raise ConformanceError("\n".join(errors))
     return checked
 
 
-def problems(registration: Registration) -> list[str]:
+def problems(registration: Registration, inputs: Inputs | None = None) -> list[str]:
     """What one registration gets wrong (module docstring), one sentence each."""
-    obj = registration.obj
+    obj, inputs = registration.obj, inputs or Inputs()
     if registration.kind == "attack" and isinstance(obj, type) and issubclass(obj, Attack):
-        return attack_problems(obj)
+        return attack_problems(obj, registration.name)
     if registration.kind == "attack" and isinstance(obj, type) and issubclass(obj, BackdoorAttack):
         return backdoor_problems(obj)
     if registration.kind == "defense" and isinstance(obj, type) and issubclass(obj, TestTimeDefense):
         return test_time_problems(obj)
+    if registration.kind == "defense" and isinstance(obj, type) and issubclass(obj, TrainingDefense):
+        return training_problems(obj, inputs)
+    if registration.kind == "evaluator" and isinstance(obj, type) and issubclass(obj, Evaluator):
+        return evaluator_problems(obj, inputs)
     if registration.kind == "dataset" and isinstance(obj, DatasetEntry) and not obj.needs_root and not obj.members:
         return dataset_problems(obj)
     if registration.kind == "model" and isinstance(obj, ModelCard):
@@ -107,18 +161,60 @@ def problems(registration: Registration) -> list[str]:
     return []
 
 
-def _accuracy(model, x: torch.Tensor, y: torch.Tensor) -> float:
-    with torch.no_grad():
-        return (model(x).argmax(1) == y).float().mean().item()
+#: How many draws of a randomized defense's randomness an accuracy averages (one draw of 128 toy images
+#: varies by several points).
+DRAWS = 8
+
+
+def _accuracy(model, x: torch.Tensor, y: torch.Tensor, draws: int = 1) -> float:
+    """Accuracy, averaged over ``draws`` seeded draws of the model's randomness (the global random state)."""
+    total = 0.0
+    with torch.random.fork_rng(), torch.no_grad():
+        for draw in range(draws):
+            torch.manual_seed(draw)
+            total += (model(x).argmax(1) == y).float().mean().item()
+    return total / draws
 
 
 def _budget(cls) -> dict:
-    return {"eps": EPS} if "eps" in signature_defaults(cls) else {}
+    """The reference's eps, alpha and steps, those of them ``cls`` takes."""
+    takes = signature_defaults(cls)
+    return {key: value for key, value in REFERENCE.items() if key in takes}
 
 
-def attack_problems(cls) -> list[str]:
+def _reference(model, x, y) -> torch.Tensor:
+    return get_host().create("attack", "pgd", **REFERENCE)(model, x, y, seed=0)
+
+
+def _defended_toys(attack: str) -> list[tuple[str, nn.Module]]:
+    """The toy behind each registered test-time defense that names ``attack`` among its adaptive attacks."""
+    host, toy = get_host(), _toy()
+    return [(r.name, _wrap(r.obj.create(), toy[0], toy[1])) for r in host.registries["defense"]
+            if isinstance(r.obj, type) and issubclass(r.obj, TestTimeDefense) and attack in r.obj.adaptive_attacks]
+
+
+def _wrap(defense: TestTimeDefense, model: nn.Module, x: torch.Tensor) -> nn.Module:
+    size = defense.calibration_size()
+    return defense.wrap(model, x[:size]) if size else defense.wrap(model)
+
+
+def attack_problems(cls, name: str = "") -> list[str]:
+    """The attack's problems on the toy; an adaptive attack that refuses a plain classifier (it is written for one
+    defense) is checked against the toy behind each defense that names it."""
     model, x, y = _toy()
     attack = cls.create(**_budget(cls))
+    try:
+        return _attack_problems(attack, model, x, y)
+    except ParameterError:
+        targets = _defended_toys(name or cls.name) if cls.adaptive else []
+        if not targets:
+            raise
+    return [f"against {defense}: {problem}" for defense, defended in targets
+            for problem in _attack_problems(attack, defended, x, y)]
+
+
+def _attack_problems(attack: Attack, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[str]:
+    cls = type(attack)
     found = []
     x_adv = attack(model, x, y, seed=0)
     if x_adv.shape != x.shape:
@@ -138,6 +234,12 @@ def attack_problems(cls) -> list[str]:
     if attacked >= clean:
         found.append(f"did not lower a trained toy's accuracy ({100 * clean:.1f}% clean, {100 * attacked:.1f}% "
                      f"attacked at eps {EPS:.4f}).")
+    takes = signature_defaults(cls)
+    if "steps" in takes and "alpha" not in takes and norm == "Linf":
+        pgd = _accuracy(model, _reference(model, x, y), y)
+        if attacked > pgd:
+            found.append(f"chooses its own step size and is weaker than PGD with as many steps: it leaves "
+                         f"{100 * attacked:.1f}% accuracy, PGD {100 * pgd:.1f}%.")
     return found
 
 
@@ -159,8 +261,7 @@ def backdoor_problems(cls) -> list[str]:
 def test_time_problems(cls) -> list[str]:
     host, defense = get_host(), cls.create()
     model, x, y = _toy()
-    calibration = x[:defense.calibration_size()] if defense.calibration_size() else None
-    defended = defense.wrap(model, calibration) if calibration is not None else defense.wrap(model)
+    defended = _wrap(defense, model, x)
     found = []
     with torch.no_grad():
         first, second = defended(x), defended(x)
@@ -174,10 +275,11 @@ def test_time_problems(cls) -> list[str]:
     if (gradient is None or not gradient.abs().sum() > 0) and not cls.adaptive_attacks:
         found.append("its input gradient vanishes and it declares no adaptive attack (BPDA): gradient attacks "
                      "would overstate its robustness.")
-    transferred = _accuracy(defended, host.create("attack", "pgd", eps=EPS, steps=10)(model, x, y, seed=0), y)
+    draws = DRAWS if cls.randomized else 1
+    transferred = _accuracy(defended, _reference(model, x, y), y, draws)
     for name in cls.adaptive_attacks:
         adaptive = host.create("attack", name, **_budget(host.get("attack", name).obj))
-        accuracy = _accuracy(defended, adaptive(defended, x, y, seed=0), y)
+        accuracy = _accuracy(defended, adaptive(defended, x, y, seed=0), y, draws)
         if accuracy > transferred + ADAPTIVE_SLACK:
             found.append(f"its adaptive attack {name} leaves {100 * accuracy:.1f}% accuracy, above the "
                          f"{100 * transferred:.1f}% of PGD crafted on the undefended classifier: an adaptive "
@@ -227,4 +329,102 @@ def card_problems(card: ModelCard) -> list[str]:
         found.append("the model it builds has no parameters.")
     if not all(math.isfinite(p.float().sum().item()) for p in model.parameters()):
         found.append("the model it builds has non-finite parameters.")
+    return found
+
+
+def _toy_data(takes: str):
+    """Toy data of the kind ``takes`` names (``DATA_TYPES``), on the toy task's images."""
+    labelled = toy_dataset(16)
+    if takes in ("labelled", "unlabelled"):
+        return labelled
+    if takes == "captioned":
+        return CaptionedImages([(image, f"a photo of a {TOY_CLASSES[int(label)]}.") for image, label in labelled],
+                               name="toy-captions")
+    if takes == "domain-pair":
+        target = toy_dataset(16, size=32)
+        return DomainPair(labelled, UnlabelledImages(target, name="toy-target"), target, name="toy-pair")
+    raise NotCheckable(f"there is no toy data of the kind {takes!r}; give Inputs(data=...).")
+
+
+#: Four steps of one stage: long enough to resume in the middle, short enough to take seconds.
+TRAINING = TrainConfig(stages=(Stage("conformance", steps=4, lr=1e-3, warmup=0, weight_decay=0.0),), batch_size=4,
+                       attack_steps=1, checkpoint_every=1, log_every=1, amp=False)
+
+
+def training_problems(cls, inputs: Inputs) -> list[str]:
+    method = cls.create(**inputs.params)
+    takes = get_host().get("trainer", method.trainer).obj.takes
+    model = inputs.model if inputs.model is not None else tiny_vlm()
+    data = inputs.data if inputs.data is not None else _toy_data(takes)
+
+    def fit(out: Path, **options) -> nn.Module:
+        try:
+            return method.fit(copy.deepcopy(model), data, TRAINING, trainer_params=inputs.trainer_params, out=out,
+                              progress=False, **options)
+        except VlmshieldError as error:  # it needs a model or data the toy cannot stand in for
+            raise NotCheckable(f"on a tiny CLIP and toy data it says: {error} Give Inputs(model=..., data=...).") \
+                from error
+
+    with tempfile.TemporaryDirectory() as tmp:
+        whole = fit(Path(tmp, "whole"))
+        fit(Path(tmp, "parts"), stop_after=2)
+        resumed = fit(Path(tmp, "parts"))
+    found = []
+    if not isinstance(whole, nn.Module) or whole.training:
+        return ["fit must return the trained model in eval mode."]
+    weights = whole.state_dict()
+    if not all(torch.isfinite(w).all() for w in weights.values() if w.is_floating_point()):
+        found.append("four steps left non-finite weights.")
+    before = model.state_dict()
+    if weights.keys() == before.keys() and all(torch.equal(weights[k], before[k]) for k in weights):
+        found.append("four steps left every weight as it was.")
+    other = resumed.state_dict()
+    if weights.keys() != other.keys() or not all(torch.equal(weights[k], other[k]) for k in weights):
+        different = next((k for k in weights if k not in other or not torch.equal(weights[k], other[k])), "?")
+        found.append(f"a run interrupted after two of four steps and resumed ends with other weights than an "
+                     f"uninterrupted one ({different} differs): a resume must restore every random state.")
+    return found
+
+
+def _evaluation_attack(cls, inputs: Inputs):
+    if inputs.attack is not None:
+        return inputs.attack
+    if cls.attack_type is None:
+        return None
+    if issubclass(Attack, cls.attack_type):
+        return get_host().create("attack", "pgd", **{**REFERENCE, "steps": 2})
+    if issubclass(BackdoorAttack, cls.attack_type):
+        return get_host().create("attack", "badnet", target=TOY_CLASSES[2])
+    raise NotCheckable(f"it takes attacks of the kind {cls.attack_type.__name__}; give Inputs(attack=...).")
+
+
+def evaluator_problems(cls, inputs: Inputs) -> list[str]:
+    from .engine.evaluation import evaluate  # the check runs the evaluator as the engine does
+
+    model = inputs.model if inputs.model is not None else tiny_vlm()
+    data = inputs.data if inputs.data is not None else _toy_data(cls.takes)
+    attack = _evaluation_attack(cls, inputs)
+
+    def run() -> dict:
+        try:
+            return evaluate(model, data, evaluator=cls.create(**inputs.params), attack=attack, n=8, batch_size=4,
+                            progress=False)
+        except VlmshieldError as error:
+            raise NotCheckable(f"on a tiny CLIP and toy data it says: {error} Give Inputs(model=..., data=...).") \
+                from error
+
+    first, second = run(), run()
+    if first["skipped"]:
+        raise NotCheckable(f"it skips the toy data: {next(iter(first['skipped'].values()))}")
+    found = []
+    for part, numbers in first["results"].items():
+        for metric in cls.metrics:
+            value = numbers.get(metric)
+            if value is None:
+                found.append(f"its record of {part} has no {metric}, a metric it declares.")
+            elif isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isnan(value)
+                                                                                    or 0 <= value <= 1):
+                found.append(f"{metric} is {value!r} on {part}; a metric is a fraction in [0, 1] (or NaN).")
+    if json.dumps(first["results"], sort_keys=True) != json.dumps(second["results"], sort_keys=True):
+        found.append("two evaluations with the same seed gave different numbers.")
     return found
