@@ -23,8 +23,8 @@ steps of the reference where it takes them):
   attack; each adaptive attack is at least as strong (5 points of accuracy at most above) as PGD crafted on
   the undefended classifier (a randomized defense's accuracies are averaged over 8 seeded draws); an adaptive
   attack written for one defense (it refuses a plain classifier) is checked as an attack on that defense;
-- datasets that read no files: each split builds, has images in [0, 1] with labels in range, class names
-  that are distinct strings and templates with a ``{}``;
+- datasets (those that read files, on a folder given as ``Inputs(root=...)``): each split builds, has images in
+  [0, 1] with labels in range, class names that are distinct strings and templates with a ``{}``;
 - model cards: the architecture builds without weights, and each sha256 a weight file states is 64 hex digits
   (a file whose hash its authors never published states none);
 - training-time defenses (and so the trainers that run them): four steps of a tiny CLIP (``testing.tiny_vlm``)
@@ -97,11 +97,14 @@ class NotCheckable(Exception):
 @dataclass
 class Inputs:
     """What a check runs a registration on, where the toy cannot stand in: ``model`` and ``data`` for a
-    training-time defense or an evaluator, ``params`` for the registration's constructor, ``trainer_params``
-    for a training-time defense's trainer, ``attack`` (a name or an instance) for an evaluator."""
+    training-time defense or an evaluator, ``root`` for a dataset that reads files, ``params`` for the
+    registration's constructor, ``trainer_params`` for a training-time defense's trainer, ``attack`` (a name
+    or an instance) for an evaluator."""
 
     model: nn.Module | None = None
     data: object = None
+    #: The folder a dataset that reads files is built from.
+    root: object = None
     params: dict = field(default_factory=dict)
     trainer_params: dict = field(default_factory=dict)
     attack: object = None
@@ -154,8 +157,8 @@ def problems(registration: Registration, inputs: Inputs | None = None) -> list[s
         return training_problems(obj, inputs)
     if registration.kind == "evaluator" and isinstance(obj, type) and issubclass(obj, Evaluator):
         return evaluator_problems(obj, inputs)
-    if registration.kind == "dataset" and isinstance(obj, DatasetEntry) and not obj.needs_root and not obj.members:
-        return dataset_problems(obj)
+    if registration.kind == "dataset" and isinstance(obj, DatasetEntry) and not obj.members:
+        return dataset_problems(obj, inputs.root)
     if registration.kind == "model" and isinstance(obj, ModelCard):
         return card_problems(obj)
     return []
@@ -292,11 +295,13 @@ def _labelled_parts(data) -> list[LabelledImages]:
         [data] if isinstance(data, LabelledImages) else []
 
 
-def dataset_problems(entry: DatasetEntry) -> list[str]:
+def dataset_problems(entry: DatasetEntry, root=None) -> list[str]:
+    if entry.needs_root and root is None:
+        raise NotCheckable("it reads files: give Inputs(root=...), a folder of the layout it reads.")
     found = []
     for split in entry.splits:
-        built = entry.build(root=None, split=split, image_size=32, **({"variant": entry.variants[0]}
-                                                                      if entry.variants else {}))
+        built = entry.build(root=None if root is None else Path(root), split=split, image_size=32,
+                            **({"variant": entry.variants[0]} if entry.variants else {}))
         for part in _labelled_parts(built):
             classes = list(part.classnames)
             if len(part) == 0:

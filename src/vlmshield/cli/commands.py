@@ -317,6 +317,24 @@ def _publish_arguments(parser: argparse.ArgumentParser) -> None:
     _json_flag(parser)
 
 
+def _new_plugin(args) -> int:
+    from .scaffold import new_plugin
+
+    out = new_plugin(args.name, args.kind, args.out)
+    for path in sorted(p for p in out.rglob("*") if p.is_file()):
+        print(f"  wrote {path}")
+    print(f"next: pip install -e '{out}[test]' && pytest {out}    (then edit src/, the tests and the README's card)")
+    return 0
+
+
+def _new_plugin_arguments(parser: argparse.ArgumentParser) -> None:
+    from .scaffold import KINDS
+
+    parser.add_argument("name", help="the plugin's name: the distribution is vlmshield-NAME")
+    parser.add_argument("--kind", required=True, choices=KINDS, help="what the plugin registers")
+    parser.add_argument("--out", help="the folder to write (default: ./vlmshield-NAME; new or empty)")
+
+
 COMMANDS = (
     Command("plugins", "list loaded plugins, what they registered, and load errors", _plugins, _plugins_arguments),
     Command("list", "list registered models, attacks, defenses, datasets, evaluators or commands", _list,
@@ -325,6 +343,8 @@ COMMANDS = (
     Command("eval", "clean and robust accuracy of a model on datasets", _eval, _eval_arguments),
     Command("publish", "upload a saved model folder to the Hugging Face Hub in one commit", _publish,
             _publish_arguments),
+    Command("new-plugin", "write a plugin distribution to start from (tests and conformance checks included)",
+            _new_plugin, _new_plugin_arguments),
 )
 
 
