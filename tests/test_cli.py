@@ -253,3 +253,13 @@ def test_a_gpu_asked_for_where_there_is_none_is_one_sentence(host, capsys, monke
     code, out, err = run(capsys, "eval", "--model", "tiny-clip", "--dataset", "fakedata", "--n", "2",
                          "--device", "cuda")
     assert code == 2 and "no CUDA GPU is available here; use --device cpu" in err, err
+
+
+def test_listing_loads_every_installed_plugin_without_importing_torchvision_or_model_code():
+    """The cheap commands start in about the time of importing torch: plugins import heavy modules at use."""
+    env = {k: v for k, v in os.environ.items() if k != "VLMSHIELD_LOAD_PLUGINS"}
+    code = ("import sys; from vlmshield.cli import main; main(['list', 'defenses']); "
+            "print(sorted(m for m in ('torchvision', 'open_clip', 'timm', 'matplotlib') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0 and "cleanclip" in done.stdout, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout[-500:]

@@ -37,7 +37,6 @@ import random
 
 import torch
 import torch.nn.functional as F
-from torchvision.transforms import AutoAugment, AutoAugmentPolicy
 
 from vlmshield.api import (
     ContrastiveFineTuning,
@@ -73,6 +72,8 @@ def autoaugment(images: torch.Tensor, seed: int) -> torch.Tensor:
     quantised to 8 bits for it (its posterize, solarize and equalize need integer pixels) and returned in [0, 1]
     with the input's shape, dtype and device. The draws come from torch's generator seeded with ``seed`` inside
     a fork of the random state, which the call leaves as it found it."""
+    from torchvision.transforms import AutoAugment, AutoAugmentPolicy  # at use: importing torchvision is slow
+
     transform = AutoAugment(AutoAugmentPolicy.IMAGENET)
     pixels = (images.detach().clamp(0, 1) * 255).round().to(torch.uint8)
     with torch.random.fork_rng(devices=[]):
