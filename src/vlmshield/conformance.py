@@ -33,8 +33,9 @@ steps of the reference where it takes them):
 - evaluators: eight toy images scored twice (under PGD, or under a BadNet trigger aimed at a toy class, when
   the evaluator takes an attack) give every declared metric, in [0, 1], the same both times.
 
-A registration whose defaults cannot build it, or which needs a model or data the toy cannot stand in for,
-is listed as "not checked" with the reason; ``inputs={name: Inputs(model=..., data=..., params=...)}`` gives
+A trainer is checked through the training-time defenses that run on it; protocols, architectures, commands
+and model sources have no checks of their own. A registration whose defaults cannot build it, or which needs a
+model or data the toy cannot stand in for, is listed as "not checked" with the reason; ``inputs={name: Inputs(model=..., data=..., params=...)}`` gives
 it what it needs.
 """
 
@@ -133,19 +134,23 @@ def check_distribution(distribution, inputs: dict[str, Inputs] | None = None) ->
                                f"not register.")
     errors, checked = [], []
     for registration in found:
+        what = f"{registration.kind} {registration.name}"
         try:
-            errors += [f"{registration.kind} {registration.name}: {problem}"
-                       for problem in problems(registration, inputs.get(registration.name))]
-            checked.append(f"{registration.kind} {registration.name}")
+            found_problems = problems(registration, inputs.get(registration.name))
         except (ParameterError, NotCheckable) as error:  # it needs what no default gives (a patch optimised on a model)
-            checked.append(f"{registration.kind} {registration.name} (not checked: {error})")
+            checked.append(f"{what} (not checked: {error})")
+            continue
+        errors += [f"{what}: {problem}" for problem in found_problems or ()]
+        checked.append(what if found_problems is not None else f"{what} (this kind has no checks)")
     if errors:
         raise ConformanceError("\n".join(errors))
     return checked
 
 
-def problems(registration: Registration, inputs: Inputs | None = None) -> list[str]:
-    """What one registration gets wrong (module docstring), one sentence each."""
+def problems(registration: Registration, inputs: Inputs | None = None) -> list[str] | None:
+    """What one registration gets wrong (module docstring), one sentence each; None for a kind with no checks
+    (protocols, architectures, commands, model sources). A trainer is checked through the training-time
+    defenses that run on it."""
     obj, inputs = registration.obj, inputs or Inputs()
     if registration.kind == "attack" and isinstance(obj, type) and issubclass(obj, Attack):
         return attack_problems(obj, registration.name)
@@ -161,7 +166,12 @@ def problems(registration: Registration, inputs: Inputs | None = None) -> list[s
         return dataset_problems(obj, inputs.root)
     if registration.kind == "model" and isinstance(obj, ModelCard):
         return card_problems(obj)
-    return []
+    if registration.kind == "trainer":
+        if not any(isinstance(r.obj, type) and issubclass(r.obj, TrainingDefense) and r.obj.trainer == registration.name
+                   for r in get_host().registries["defense"]):
+            raise NotCheckable("no registered training-time defense runs on it; register one.")
+        return []
+    return None
 
 
 #: How many draws of a randomized defense's randomness an accuracy averages (one draw of 128 toy images
