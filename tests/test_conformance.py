@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vlmshield.api import Attack, ModelCard, TestTimeDefense, temporary_host
+from vlmshield.api import Attack, ModelCard, TestTimeDefense, random_start, temporary_host
 from vlmshield.attacks import PGD
 from vlmshield.conformance import ConformanceError, Inputs, check_distribution
 from vlmshield.evaluators import ZeroShot
@@ -37,10 +37,13 @@ class LeavesTheBall(PGD):
 
 
 class Unseeded(PGD):
+    """Draws its perturbation from the global random state, not from the seeded generator (a random point of the
+    ball: the iterates of PGD from two random starts can end at the same corners of it)."""
+
     name = "unseeded"
 
-    def __call__(self, classifier, x, y, *, seed=None):
-        return super().__call__(classifier, x, y, seed=int(torch.randint(1000, ())))
+    def perturb(self, classifier, x, y, generator):
+        return random_start(x, self.eps, self.norm, torch.Generator().manual_seed(int(torch.randint(2**31, ()))))
 
 
 class DoesNothing(PGD):
