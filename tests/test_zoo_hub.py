@@ -1,5 +1,6 @@
 """hf-hub: sources through a Hugging Face cache the test lays out itself (offline), and legacy files."""
 
+import hashlib
 import os
 import pickle
 
@@ -180,3 +181,21 @@ def test_a_hugging_face_tokenizer_is_saved_beside_the_config_and_loads_back(tmp_
     vlm.tokenizer = open_clip.SimpleTokenizer(context_length=8)  # a tokenizer that cannot write the named one
     with pytest.raises(ParameterError, match="names the Hugging Face tokenizer 'vlmshield-test/words'"):
         vs.zoo.save(vlm, tmp_path / "again")
+
+
+def test_a_plugin_card_of_hub_weights_loads_them_with_its_hashes_checked(hub_cache, tmp_path):
+    """A card that names a Hub repository and no loader loads that repository (not random weights), and the
+    sha256 it states for a file is checked before the file is read."""
+    from vlmshield.api import ModelCard, temporary_host
+    from vlmshield.testing import make_plugin
+
+    digest = hashlib.sha256((tmp_path / "saved" / "open_clip_model.safetensors").read_bytes()).hexdigest()
+    cards = [ModelCard(name, arch="tinyrn", source=f"hf-hub:vlmshield-test/tiny@{REVISION}",
+                       files={"open_clip_model.safetensors": sha})
+             for name, sha in (("good", digest), ("bad", "0" * 64))]
+    with temporary_host(make_plugin("hub-cards", register_models=lambda register: register(*cards))):
+        images = torch.rand(2, 3, 32, 32)
+        assert torch.equal(vs.zoo.load("good").encode_image(images), hub_cache.encode_image(images))
+        assert vs.zoo.load("good").source == f"hf-hub:vlmshield-test/tiny@{REVISION}"
+        with pytest.raises(WeightsError, match="sha256"):
+            vs.zoo.load("bad")

@@ -34,9 +34,9 @@ steps of the reference where it takes them):
   the evaluator takes an attack) give every declared metric, in [0, 1], the same both times.
 
 A trainer is checked through the training-time defenses that run on it; protocols, architectures, commands
-and model sources have no checks of their own. A registration whose defaults cannot build it, or which needs a
-model or data the toy cannot stand in for, is listed as "not checked" with the reason; ``inputs={name: Inputs(model=..., data=..., params=...)}`` gives
-it what it needs.
+and model sources have no checks of their own. A registration whose defaults cannot build it, or which needs
+a model or data the toy cannot stand in for, is listed as "not checked" with the reason;
+``inputs={name: Inputs(model=..., data=..., params=...)}`` gives it what it needs.
 """
 
 from __future__ import annotations

@@ -10,7 +10,9 @@ loader a classifier card is a timm model: ``arch`` is timm's model name and ``pr
 pretrained tag (``ModelCard("rn18", arch="resnet18", pretrained="a1_in1k", family="classifier")``).
 
 ``source`` says where the weights come from: ``open_clip`` (its pretrained registry), ``timm`` (timm's, the
-default of a classifier), ``hf-hub:ORG/NAME[@REV]``,
+default of a classifier), ``hf-hub:ORG/NAME[@REV]`` (without a loader, the repository is loaded as
+``vs.zoo.load("hf-hub:...")`` loads it, with each file of ``files`` checked against its sha256, and
+``weights=False`` builds ``arch`` as above),
 ``package`` (files shipped in an installed package), ``manual`` (files a person downloads from
 ``homepage`` into the weights folder, such as vision-only checkpoints on a university server), or
 ``recipe`` (known but not published yet: loading it says which command produces it). ``metrics`` are the
@@ -132,6 +134,8 @@ class ModelCard:
                                  f"(or load the architecture alone with weights=False).")
         if self.loader is not None:
             model = self.loader(self, device=device, weights=weights)
+        elif weights and self.source.startswith("hf-hub:"):
+            model = self._from_hub(device)
         elif self.family == "classifier":  # a timm model, ARCH.TAG in timm's names
             tagged = f"{self.arch}.{self.pretrained}" if self.pretrained else self.arch
             model = ImageClassifier.from_timm(tagged, self.num_classes, pretrained=weights and bool(self.pretrained),
@@ -144,6 +148,12 @@ class ModelCard:
             self._check_architecture(model)
         model.name = self.name
         return model.eval()
+
+    def _from_hub(self, device):
+        """The Hub repository of ``source``, through the ``hf-hub`` model source, each file of ``files`` checked
+        against its sha256 before it is read."""
+        hub = get_host().get("model-source", "hf-hub").obj
+        return hub.load(self.source.removeprefix("hf-hub:"), device=device, weights=True, sha256=self.files or None)
 
     def _source_of(self, model, weights: bool) -> str:
         """Where the loaded weights came from, as a record says it."""
