@@ -397,7 +397,8 @@ def training_problems(cls, inputs: Inputs) -> list[str]:
     if weights.keys() != other.keys() or not all(torch.equal(weights[k], other[k]) for k in weights):
         different = next((k for k in weights if k not in other or not torch.equal(weights[k], other[k])), "?")
         found.append(f"a run interrupted after two of four steps and resumed ends with other weights than an "
-                     f"uninterrupted one ({different} differs): a resume must restore every random state.")
+                     f"uninterrupted one ({different} differs): a step must depend only on the checkpoint and "
+                     f"its own seed.")
     return found
 
 
