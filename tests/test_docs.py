@@ -1,4 +1,5 @@
-"""The plugin example in CONTRIBUTING.md is real code: it must load, register and run."""
+"""The plugin examples in CONTRIBUTING.md are real code: they load, register, run and pass the conformance checks;
+the README's tables say what the code does."""
 
 import re
 import types
@@ -72,3 +73,52 @@ def test_ttcs_readme_does_not_call_a_native_ensemble_run_the_papers_protocol():
     text = (ROOT / "plugins" / "vlmshield-ttc" / "README.md").read_text()
     assert "main protocol" not in text
     assert "--protocol tecoa` is the protocol of the paper's tables" in text
+
+
+def _section_module(text: str, title: str) -> types.ModuleType:
+    """The Python blocks of CONTRIBUTING.md's section ``title``, run in order as one module."""
+    section = text.split(f"\n### {title}\n", 1)[1].split("\n### ", 1)[0]
+    name = "contributing_" + re.sub(r"\W+", "_", title.lower())
+    module = types.ModuleType(name)
+    for block in re.findall(r"```python\n(.*?)```", section, re.S):
+        exec(compile(block, f"CONTRIBUTING.md ({title})", "exec"), module.__dict__)
+    return module
+
+
+def _as_plugin(module: types.ModuleType):
+    """A plugin registering every attack, defense, trainer and evaluator class the module defines, and the
+    datasets its hook registers (some sections register through hooks, some leave it to the reader)."""
+    from vlmshield.api import Attack, BackdoorAttack, Defense, Evaluator, Trainer
+    from vlmshield.testing import make_plugin
+
+    defined = [obj for obj in vars(module).values()
+               if isinstance(obj, type) and obj.__module__ == module.__name__ and getattr(obj, "name", "")]
+    kinds = {"attacks": (Attack, BackdoorAttack), "defenses": (Defense,), "trainers": (Trainer,),
+             "evaluators": (Evaluator,)}
+    hooks = {f"register_{kind}": (lambda register, found=found: register(*found))
+             for kind, bases in kinds.items() if (found := [c for c in defined if issubclass(c, bases)])}
+    if hasattr(module, "register_datasets"):
+        hooks["register_datasets"] = module.register_datasets
+    return make_plugin(module.__name__, **hooks)
+
+
+def test_every_kind_of_the_contributing_tutorial_passes_the_conformance_checks(tmp_path):
+    """Each section's worked example, as written, registers and passes every conformance check."""
+    from torchvision.utils import save_image
+
+    from vlmshield.conformance import Inputs, check_distribution
+
+    for split in ("train", "test"):  # the layout the dataset example reads
+        for label, classname in enumerate(("red_square", "blue_circle")):
+            (tmp_path / split / classname).mkdir(parents=True)
+            save_image(torch.full((3, 20, 24), 0.2 + 0.6 * label), tmp_path / split / classname / "0.png")
+    text = (ROOT / "CONTRIBUTING.md").read_text()
+    sections = {"An evasion attack": None, "A test-time defense and its adaptive attack": None,
+                "A backdoor trigger": None, "A training-time defense on an existing trainer": None,
+                "A trainer for a new kind of defense": None, "An evaluator": None,
+                "A dataset": {"my-folders": Inputs(root=tmp_path)}}
+    for title, inputs in sections.items():
+        plugin = _as_plugin(_section_module(text, title))
+        with temporary_host(plugin):
+            checked = check_distribution(plugin.__name__, inputs)
+        assert checked and not [line for line in checked if "not checked" in line], (title, checked)
