@@ -127,6 +127,16 @@ class ImageClassifier(nn.Module):
         return cls(model, model.num_classes, image_size=image_size or data["input_size"][1:], mean=data["mean"],
                    std=data["std"], interpolation=data["interpolation"], classnames=classnames, name=name)
 
+    @classmethod
+    def from_architecture(cls, architecture: dict, num_classes: int, **options) -> ImageClassifier:
+        """A classifier whose model the registered ``Architecture`` named ``architecture["name"]`` builds from
+        ``architecture["args"]``, with random weights; ``options`` are ``__init__``'s (preprocessing, class
+        names, name)."""
+        from .plugins import get_host  # the registry of architectures
+
+        model = get_host().get("architecture", architecture["name"]).obj.build(**architecture.get("args", {}))
+        return cls(model, num_classes, architecture=architecture, **options)
+
     def config(self) -> dict:
         """The classifier's preprocessing and classes, as plain JSON values (what a saved folder records)."""
         return {"num_classes": self.num_classes, "image_size": list(self.image_size),

@@ -268,7 +268,7 @@ def _registered_architecture(directory: Path, config: dict, name: str) -> tuple[
         raise WeightsError(f"{path} has a malformed vlmshield_architecture: it should be an object with a name and "
                            f"its args.")
     try:
-        registration = get_host().get("architecture", architecture["name"])
+        get_host().get("architecture", architecture["name"])
     except UnknownNameError:
         raise WeightsError(f"{directory} holds a model of the architecture {architecture['name']!r}, which no "
                            f"installed plugin registers; install the plugin that trained it.") from None
@@ -278,12 +278,10 @@ def _registered_architecture(directory: Path, config: dict, name: str) -> tuple[
                                    "size": size[1:] if isinstance(size, list) else size})
     if problem or not (type(config.get("num_classes")) is int and config["num_classes"] > 0):
         raise WeightsError(f"{path} has a malformed pretrained_cfg or num_classes: {problem or 'no class count'}.")
-    args = architecture.get("args", {})
-    build = lambda: registration.obj.build(**args)  # noqa: E731
-    return build, lambda: ImageClassifier(
-        build(), config["num_classes"], image_size=size[1:], mean=pretrained["mean"], std=pretrained["std"],
-        interpolation=pretrained.get("interpolation", "bicubic"), classnames=labels, name=name,
-        architecture=architecture)
+    make = lambda: ImageClassifier.from_architecture(  # noqa: E731
+        architecture, config["num_classes"], image_size=size[1:], mean=pretrained["mean"], std=pretrained["std"],
+        interpolation=pretrained.get("interpolation", "bicubic"), classnames=labels, name=name)
+    return lambda: make().model, make
 
 
 def _timm_model(directory: Path) -> torch.nn.Module:

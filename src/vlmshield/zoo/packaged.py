@@ -93,11 +93,9 @@ def _classifier_spec(classifier: ImageClassifier) -> dict:
 
 
 def _build_classifier(card: ModelCard, spec: dict) -> ImageClassifier:
-    architecture = spec["architecture"]
-    net = get_host().get("architecture", architecture["name"]).obj.build(**architecture.get("args", {}))
-    return ImageClassifier(net, spec["num_classes"], image_size=spec["image_size"], mean=spec["mean"],
-                           std=spec["std"], interpolation=spec["interpolation"], classnames=spec["classnames"],
-                           name=card.name, architecture=architecture)
+    return ImageClassifier.from_architecture(spec["architecture"], spec["num_classes"], image_size=spec["image_size"],
+                                             mean=spec["mean"], std=spec["std"], interpolation=spec["interpolation"],
+                                             classnames=spec["classnames"], name=card.name)
 
 
 def load_packaged(card: ModelCard, device=None, weights: bool = True, *, directory: str | os.PathLike,
