@@ -98,12 +98,17 @@ class OneSmallStep(Attack):
         return PGD(eps=self.eps, alpha=self.eps / 10, steps=1, random_start=False).perturb(classifier, x, y, generator)
 
 
+def _failures(plugin) -> str:
+    """What the conformance checks say of everything ``plugin`` registers (they must fail)."""
+    with temporary_host(plugin), pytest.raises(ConformanceError) as failed:
+        check_distribution(plugin.__name__)
+    return str(failed.value)
+
+
 def test_a_broken_attack_fails_with_what_it_broke():
     plugin = make_plugin("broken-attacks", register_attacks=lambda register: register(LeavesTheBall, Unseeded,
                                                                                       OneSmallStep))
-    with temporary_host(plugin), pytest.raises(ConformanceError) as failed:
-        check_distribution("broken-attacks")
-    message = str(failed.value)
+    message = _failures(plugin)
     assert "attack leaves-the-ball: left its Linf budget: a perturbation of 0.0627 for eps 0.0314." in message
     assert "attack unseeded: gave other images for the same seed" in message
     assert "attack one-small-step: chooses its own step size and is weaker than PGD with as many steps" in message
@@ -112,9 +117,7 @@ def test_a_broken_attack_fails_with_what_it_broke():
 def test_a_defense_whose_adaptive_attack_is_weaker_than_pgd_fails():
     plugin = make_plugin("weak-defense", register_attacks=lambda register: register(DoesNothing),
                          register_defenses=lambda register: register(Rounding, Jittery))
-    with temporary_host(plugin), pytest.raises(ConformanceError) as failed:
-        check_distribution("weak-defense")
-    message = str(failed.value)
+    message = _failures(plugin)
     assert "defense rounding: its adaptive attack does-nothing leaves" in message
     assert "an adaptive attack weaker than a non-adaptive one cannot certify the defense" in message
     assert "defense jittery: two passes over the same images differ: declare randomized = True" in message
@@ -146,9 +149,7 @@ class OverOne(ZeroShot):
 def test_a_trainer_that_does_not_resume_exactly_and_an_evaluator_out_of_range_fail():
     plugin = make_plugin("broken-kinds", register_defenses=lambda register: register(Forgetful),
                          register_evaluators=lambda register: register(OverOne))
-    with temporary_host(plugin), pytest.raises(ConformanceError) as failed:
-        check_distribution("broken-kinds")
-    message = str(failed.value)
+    message = _failures(plugin)
     assert "defense forgetful: a run interrupted after two of four steps and resumed ends with other weights" in message
     assert "evaluator over-one: clean_acc is 25.0 on tensors; a metric is a fraction in [0, 1]" in message
 

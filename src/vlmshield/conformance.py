@@ -46,6 +46,7 @@ import json
 import math
 import re
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -355,10 +356,20 @@ def _toy_data(takes: str):
     if takes == "captioned":
         return CaptionedImages([(image, f"a photo of a {TOY_CLASSES[int(label)]}.") for image, label in labelled],
                                name="toy-captions")
-    if takes == "domain-pair":
-        target = toy_dataset(16, size=32)
-        return DomainPair(labelled, UnlabelledImages(target, name="toy-target"), target, name="toy-pair")
+    if takes == "domain-pair":  # the toy task as its own target domain
+        return DomainPair(labelled, UnlabelledImages(labelled, name="toy-target"), labelled, name="toy-pair")
     raise NotCheckable(f"there is no toy data of the kind {takes!r}; give Inputs(data=...).")
+
+
+@contextmanager
+def _on_the_toys():
+    """A refusal of the tiny CLIP or the toy data (the registration needs a model or data of its own) is
+    NotCheckable, with what it said."""
+    try:
+        yield
+    except VlmshieldError as error:
+        raise NotCheckable(f"on a tiny CLIP and toy data it says: {error} Give Inputs(model=..., data=...).") \
+            from error
 
 
 #: Four steps of one stage: long enough to resume in the middle, short enough to take seconds.
@@ -373,12 +384,9 @@ def training_problems(cls, inputs: Inputs) -> list[str]:
     data = inputs.data if inputs.data is not None else _toy_data(takes)
 
     def fit(out: Path, **options) -> nn.Module:
-        try:
+        with _on_the_toys():
             return method.fit(copy.deepcopy(model), data, TRAINING, trainer_params=inputs.trainer_params, out=out,
                               progress=False, **options)
-        except VlmshieldError as error:  # it needs a model or data the toy cannot stand in for
-            raise NotCheckable(f"on a tiny CLIP and toy data it says: {error} Give Inputs(model=..., data=...).") \
-                from error
 
     with tempfile.TemporaryDirectory() as tmp:
         whole = fit(Path(tmp, "whole"))
@@ -422,12 +430,9 @@ def evaluator_problems(cls, inputs: Inputs) -> list[str]:
     attack = _evaluation_attack(cls, inputs)
 
     def run() -> dict:
-        try:
+        with _on_the_toys():
             return evaluate(model, data, evaluator=cls.create(**inputs.params), attack=attack, n=8, batch_size=4,
                             progress=False)
-        except VlmshieldError as error:
-            raise NotCheckable(f"on a tiny CLIP and toy data it says: {error} Give Inputs(model=..., data=...).") \
-                from error
 
     first, second = run(), run()
     if first["skipped"]:
